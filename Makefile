@@ -1,0 +1,36 @@
+# One entry point for people and CI. `make run` and `make test` work on a fresh machine:
+# they create .venv, install the package with its dev tools, and (for tests) the pinned npm peers.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+CONFIG ?= configs/example.yaml
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(BIN)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mcp-gateway serve --config $(CONFIG)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed node_modules/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from mcp_gateway.cli import main
+
+main()

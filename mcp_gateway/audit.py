@@ -1,0 +1,267 @@
+"""Audit: one record per ``tools/call`` decision.
+
+Each record is written twice, for two readers. First, synchronously, as one JSON line on the logger
+``mcp_gateway.audit``: that copy exists before the call returns, whatever happens to the store. Second, to a capped
+store stream (a Redis Stream under ``audit.streamKey``) that ``mcp-gateway audit tail`` and other replicas can read.
+The stream write must never slow down or fail a call, so records go through a bounded in-memory queue drained by a
+background task; when the queue is full a record is dropped from the stream (never from the log) and counted.
+
+Records hold names and ids as plain strings, not references, so they stay readable after the identity or task
+definition is deleted. Arguments are redacted by key before the record is written anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from mcp_gateway.config import AuditConfig
+from mcp_gateway.errors import StoreUnavailable
+from mcp_gateway.policy import Decision
+from mcp_gateway.store.base import Store
+
+if TYPE_CHECKING:
+    from mcp_gateway.config import GatewayConfig
+
+# Records go to "mcp_gateway.audit" and nothing else does, so operators can route that logger to its own sink.
+records_logger = logging.getLogger("mcp_gateway.audit")
+logger = logging.getLogger("mcp_gateway.audit_writer")
+
+REDACTED = "[REDACTED]"
+_DROP_WARNING_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One decision. ``outcome`` is "denied", "ok", "tool_error", "upstream_error", "upstream_unavailable",
+    "timeout" or "cancelled"; ``latency_ms`` is the upstream's, None when the call was not forwarded."""
+
+    time: str
+    identity: str
+    task_session_id: str | None
+    task_name: str | None
+    tool: str
+    upstream: str | None
+    decision: Literal["allow", "deny"]
+    policy: str | None
+    reason: str
+    latency_ms: float | None
+    outcome: str
+    args: Mapping[str, Any]
+
+    @classmethod
+    def begin(
+        cls,
+        *,
+        identity: str,
+        task_session_id: str | None,
+        task_name: str | None,
+        tool: str,
+        upstream: str | None,
+        args: Mapping[str, Any],
+        decision: Decision,
+        now: datetime | None = None,
+    ) -> AuditRecord:
+        """A record stamped at decision time; :meth:`finish` fills in what forwarding the call showed."""
+        return cls(
+            time=_iso_utc(now or datetime.now(UTC)),
+            identity=identity,
+            task_session_id=task_session_id,
+            task_name=task_name,
+            tool=tool,
+            upstream=upstream,
+            decision="allow" if decision.allowed else "deny",
+            policy=decision.policy,
+            reason=decision.reason,
+            latency_ms=None,
+            outcome="pending",
+            args=args,
+        )
+
+    def finish(self, *, outcome: str, latency_ms: float | None) -> AuditRecord:
+        return dataclasses.replace(self, outcome=outcome, latency_ms=latency_ms)
+
+    def to_json(self) -> str:
+        # default=str: arguments come from JSON, but a record must never fail to serialise over an odd value.
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditRecord:
+        """Parse a record; fields added by newer versions are ignored, missing ones are a ValueError."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("an audit record must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{key: value for key, value in data.items() if key in names})
+        except TypeError as exc:
+            raise ValueError(f"not an audit record: {exc}") from None
+
+
+def redact(args: Mapping[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``args`` where the value of every key matching a glob (case-insensitive), at any depth, is
+    replaced by ``"[REDACTED]"``. Matching is by key because secrets are named (``password``, ``api_key``); values
+    are not inspected."""
+    matcher = _matcher(tuple(patterns))
+    return {key: _redact_item(key, value, matcher) for key, value in args.items()}
+
+
+@lru_cache(maxsize=32)
+def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns), re.IGNORECASE)
+
+
+def _redact_item(key: Any, value: Any, matcher: re.Pattern[str] | None) -> Any:
+    if matcher is not None and matcher.match(str(key)):
+        return REDACTED
+    return _redact_value(value, matcher)
+
+
+def _redact_value(value: Any, matcher: re.Pattern[str] | None) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _redact_item(key, item, matcher) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(item, matcher) for item in value]
+    return value
+
+
+class AuditLog:
+    """Writes records to the log at once and to the store stream in the background while :meth:`running`."""
+
+    def __init__(
+        self,
+        config: AuditConfig,
+        store: Store | None = None,
+        *,
+        queue_size: int = 10_000,
+        write_timeout: float = 5.0,
+        flush_timeout: float = 5.0,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._write_timeout = write_timeout
+        self._flush_timeout = flush_timeout
+        self._send, self._receive = anyio.create_memory_object_stream[str](max_buffer_size=queue_size)
+        self.dropped = 0
+        self.failed = 0
+        self._failing = False
+
+    def record(self, record: AuditRecord) -> None:
+        """Log the record now and queue it for the store; never blocks and never raises over the store."""
+        line = dataclasses.replace(record, args=redact(record.args, self._config.redact_keys)).to_json()
+        records_logger.info(line)
+        if self._store is None:
+            return
+        try:
+            self._send.send_nowait(line)
+        except anyio.WouldBlock:
+            self._drop("the audit queue is full")
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._drop("the audit writer has stopped")
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[AuditLog]:
+        """Drain the queue into the store; on exit, flush what is queued (bounded by ``flush_timeout``)."""
+        if self._store is None:
+            yield self
+            return
+        drained = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._drain, self._store, drained)
+            try:
+                yield self
+            finally:
+                self._send.close()
+                # Shielded so that records queued before a shutdown still get their chance to reach the store.
+                with anyio.move_on_after(self._flush_timeout, shield=True):
+                    await drained.wait()
+                tg.cancel_scope.cancel()
+
+    async def _drain(self, store: Store, drained: anyio.Event) -> None:
+        async with self._receive:
+            async for line in self._receive:
+                await self._write(store, line)
+        drained.set()
+
+    async def _write(self, store: Store, line: str) -> None:
+        try:
+            with anyio.fail_after(self._write_timeout):
+                await store.append_stream(self._config.stream_key, {"record": line}, self._config.stream_maxlen)
+        # Whatever the store raises, the record is already in the log and the writer must keep going.
+        except Exception as exc:
+            self.failed += 1
+            if not self._failing:
+                self._failing = True
+                logger.warning(
+                    "audit records are not reaching %s (%s); they are still in the log", store.description, exc
+                )
+            return
+        if self._failing:
+            self._failing = False
+            logger.warning("audit records reach %s again (%d failed meanwhile)", store.description, self.failed)
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        if self.dropped % _DROP_WARNING_EVERY == 1:
+            logger.warning(
+                "%s: %d audit record(s) dropped from the store stream so far (they are still in the log)",
+                why,
+                self.dropped,
+            )
+
+
+def _iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``, so records sort as text and compare across replicas."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def read_recent(store: Store, stream_key: str, count: int, after: str | None = None) -> list[AuditRecord]:
+    """The newest ``count`` records oldest-first, or the records after the stream id ``after``."""
+    return [record for _, record in await _read(store, stream_key, count, after)]
+
+
+async def _read(store: Store, stream_key: str, count: int, after: str | None) -> list[tuple[str, AuditRecord]]:
+    records: list[tuple[str, AuditRecord]] = []
+    for entry in await store.read_stream(stream_key, count, after):
+        try:
+            records.append((entry.id, AuditRecord.from_json(entry.fields.get("record", ""))))
+        except ValueError as exc:
+            logger.warning("skipping audit stream entry %s: %s", entry.id, exc)
+    return records
+
+
+async def tail(config: GatewayConfig, count: int, follow: bool, poll_interval: float = 1.0) -> int:
+    """``mcp-gateway audit tail``: print recent records as JSON lines, then new ones as they arrive."""
+    from mcp_gateway.store import open_store
+
+    if config.store_url.startswith("memory://"):
+        print("audit tail needs a shared store (redis://): memory:// records live only in the serving process")
+        return 2
+    store = open_store(config.store_url, config.store_prefix)
+    last: str | None = None
+    try:
+        while True:
+            for entry_id, record in await _read(store, config.audit.stream_key, count if last is None else 1000, last):
+                print(record.to_json(), flush=True)
+                last = entry_id
+            if not follow:
+                return 0
+            await anyio.sleep(poll_interval)
+    except StoreUnavailable as exc:
+        print(f"error: {exc.message}")
+        return 1
+    finally:
+        await store.close()

@@ -1,0 +1,67 @@
+"""``mcp-gateway check``: everything that can be wrong with a config, found in one run.
+
+Parsing already collected every structural problem (``load_config`` raised them). This adds what needs more than
+the file: policies compiled (syntax and type errors with position), upstreams connected and their tools merged
+(unreachable upstreams and name clashes), and warnings for patterns and policy arguments that match nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.errors import ConfigError
+from mcp_gateway.policy import PolicyEngine
+from mcp_gateway.upstreams.catalog import build_catalog
+from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.visibility import Visibility
+
+
+async def check_config(config: GatewayConfig, connect_upstreams: bool = True) -> tuple[list[str], list[str]]:
+    """(problems, warnings); any problem makes ``check`` exit non-zero."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    try:
+        policies: PolicyEngine | None = PolicyEngine.compile(config.policies)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        policies = None
+    if not connect_upstreams or not config.upstreams:
+        return problems, warnings
+
+    schemas = await _list_tools(config, problems)
+    if schemas is None:
+        return problems, warnings
+    if policies is not None:
+        warnings.extend(policies.check_argument_references(schemas))
+    visibility = Visibility()
+    owners: list[tuple[str, tuple[str, ...] | None]] = [
+        *((f"identities[{i}] ({x.id})", x.allowed_tools) for i, x in enumerate(config.identities)),
+        *((f"tasks[{i}] ({t.id})", t.allowed_tools) for i, t in enumerate(config.tasks)),
+    ]
+    for where, patterns in owners:
+        for pattern in patterns or ():
+            if not visibility.filter((pattern,), schemas):
+                warnings.append(f"{where}.allowedTools: {pattern!r} matches no tool")
+    return problems, warnings
+
+
+async def _list_tools(config: GatewayConfig, problems: list[str]) -> dict[str, Any] | None:
+    """Connect every upstream once and merge their tools; None when the merge itself failed."""
+    connections = [UpstreamConnection(upstream) for upstream in config.upstreams]
+    async with anyio.create_task_group() as tg:
+        for connection in connections:
+            await tg.start(connection.run)
+        for i, connection in enumerate(connections):
+            if not connection.ready:
+                problems.append(f"upstreams[{i}] ({connection.name}): cannot connect: {connection.last_error}")
+        try:
+            catalog = build_catalog(connections, config.server.tool_separator, version=1)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+        finally:
+            tg.cancel_scope.cancel()
+    return {entry.name: entry.definition.get("inputSchema") for entry in catalog.tools()}

@@ -1,0 +1,155 @@
+"""``mcp-gateway``: serve / check / keygen / explain / audit tail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from mcp_gateway.auth import hash_api_key
+from mcp_gateway.config import GatewayConfig, load_config
+from mcp_gateway.errors import ConfigError
+
+logger = logging.getLogger("mcp_gateway")
+
+
+def _load(path: str) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mcp_gateway.app import create_app
+
+    config = _load(args.config)
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    try:
+        app = create_app(config)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=args.log_level.lower(),
+            access_log=args.access_log,
+            lifespan="on",
+            server_header=False,
+        )
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mcp_gateway.checks import check_config
+
+    config = _load(args.config)
+    problems, warnings = anyio.run(check_config, config, not args.no_upstreams)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print(
+        f"{args.config}: ok ({len(config.upstreams)} upstreams, {len(config.identities)} identities, "
+        f"{len(config.tasks)} tasks, {len(config.policies)} policies)"
+    )
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = f"{args.prefix}{secrets.token_urlsafe(32)}"
+    print(f"key:    {key}")
+    print(f"sha256: {hash_api_key(key)}")
+    print("Give the key to the agent; put only the sha256 under the identity's credentials.", file=sys.stderr)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mcp_gateway.explain import explain
+
+    config = _load(args.config)
+    try:
+        tool_args: Any = json.loads(args.args)
+        context: Any = json.loads(args.context) if args.context else None
+    except json.JSONDecodeError as exc:
+        print(f"error: --args/--context must be JSON: {exc}", file=sys.stderr)
+        return 2
+    report, allowed = explain(
+        config, identity_id=args.identity, task_id=args.task, context=context, tool=args.tool, args=tool_args
+    )
+    print(report)
+    return 0 if allowed else 1
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    from mcp_gateway.audit import tail
+
+    config = _load(args.config)
+    return anyio.run(tail, config, args.count, args.follow)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP-native gateway.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate a config and report every problem")
+    check.add_argument("--config", required=True)
+    check.add_argument("--no-upstreams", action="store_true", help="do not connect to upstreams to list tools")
+    check.set_defaults(func=cmd_check)
+
+    keygen = sub.add_parser("keygen", help="print a new API key and the SHA-256 to put in config")
+    keygen.add_argument("--prefix", default="mgw_")
+    keygen.set_defaults(func=cmd_keygen)
+
+    explain = sub.add_parser("explain", help="show which policies apply to a call and the decision")
+    explain.add_argument("--config", required=True)
+    explain.add_argument("--identity", required=True)
+    explain.add_argument("--task", help="task id to bind")
+    explain.add_argument("--context", help="task context as JSON")
+    explain.add_argument("--tool", required=True, help="exposed tool name, e.g. demo__get_customer")
+    explain.add_argument("--args", default="{}", help="tool arguments as JSON")
+    explain.set_defaults(func=cmd_explain)
+
+    audit = sub.add_parser("audit", help="read the audit stream")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    tail = audit_sub.add_parser("tail", help="print recent audit records (Redis store only)")
+    tail.add_argument("--config", required=True)
+    tail.add_argument("-n", "--count", type=int, default=20)
+    tail.add_argument("-f", "--follow", action="store_true")
+    tail.set_defaults(func=cmd_audit_tail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The running gateway: everything built once from config, started and stopped together.
+
+Start-up order matters for failing early: policies compile first (a bad policy never reaches a socket), then the
+store opens, then upstreams connect and the merged catalog is built (a name clash stops start-up). Nothing here is
+rebuilt per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio
+
+from mcp_gateway.audit import AuditLog
+from mcp_gateway.auth import Authenticator
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.errors import GatewayError
+from mcp_gateway.metrics import Metrics
+from mcp_gateway.notifications import Notifier
+from mcp_gateway.policy import PolicyEngine
+from mcp_gateway.proxy import Proxy
+from mcp_gateway.sessions import TaskSessions
+from mcp_gateway.store import open_store
+from mcp_gateway.store.base import Store
+from mcp_gateway.upstreams.catalog import Catalog, LiveCatalog
+from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.upstreams.lists import ListKind
+
+logger = logging.getLogger(__name__)
+
+_LIST_CHANGED = {
+    "tools": "notifications/tools/list_changed",
+    "prompts": "notifications/prompts/list_changed",
+    "resources": "notifications/resources/list_changed",
+    "resource_templates": "notifications/resources/list_changed",
+}
+
+
+def gateway_version() -> str:
+    try:
+        return version("mcp-gateway")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": True},
+    "resources": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "completions": {},
+    "logging": {},
+}
+
+
+@dataclass(frozen=True)
+class Gateway:
+    config: GatewayConfig
+    store: Store
+    authenticator: Authenticator
+    sessions: TaskSessions
+    policies: PolicyEngine
+    audit: AuditLog
+    metrics: Metrics
+    notifier: Notifier
+    connections: tuple[UpstreamConnection, ...]
+    catalog: LiveCatalog
+    proxy: Proxy
+    server_info: dict[str, Any]
+
+    async def readiness(self) -> dict[str, Any]:
+        """Ready when the store answers and every upstream has a live session."""
+        try:
+            with anyio.fail_after(2):
+                await self.store.ping()
+            store_ok = True
+        except (GatewayError, TimeoutError):
+            store_ok = False
+        upstreams = {c.name: c.ready for c in self.connections}
+        for name, up in upstreams.items():
+            self.metrics.upstream_up.labels(name).set(1 if up else 0)
+        return {"ready": store_ok and all(upstreams.values()), "store": store_ok, "upstreams": upstreams}
+
+
+@asynccontextmanager
+async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
+    policies = PolicyEngine.compile(config.policies)
+    store = open_store(config.store_url, config.store_prefix)
+    if config.store_url.startswith("memory://"):
+        logger.warning(
+            "store: memory:// (embedded, this process only): task sessions and legacy MCP sessions are lost on "
+            "restart and not shared with other replicas; use redis:// in production"
+        )
+    else:
+        logger.info("store: %s", store.description)
+    metrics = Metrics()
+    notifier = Notifier()
+    audit = AuditLog(config.audit, None if config.store_url.startswith("memory://") else store)
+    connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
+    try:
+        async with anyio.create_task_group() as tg, audit.running():
+            for connection in connections:
+                await tg.start(connection.run)
+            catalog = LiveCatalog(connections, config.server.tool_separator)
+
+            async def relay_list_changed(snapshot: Catalog, kinds: frozenset[ListKind]) -> None:
+                for method in sorted({_LIST_CHANGED[kind] for kind in kinds if kind in _LIST_CHANGED}):
+                    notifier.publish(method)
+
+            catalog.add_listener(relay_list_changed)
+            authenticator = Authenticator(config.identities, config.jwt)
+            sessions = TaskSessions(store, config.tasks)
+            proxy = Proxy(catalog.snapshot, policies, audit, metrics)
+            for connection in connections:
+                if not connection.ready:
+                    logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)
+            logger.info("gateway ready: %d upstreams, %d tools", len(connections), len(catalog.snapshot().tools()))
+            yield Gateway(
+                config=config,
+                store=store,
+                authenticator=authenticator,
+                sessions=sessions,
+                policies=policies,
+                audit=audit,
+                metrics=metrics,
+                notifier=notifier,
+                connections=connections,
+                catalog=catalog,
+                proxy=proxy,
+                server_info={"name": "mcp-gateway", "version": gateway_version()},
+            )
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()

@@ -1,0 +1,159 @@
+"""The handshake era (2024-11-05 … 2025-11-25) at ``/mcp``.
+
+``initialize`` opens a session whose state (owner identity, negotiated version, client capabilities) lives in the
+store, not in this process, so any replica behind a load balancer can serve the session's next request. A session
+belongs to the identity that opened it: another identity presenting its id gets the same 404 as for an unknown id.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from mcp_gateway.config import Identity
+from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
+from mcp_gateway.http.responses import json_response, sse_event
+from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, EventStream, answer, progress_token
+from mcp_gateway.proxy import Caller, ProgressSink
+
+_MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
+_KEY_PREFIX = "mcpsession:"
+
+
+@dataclass(frozen=True)
+class LegacySession:
+    id: str
+    identity_id: str
+    protocol_version: str
+    client_capabilities: dict[str, Any]
+    client_info: dict[str, Any]
+
+
+def _error(request_id: Any, code: int, message: str, status: int) -> Response:
+    return json_response({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}, status)
+
+
+def _finish(result: dict[str, Any]) -> dict[str, Any]:
+    """A 2025-era client must not see the 2026 result fields a modern upstream may have sent."""
+    if any(key in result for key in _MODERN_ONLY_FIELDS):
+        return {k: v for k, v in result.items() if k not in _MODERN_ONLY_FIELDS}
+    return result
+
+
+class LegacyEra:
+    def __init__(self, context: McpContext) -> None:
+        self.context = context
+        self._ttl = context.server.mcp_session_ttl
+
+    async def _load(self, request: Request, identity: Identity, request_id: Any) -> LegacySession | Response:
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            return _error(request_id, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", 400)
+        raw = await self.context.store.get(_KEY_PREFIX + session_id)
+        if raw is None:
+            return _error(request_id, INVALID_REQUEST, "Session not found", 404)
+        session = LegacySession(**json.loads(raw))
+        if session.identity_id != identity.id:
+            return _error(request_id, INVALID_REQUEST, "Session not found", 404)
+        await self.context.store.expire(_KEY_PREFIX + session_id, self._ttl)
+        return session
+
+    async def notification(self, request: Request, identity: Identity, envelope: Envelope) -> Response:
+        loaded = await self._load(request, identity, None)
+        if isinstance(loaded, Response):
+            return loaded
+        return Response(status_code=202)
+
+    async def request(self, request: Request, caller: Caller, envelope: Envelope) -> Response:
+        if envelope.method == "initialize":
+            return await self._initialize(caller.identity, envelope)
+        loaded = await self._load(request, caller.identity, envelope.id)
+        if isinstance(loaded, Response):
+            return loaded
+        if envelope.method == "logging/setLevel":
+            return json_response({"jsonrpc": "2.0", "id": envelope.id, "result": {}})
+        handler = self.context.methods.get(envelope.method)
+        if handler is None:
+            error = method_not_found(envelope.method)
+            return _error(envelope.id, error["code"], error["message"], 200)
+
+        async def run(progress: ProgressSink | None) -> dict[str, Any]:
+            return await handler(caller, envelope.params, progress)
+
+        return await answer(
+            envelope.id,
+            run,
+            _finish,
+            lambda code: 200,
+            token=progress_token(envelope.params),
+            accepts_sse=accepts_sse(request),
+        )
+
+    async def _initialize(self, identity: Identity, envelope: Envelope) -> Response:
+        requested = envelope.params.get("protocolVersion")
+        if not isinstance(requested, str):
+            return _error(envelope.id, INVALID_PARAMS, "initialize requires params.protocolVersion", 200)
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        capabilities = envelope.params.get("capabilities")
+        client_info = envelope.params.get("clientInfo")
+        session = LegacySession(
+            id=secrets.token_urlsafe(24),
+            identity_id=identity.id,
+            protocol_version=version,
+            client_capabilities=capabilities if isinstance(capabilities, dict) else {},
+            client_info=client_info if isinstance(client_info, dict) else {},
+        )
+        await self.context.store.set(_KEY_PREFIX + session.id, json.dumps(asdict(session)).encode(), self._ttl)
+        result = {
+            "protocolVersion": version,
+            "capabilities": self.context.capabilities,
+            "serverInfo": self.context.server_info,
+        }
+        return json_response(
+            {"jsonrpc": "2.0", "id": envelope.id, "result": result}, headers={SESSION_HEADER: session.id}
+        )
+
+    async def end_session(self, request: Request, identity: Identity) -> Response:
+        loaded = await self._load(request, identity, None)
+        if isinstance(loaded, Response):
+            return loaded
+        await self.context.store.delete(_KEY_PREFIX + loaded.id)
+        return Response(status_code=204)
+
+    async def open_stream(self, request: Request, identity: Identity) -> Response:
+        """The standalone GET stream: carries merged list_changed notifications until the client goes away."""
+        loaded = await self._load(request, identity, None)
+        if isinstance(loaded, Response):
+            return loaded
+        return _NotificationStream(self.context)
+
+
+class _NotificationStream(EventStream):
+    def __init__(self, context: McpContext) -> None:
+        super().__init__()
+        self._context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async with anyio.create_task_group() as tg, self._context.notifier.subscribe() as notes:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            while True:
+                with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
+                    note = await notes.receive()
+                chunk = b": keepalive\r\n\r\n" if waited.cancelled_caught else sse_event(note)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -1,0 +1,183 @@
+"""What both MCP eras share at ``/mcp``: the request envelope, caller binding, and the common method table.
+
+Both eras answer the same tools/resources/prompts methods through ``Proxy``; they differ only in how a request
+proves which conversation it belongs to and how results are framed, which lives in ``modern.py`` and ``legacy.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import Request
+
+from mcp_gateway.auth import Authenticator
+from mcp_gateway.config import Identity, ServerConfig, TaskDefinition
+from mcp_gateway.errors import Forbidden, GatewayError, TaskRequired
+from mcp_gateway.metrics import Metrics
+from mcp_gateway.notifications import Notifier
+from mcp_gateway.proxy import Caller, ProgressSink, Proxy
+from mcp_gateway.sessions import TaskSessions
+from mcp_gateway.store.base import Store
+
+MethodHandler = Callable[[Caller, Mapping[str, Any], ProgressSink | None], Awaitable[dict[str, Any]]]
+
+TASK_TOKEN_HEADER = "x-task-token"
+PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+SESSION_HEADER = "mcp-session-id"
+
+LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A JSON-RPC message that passed the shape check."""
+
+    id: Any
+    method: str
+    params: Mapping[str, Any]
+    is_notification: bool
+    raw: Mapping[str, Any]
+
+
+def method_table(proxy: Proxy) -> dict[str, MethodHandler]:
+    """The methods both eras share; each era adds its own (initialize, server/discover) in front."""
+
+    async def ping(caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None) -> dict[str, Any]:
+        return {}
+
+    def without_progress(
+        fn: Callable[[Caller, Mapping[str, Any]], Awaitable[dict[str, Any]]],
+    ) -> MethodHandler:
+        async def handler(caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None) -> dict[str, Any]:
+            return await fn(caller, params)
+
+        return handler
+
+    return {
+        "ping": ping,
+        "tools/list": without_progress(proxy.list_tools),
+        "tools/call": proxy.call_tool,
+        "resources/list": without_progress(proxy.list_resources),
+        "resources/templates/list": without_progress(proxy.list_resource_templates),
+        "resources/read": proxy.read_resource,
+        "prompts/list": without_progress(proxy.list_prompts),
+        "prompts/get": proxy.get_prompt,
+        "completion/complete": without_progress(proxy.complete),
+    }
+
+
+class McpContext:
+    """What the /mcp handlers of both eras need, built once at start-up."""
+
+    def __init__(
+        self,
+        *,
+        server: ServerConfig,
+        authenticator: Authenticator,
+        sessions: TaskSessions,
+        tasks: Mapping[str, TaskDefinition],
+        proxy: Proxy,
+        store: Store,
+        metrics: Metrics,
+        notifier: Notifier,
+        capabilities: dict[str, Any],
+        server_info: dict[str, Any],
+    ) -> None:
+        self.server = server
+        self.authenticator = authenticator
+        self.sessions = sessions
+        self.tasks = tasks
+        self.proxy = proxy
+        self.store = store
+        self.metrics = metrics
+        self.notifier = notifier
+        self.capabilities = capabilities
+        self.server_info = server_info
+        self.methods = method_table(proxy)
+        self._allowed_origins = frozenset(o.rstrip("/") for o in server.allowed_origins)
+
+    def check_origin(self, request: Request) -> None:
+        """Browsers send Origin; a page on another site must not drive a local gateway (DNS rebinding)."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return
+        origin = origin.rstrip("/")
+        if origin in self._allowed_origins:
+            return
+        host = request.headers.get("host", "")
+        if origin.split("://", 1)[-1] == host:
+            return
+        raise Forbidden(f"origin {origin!r} is not allowed")
+
+    async def authenticate(self, request: Request) -> Identity:
+        try:
+            return await self.authenticator.authenticate(request.headers.get("authorization"))
+        except GatewayError:
+            self.metrics.auth_failures.labels("credential").inc()
+            raise
+
+    async def bind_task(self, identity: Identity, request: Request) -> Caller:
+        """Attach the task session named by ``X-Task-Token``; fail closed on anything but a valid, owned token."""
+        token = request.headers.get(TASK_TOKEN_HEADER)
+        if not token:
+            if identity.require_task:
+                self.metrics.auth_failures.labels("task_required").inc()
+                raise TaskRequired(f"identity {identity.id!r} must send an X-Task-Token header")
+            return Caller(identity=identity)
+        try:
+            session = await self.sessions.resolve(token, identity.id)
+        except GatewayError:
+            self.metrics.auth_failures.labels("task_token").inc()
+            raise
+        return Caller(identity=identity, session=session, task=self.tasks.get(session.task_id))
+
+
+def parse_envelope(body: bytes) -> Envelope | dict[str, Any]:
+    """The message, or the JSON-RPC error body to answer with HTTP 400."""
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _invalid(PARSE_ERROR, f"Parse error: {exc}")
+    if isinstance(message, list):
+        return _invalid(INVALID_REQUEST, "JSON-RPC batches are not supported: send one message per request")
+    if not isinstance(message, dict):
+        return _invalid(INVALID_REQUEST, "the body must be a JSON-RPC 2.0 object")
+    request_id = message.get("id")
+    if message.get("jsonrpc") != "2.0":
+        return _invalid(INVALID_REQUEST, 'the message must carry "jsonrpc": "2.0"', request_id)
+    if "id" in message and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
+        return _invalid(INVALID_REQUEST, "id must be a string or an integer", None)
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        if "result" in message or "error" in message:
+            # A client's answer to a server→client request: accepted, but this gateway sends none yet.
+            return Envelope(request_id, "", {}, True, message)
+        return _invalid(INVALID_REQUEST, "the message has no method", request_id)
+    params = message.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        return _invalid(INVALID_REQUEST, "params must be an object", request_id)
+    return Envelope(request_id, method, params, "id" not in message, message)
+
+
+def _invalid(code: int, message: str, request_id: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def method_not_found(method: str) -> dict[str, Any]:
+    return {"code": METHOD_NOT_FOUND, "message": f"Method not found: {method}"}
+
+
+def is_modern(request: Request) -> bool:
+    version = request.headers.get(PROTOCOL_VERSION_HEADER)
+    return version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def accepts_sse(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")

@@ -1,0 +1,132 @@
+"""The 2026-07-28 (stateless) era at ``/mcp``.
+
+Each POST is self-contained: the ``_meta`` envelope and the ``Mcp-Method``/``Mcp-Name``/``Mcp-Param-*`` headers are
+checked against the body with the SDK's own validation ladder (``mcp.shared.inbound``), so a header that disagrees
+with the body is refused with -32020 before anything is authorized or forwarded. Results get ``resultType`` and,
+for lists, cache hints that are always ``private`` (the lists are computed for this caller) and never outlive the
+caller's task session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    unsupported_protocol_version_rejection,
+    validate_mcp_param_headers,
+)
+from mcp_types import HEADER_MISMATCH, SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mcp_gateway.config import Identity
+from mcp_gateway.http.mcp_context import LIST_METHODS, Envelope, McpContext, accepts_sse, method_not_found
+from mcp_gateway.http.responses import json_response
+from mcp_gateway.http.streaming import answer, progress_token
+from mcp_gateway.proxy import Caller, ProgressSink
+
+LIST_TTL_MS = 60_000
+"""How long a modern client may reuse a list; capped by the task session's remaining life."""
+
+_DROP_FROM_UPSTREAM = ("ttlMs", "cacheScope")
+
+
+def _status(code: int) -> int:
+    return ERROR_CODE_HTTP_STATUS.get(code, 200)
+
+
+def _rejection(request_id: Any, code: int, message: str, data: Any = None) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return json_response({"jsonrpc": "2.0", "id": request_id, "error": error}, _status(code))
+
+
+class ModernEra:
+    def __init__(self, context: McpContext) -> None:
+        self.context = context
+
+    async def notification(self, request: Request, identity: Identity, envelope: Envelope) -> Response:
+        """The 2026 wire defines no client→server notifications; accept and drop them, as the SDK does."""
+        requested = request.headers.get("mcp-protocol-version", "")
+        if (unsupported := unsupported_protocol_version_rejection(requested)) is not None:
+            return _rejection(None, unsupported.code, unsupported.message, unsupported.data)
+        return Response(status_code=202)
+
+    async def request(self, request: Request, caller: Caller, envelope: Envelope) -> Response:
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        if (duplicate := find_duplicated_routing_header(raw_headers)) is not None:
+            return _rejection(envelope.id, HEADER_MISMATCH, f"{duplicate} header appears more than once")
+        verdict = classify_inbound_request(envelope.raw, headers=request.headers)
+        if isinstance(verdict, InboundLadderRejection):
+            return _rejection(envelope.id, verdict.code, verdict.message, verdict.data)
+        if envelope.method == "tools/call":
+            rejection = self._check_param_headers(request, caller, envelope.params)
+            if rejection is not None:
+                return rejection
+
+        handler = self.context.methods.get(envelope.method)
+        if envelope.method == "server/discover":
+            return json_response({"jsonrpc": "2.0", "id": envelope.id, "result": self.discover_result()})
+        if handler is None:
+            error = method_not_found(envelope.method)
+            return _rejection(envelope.id, error["code"], error["message"])
+
+        async def run(progress: ProgressSink | None) -> dict[str, Any]:
+            return await handler(caller, envelope.params, progress)
+
+        return await answer(
+            envelope.id,
+            run,
+            lambda result: self.finish(envelope.method, caller, result),
+            _status,
+            token=progress_token(envelope.params),
+            accepts_sse=accepts_sse(request),
+        )
+
+    def _check_param_headers(self, request: Request, caller: Caller, params: Mapping[str, Any]) -> Response | None:
+        name = params.get("name")
+        arguments = params.get("arguments") or {}
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            return None
+        schema = self.context.proxy.tool_input_schema(caller, name)
+        if schema is None:
+            return None
+        rejection = validate_mcp_param_headers(schema, arguments, request.headers)
+        if rejection is None:
+            return None
+        return _rejection(None, rejection.code, rejection.message, rejection.data)
+
+    def discover_result(self) -> dict[str, Any]:
+        return {
+            "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
+            "capabilities": self.context.capabilities,
+            "resultType": "complete",
+            "ttlMs": LIST_TTL_MS,
+            "cacheScope": "public",
+            "_meta": {SERVER_INFO_META_KEY: self.context.server_info},
+        }
+
+    def finish(self, method: str, caller: Caller, result: dict[str, Any]) -> dict[str, Any]:
+        """Frame an (upstream or gateway) result for a 2026-07-28 client."""
+        if method in LIST_METHODS:
+            result = {k: v for k, v in result.items() if k not in _DROP_FROM_UPSTREAM}
+            ttl_ms = LIST_TTL_MS
+            if caller.session is not None:
+                remaining_ms = int((caller.session.expires_at.timestamp() - time.time()) * 1000)
+                ttl_ms = max(0, min(ttl_ms, remaining_ms))
+            result["ttlMs"] = ttl_ms
+            result["cacheScope"] = "private"
+        elif "cacheScope" in result:
+            # An upstream's public hint does not survive a hop that filters and authorizes per caller.
+            result = {**result, "cacheScope": "private"}
+        if "resultType" not in result:
+            result = {**result, "resultType": "complete"}
+        return result

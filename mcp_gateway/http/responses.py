@@ -1,0 +1,67 @@
+"""The one place where errors become HTTP answers, plus the JSON/SSE encoders shared by every endpoint."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mcp_gateway.errors import GatewayError, PayloadTooLarge, Unauthorized
+
+JSON_MEDIA_TYPE = "application/json"
+SSE_MEDIA_TYPE = "text/event-stream"
+SSE_HEADERS = {"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"}
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(value), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+def error_response(error: GatewayError) -> Response:
+    """``{"error": <stable code>, "message": <human text>}`` with the contract's status and auth challenge."""
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
+    if error.details is not None:
+        body["details"] = error.details
+    headers: dict[str, str] = {}
+    if isinstance(error, Unauthorized):
+        description = error.message.replace('"', "'")
+        headers["www-authenticate"] = (
+            f'Bearer realm="mcp-gateway", error="invalid_token", error_description="{description}"'
+        )
+    return json_response(body, error.status, headers)
+
+
+def rpc_error_body(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def rpc_result_body(request_id: Any, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def sse_event(message: Any) -> bytes:
+    return b"event: message\r\ndata: " + dumps(message) + b"\r\n\r\n"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; a declared or actual larger body is refused before it is buffered."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,44 @@
+"""Prometheus metrics, exposed at ``/metrics`` through prometheus_client's own text exposition.
+
+A private registry keeps several gateway apps in one process (tests) from colliding on global metric names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "mcp_gateway_requests_total", "MCP requests by method and era", ["method", "era"], registry=self.registry
+        )
+        self.tool_calls = Counter(
+            "mcp_gateway_tool_calls_total",
+            "tools/call decisions and outcomes",
+            ["upstream", "decision", "outcome"],
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "mcp_gateway_upstream_latency_seconds",
+            "Latency of forwarded upstream calls",
+            ["upstream"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.auth_failures = Counter(
+            "mcp_gateway_auth_failures_total",
+            "Rejected credentials and task tokens",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.upstream_up = Gauge(
+            "mcp_gateway_upstream_up", "1 when the upstream connection is ready", ["upstream"], registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

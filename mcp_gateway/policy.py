@@ -1,0 +1,272 @@
+"""CEL policies: compiled once at config load, judged on every ``tools/call``, failing closed.
+
+The rule (DESIGN.md, "Policy"): a policy applies to a tool when it has no ``tools`` list or one of its globs
+matches the exposed tool name. Any applicable ``deny`` whose condition is true blocks the call; then every
+applicable ``allow`` must be true. A condition that cannot be evaluated (a missing key, a type mismatch, ``task``
+read without a task session, a result that is not a bool) denies: a broken policy must never open a door.
+
+Compilation happens once in :meth:`PolicyEngine.compile`, which reports every broken policy at once so
+``mcp-gateway check`` shows them all; the request path only builds one activation and runs the programs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp_gateway.cel import Activation, Backend, CelCompileError, CelEvaluationError, Environment, Program, VariableType
+from mcp_gateway.config import Identity, PolicyConfig
+from mcp_gateway.errors import ConfigError
+
+# `task` is dyn rather than a map so that `task == null` type-checks: it is null when no task session is bound.
+POLICY_VARIABLES: Mapping[str, VariableType] = {
+    "identity": "map",
+    "task": "dyn",
+    "request": "map",
+    "now": "timestamp",
+}
+
+# `task` as a variable, not a field or key named task (`request.tool.args.task`, `args['task']`).
+_READS_TASK = re.compile(r"(?<![.\w'\"])task\b")
+_ARG_REFERENCE = re.compile(
+    r"""request\s*\.\s*tool\s*\.\s*args\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^']*)'|"([^"]*)")\s*\])"""
+)
+_NEVER = re.compile(r"(?!)")
+_APPLICABLE_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """The task session a call is bound to, as policies see it."""
+
+    session_id: str
+    task_id: str
+    task_name: str
+    labels: Mapping[str, str]
+    context: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict on one call; ``policy`` names the deciding policy of a deny, ``reason`` is for the audit."""
+
+    allowed: bool
+    reason: str
+    policy: str | None = None
+    message: str | None = None
+
+    def denial_text(self) -> str:
+        """The text of the ``isError`` tool result the caller gets instead of the upstream's answer."""
+        if self.policy is None:
+            return f"Call denied: {self.message or self.reason}"
+        return f"Call denied by policy '{self.policy}': {self.message or self.reason}"
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    config: PolicyConfig
+    program: Program
+    selector: re.Pattern[str] | None
+    reads_task: bool
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def applies_to(self, tool_name: str) -> bool:
+        return self.selector is None or self.selector.match(tool_name) is not None
+
+    def argument_references(self) -> tuple[str, ...]:
+        """Argument names the condition reads as ``request.tool.args.x`` or ``request.tool.args["x"]``."""
+        names = (a or b or c for a, b, c in _ARG_REFERENCE.findall(self.config.condition))
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """One policy's verdict on one call: ``holds`` is the condition's value, None when it could not be evaluated."""
+
+    policy: CompiledPolicy
+    holds: bool | None
+    error: str | None = None
+
+    @property
+    def blocks(self) -> bool:
+        if self.holds is None:
+            return True
+        return self.holds if self.policy.config.effect == "deny" else not self.holds
+
+
+class PolicyEngine:
+    """The compiled policies of one config; immutable apart from a cache of which policies apply to which tool."""
+
+    def __init__(self, environment: Environment, policies: Sequence[CompiledPolicy]) -> None:
+        self._environment = environment
+        self.policies = tuple(policies)
+        self._applicable: dict[str, tuple[CompiledPolicy, ...]] = {}
+
+    @classmethod
+    def compile(cls, policies: Sequence[PolicyConfig], backend: Backend | None = None) -> PolicyEngine:
+        """Compile every policy, or raise ConfigError naming each broken one with the position of the problem."""
+        environment = Environment(POLICY_VARIABLES, backend)
+        compiled: list[CompiledPolicy] = []
+        problems: list[str] = []
+        for index, config in enumerate(policies):
+            where = f"policies[{index}] (name {config.name!r})"
+            try:
+                program = environment.compile(config.condition)
+            except CelCompileError as exc:
+                problems.extend(f"{where}: {issue}" for issue in exc.issues)
+                continue
+            if program.result_type not in (None, "bool", "dyn"):
+                problems.append(f"{where}: condition must evaluate to a bool, not {program.result_type}")
+                continue
+            compiled.append(
+                CompiledPolicy(config, program, _selector(config.tools), bool(_READS_TASK.search(config.condition)))
+            )
+        if problems:
+            raise ConfigError(problems)
+        return cls(environment, compiled)
+
+    def applicable(self, tool_name: str) -> tuple[CompiledPolicy, ...]:
+        """The policies that judge calls of this exposed tool, denies first, each group in config order."""
+        found = self._applicable.get(tool_name)
+        if found is None:
+            matching = (p for p in self.policies if p.applies_to(tool_name))
+            found = tuple(sorted(matching, key=lambda p: p.config.effect != "deny"))
+            if len(self._applicable) >= _APPLICABLE_CACHE_LIMIT:
+                self._applicable.clear()
+            self._applicable[tool_name] = found
+        return found
+
+    def evaluate(
+        self,
+        *,
+        identity: Identity,
+        task: TaskContext | None,
+        tool_name: str,
+        upstream: str,
+        args: Mapping[str, Any],
+        method: str = "tools/call",
+        now: datetime | None = None,
+    ) -> Decision:
+        policies = self.applicable(tool_name)
+        if not policies:
+            return Decision(allowed=True, reason="no policy applies to this tool")
+        activation = self._activation(identity, task, tool_name, upstream, args, method, now)
+        for policy in policies:
+            result = self._judge(policy, activation, task)
+            if result.blocks:
+                return _denial(result)
+        allows = [p.name for p in policies if p.config.effect == "allow"]
+        if allows:
+            return Decision(allowed=True, reason=f"allow policies hold: {', '.join(allows)}")
+        return Decision(allowed=True, reason="no deny policy matched")
+
+    def trace(
+        self,
+        *,
+        identity: Identity,
+        task: TaskContext | None,
+        tool_name: str,
+        upstream: str,
+        args: Mapping[str, Any],
+        method: str = "tools/call",
+        now: datetime | None = None,
+    ) -> list[tuple[PolicyResult, Decision | None]]:
+        """Every applicable policy's result, not only the deciding one: for ``mcp-gateway explain``.
+
+        Each result comes with the Decision it would cause on its own when it blocks, else None.
+        """
+        activation = self._activation(identity, task, tool_name, upstream, args, method, now)
+        results = [self._judge(p, activation, task) for p in self.applicable(tool_name)]
+        return [(r, _denial(r) if r.blocks else None) for r in results]
+
+    def check_argument_references(self, tools: Mapping[str, Any]) -> list[str]:
+        """Warnings for conditions that read arguments no targeted tool declares, likely typos.
+
+        ``tools`` maps exposed tool names to their ``inputSchema``. A policy whose ``tools`` globs match no tool
+        at all is reported too, since it can never apply.
+        """
+        warnings: list[str] = []
+        for policy in self.policies:
+            targeted = [name for name in tools if policy.applies_to(name)]
+            if not targeted:
+                if policy.config.tools is not None:
+                    globs = ", ".join(policy.config.tools)
+                    warnings.append(f"policy {policy.name!r} applies to no tool (tools: {globs})")
+                continue
+            declared = set().union(*(_properties(tools[name]) for name in targeted))
+            for argument in policy.argument_references():
+                if argument not in declared:
+                    shown = ", ".join(sorted(targeted)[:5]) + (", ..." if len(targeted) > 5 else "")
+                    warnings.append(
+                        f"policy {policy.name!r} reads request.tool.args.{argument}, but no tool it applies to "
+                        f"declares {argument!r} in its inputSchema ({shown})"
+                    )
+        return warnings
+
+    def _activation(
+        self,
+        identity: Identity,
+        task: TaskContext | None,
+        tool_name: str,
+        upstream: str,
+        args: Mapping[str, Any],
+        method: str,
+        now: datetime | None,
+    ) -> Activation:
+        return self._environment.bind(
+            {
+                "identity": {"id": identity.id, "name": identity.name, "labels": identity.labels},
+                "task": None
+                if task is None
+                else {"id": task.task_id, "name": task.task_name, "labels": task.labels, "context": task.context},
+                "request": {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}},
+                "now": now or datetime.now(UTC),
+            }
+        )
+
+    @staticmethod
+    def _judge(policy: CompiledPolicy, activation: Activation, task: TaskContext | None) -> PolicyResult:
+        try:
+            value = policy.program.evaluate(activation)
+        except CelEvaluationError as exc:
+            if task is None and policy.reads_task:
+                return PolicyResult(policy, None, "it reads `task`, but the call is not bound to a task session")
+            return PolicyResult(policy, None, f"evaluation error: {exc}")
+        if not isinstance(value, bool):
+            return PolicyResult(policy, None, f"condition returned {type(value).__name__}, not a bool")
+        return PolicyResult(policy, value)
+
+
+def _denial(result: PolicyResult) -> Decision:
+    policy = result.policy
+    if result.error is not None:
+        reason = f"policy {policy.name!r} failed closed: {result.error}"
+    elif policy.config.effect == "deny":
+        reason = f"deny policy {policy.name!r} matched"
+    else:
+        reason = f"allow policy {policy.name!r} does not hold"
+    return Decision(allowed=False, reason=reason, policy=policy.name, message=policy.config.message)
+
+
+def _selector(tools: tuple[str, ...] | None) -> re.Pattern[str] | None:
+    """One regex for all of a policy's globs (fnmatch, case-sensitive like tool names); None means every tool."""
+    if tools is None:
+        return None
+    if not tools:
+        return _NEVER
+    return re.compile("|".join(fnmatch.translate(glob) for glob in tools))
+
+
+def _properties(schema: Any) -> set[str]:
+    if isinstance(schema, Mapping):
+        properties = schema.get("properties")
+        if isinstance(properties, Mapping):
+            return {str(key) for key in properties}
+    return set()

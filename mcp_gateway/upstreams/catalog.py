@@ -1,0 +1,242 @@
+"""One namespace over every upstream's tools, prompts and resources.
+
+Tools and prompts are exposed as ``{upstream}{separator}{name}`` (``demo__echo``), or under their own name for an
+upstream configured with ``prefix: false``. Two upstreams exposing the same name is an error naming both, never a
+silent shadow: which tool a name reaches must not depend on connect order. Resource URIs are left as they are and
+routed back to the upstream that listed them, or else to the first (in config order) whose template matches; a URI
+listed by two upstreams goes to the first in config order, with a warning.
+
+A ``Catalog`` is an immutable snapshot, cheap to rebuild. ``LiveCatalog`` rebuilds it whenever an upstream's lists
+change and swaps it in one assignment, so a request sees either the old namespace or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
+
+from mcp_gateway.config import DEFAULT_SEPARATOR
+from mcp_gateway.errors import ConfigError
+from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.upstreams.lists import ListKind
+
+logger = logging.getLogger(__name__)
+
+CatalogListener = Callable[["Catalog", frozenset[ListKind]], Awaitable[None]]
+"""Called with the new snapshot and the kinds of list that changed (to tell clients ``list_changed``)."""
+
+
+class NameClashError(ConfigError):
+    """Two upstreams expose the same tool or prompt name."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A tool or prompt as the gateway exposes it, and where calls to it go."""
+
+    name: str
+    original_name: str
+    connection: UpstreamConnection
+    # The upstream's own definition with ``name`` replaced by the exposed one; shared, so never mutate it.
+    definition: dict[str, Any]
+
+    @property
+    def upstream_name(self) -> str:
+        return self.connection.name
+
+
+@dataclass(frozen=True)
+class _TemplateRoute:
+    template: UriTemplate
+    connection: UpstreamConnection
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """An immutable snapshot of the merged namespace."""
+
+    version: int = 0
+    _tools: Mapping[str, Entry] = field(default_factory=dict)
+    _prompts: Mapping[str, Entry] = field(default_factory=dict)
+    _resource_owners: Mapping[str, UpstreamConnection] = field(default_factory=dict)
+    _templates: tuple[_TemplateRoute, ...] = ()
+    _resources: tuple[dict[str, Any], ...] = ()
+    _resource_templates: tuple[dict[str, Any], ...] = ()
+
+    def tools(self) -> tuple[Entry, ...]:
+        """Every tool, sorted by exposed name."""
+        return tuple(self._tools.values())
+
+    def tool(self, name: str) -> Entry | None:
+        return self._tools.get(name)
+
+    def tool_entries(self) -> list[dict[str, Any]]:
+        """The tool definitions for ``tools/list``, sorted by exposed name."""
+        return [entry.definition for entry in self._tools.values()]
+
+    def prompts(self) -> tuple[Entry, ...]:
+        return tuple(self._prompts.values())
+
+    def prompt(self, name: str) -> Entry | None:
+        return self._prompts.get(name)
+
+    def prompt_entries(self) -> list[dict[str, Any]]:
+        return [entry.definition for entry in self._prompts.values()]
+
+    def resource_entries(self) -> list[dict[str, Any]]:
+        """Every listed resource, unchanged, sorted by URI."""
+        return list(self._resources)
+
+    def resource_template_entries(self) -> list[dict[str, Any]]:
+        return list(self._resource_templates)
+
+    def resource_owner(self, uri: str) -> UpstreamConnection | None:
+        """The upstream that listed ``uri``, else the first whose template matches it."""
+        owner = self._resource_owners.get(uri)
+        if owner is not None:
+            return owner
+        for route in self._templates:
+            if route.template.match(uri) is not None:
+                return route.connection
+        return None
+
+
+def exposed_name(connection: UpstreamConnection, name: str, separator: str) -> str:
+    return f"{connection.name}{separator}{name}" if connection.config.prefix else name
+
+
+def build_catalog(
+    connections: Sequence[UpstreamConnection], separator: str = DEFAULT_SEPARATOR, *, version: int = 0
+) -> Catalog:
+    """Merge the upstreams' current lists; raise ``NameClashError`` listing every clash."""
+    problems: list[str] = []
+    tools = _named(connections, "tool", separator, problems, lambda c: c.lists.tools)
+    prompts = _named(connections, "prompt", separator, problems, lambda c: c.lists.prompts)
+    owners: dict[str, UpstreamConnection] = {}
+    resources: dict[str, dict[str, Any]] = {}
+    for connection in connections:
+        for resource in connection.lists.resources:
+            uri = resource.get("uri")
+            if not isinstance(uri, str):
+                continue
+            owner = owners.get(uri)
+            if owner is None:
+                owners[uri] = connection
+                resources[uri] = dict(resource)
+            elif owner is not connection:
+                # URIs are not namespaced, so two instances of one server (two accounts, say) list the same ones;
+                # refusing to start would make that setup impossible. Config order decides, out loud.
+                logger.warning(
+                    "resource %r is listed by upstreams %r and %r; reads go to %r (first in config)",
+                    uri,
+                    owner.name,
+                    connection.name,
+                    owner.name,
+                )
+    if problems:
+        raise NameClashError(problems)
+    routes: list[_TemplateRoute] = []
+    templates: dict[str, dict[str, Any]] = {}
+    for connection in connections:
+        for template in connection.lists.resource_templates:
+            route = _template_route(connection, template)
+            if route is not None:
+                routes.append(route)
+                templates.setdefault(str(template["uriTemplate"]), dict(template))
+    return Catalog(
+        version=version,
+        _tools=tools,
+        _prompts=prompts,
+        _resource_owners=owners,
+        _templates=tuple(routes),
+        _resources=tuple(resources[uri] for uri in sorted(resources)),
+        _resource_templates=tuple(templates[key] for key in sorted(templates)),
+    )
+
+
+def _named(
+    connections: Iterable[UpstreamConnection],
+    kind: str,
+    separator: str,
+    problems: list[str],
+    items_of: Callable[[UpstreamConnection], Iterable[Mapping[str, Any]]],
+) -> dict[str, Entry]:
+    """Expose each upstream's tools (or prompts) under their namespaced names, sorted; record clashes."""
+    entries: dict[str, Entry] = {}
+    for connection in connections:
+        for item in items_of(connection):
+            original = item.get("name")
+            if not isinstance(original, str) or not original:
+                continue
+            name = exposed_name(connection, original, separator)
+            existing = entries.get(name)
+            if existing is None:
+                entries[name] = Entry(name, original, connection, {**item, "name": name})
+            elif existing.connection is connection:
+                logger.warning("upstream %r lists %s %r twice; using the first", connection.name, kind, original)
+            else:
+                problems.append(
+                    f"{kind} name {name!r} is exposed by both upstreams {existing.upstream_name!r} "
+                    f"({existing.original_name!r}) and {connection.name!r} ({original!r}); rename an upstream or "
+                    "set prefix: true on it"
+                )
+    return {name: entries[name] for name in sorted(entries)}
+
+
+def _template_route(connection: UpstreamConnection, template: Mapping[str, Any]) -> _TemplateRoute | None:
+    text = template.get("uriTemplate")
+    if not isinstance(text, str):
+        return None
+    try:
+        return _TemplateRoute(UriTemplate.parse(text), connection)
+    except InvalidUriTemplate as exc:
+        logger.warning("upstream %r: ignoring resource template %r: %s", connection.name, text, exc)
+        return None
+
+
+class LiveCatalog:
+    """The current ``Catalog``, rebuilt when any upstream's lists change.
+
+    Building at construction raises ``NameClashError``, so a clash among the upstreams reachable at start-up stops
+    the gateway. A clash that appears later (an upstream added a tool) cannot stop a running gateway: the previous
+    snapshot stays in place and the clash is logged as an error until it is resolved.
+    """
+
+    def __init__(
+        self,
+        connections: Sequence[UpstreamConnection],
+        separator: str = DEFAULT_SEPARATOR,
+        *,
+        on_change: CatalogListener | None = None,
+    ) -> None:
+        self._connections = tuple(connections)
+        self._separator = separator
+        self._listeners: list[CatalogListener] = [on_change] if on_change is not None else []
+        self._current = build_catalog(self._connections, separator, version=1)
+        for connection in self._connections:
+            connection.add_change_listener(self._upstream_changed)
+
+    def snapshot(self) -> Catalog:
+        return self._current
+
+    def add_listener(self, listener: CatalogListener) -> None:
+        self._listeners.append(listener)
+
+    async def _upstream_changed(self, connection: UpstreamConnection, kinds: frozenset[ListKind]) -> None:
+        try:
+            catalog = build_catalog(self._connections, self._separator, version=self._current.version + 1)
+        except NameClashError as exc:
+            logger.error(
+                "upstream %r changed its lists into a clash; keeping the previous catalog: %s", connection.name, exc
+            )
+            return
+        self._current = catalog
+        for listener in list(self._listeners):
+            try:
+                await listener(catalog, kinds)
+            except Exception:
+                logger.exception("catalog listener failed")

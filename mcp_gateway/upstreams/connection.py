@@ -1,0 +1,353 @@
+"""One long-lived connection per configured upstream, shared by every request the gateway forwards.
+
+The connection is opened when the gateway starts and kept open: a request never pays for a process spawn or a
+handshake. When the upstream goes away (its process exits, its HTTP endpoint stops answering, it forgets our legacy
+session) the connection notices, fails the calls in flight, answers new ones at once with ``UpstreamUnavailable``
+instead of letting them hang, and reconnects in the background with exponential backoff.
+
+Requests are forwarded raw: the client's params go out as they came (bar the envelope, which each hop stamps for
+itself) and the upstream's result dict comes back exactly as sent, unknown fields included, so the gateway never
+narrows what either side can say to what this SDK version models.
+
+The upstream's lists (``lists.py``) are fetched on every connect and again whenever it says one changed; listeners
+hear about every list that actually changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from mcp import Client
+from mcp.client import ClientSession, IncomingMessage, Transport
+from mcp.client.session import MessageHandlerFnT
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import mcp_param_headers, x_mcp_header_map
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from mcp_gateway.config import HttpTransport, UpstreamConfig
+from mcp_gateway.errors import RpcError, UpstreamUnavailable
+from mcp_gateway.upstreams.backoff import Backoff
+from mcp_gateway.upstreams.http import http_transport
+from mcp_gateway.upstreams.lists import (
+    ALL_LISTS,
+    ListKind,
+    StaleLists,
+    UpstreamLists,
+    changed_lists,
+    fetch_lists,
+    hold_listen_stream,
+)
+from mcp_gateway.upstreams.liveness import watched
+from mcp_gateway.upstreams.raw import hop_params, send_raw
+from mcp_gateway.upstreams.stdio import stdio_transport
+
+logger = logging.getLogger(__name__)
+
+ChangeListener = Callable[["UpstreamConnection", frozenset[ListKind]], Awaitable[None]]
+"""Called with the connection and the lists that changed, after the new lists are in place."""
+
+
+def _gateway_version() -> str:
+    try:
+        return version("mcp-gateway")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+CLIENT_INFO = types.Implementation(name="mcp-gateway", version=_gateway_version())
+
+
+class UpstreamTimeout(TimeoutError):
+    """The upstream did not answer a call within its timeout (a ``TimeoutError``, so callers can treat it as one)."""
+
+
+@dataclass(frozen=True)
+class _Live:
+    """The state of one established session; replaced wholesale on reconnect."""
+
+    session: ClientSession
+    lost: anyio.Event
+    modern: bool
+
+
+class UpstreamConnection:
+    """The gateway's connection to one upstream MCP server.
+
+    Run it in a task group for the gateway's lifetime: ``await tg.start(connection.run)`` returns once the first
+    connect attempt has finished, whether or not it succeeded; later attempts continue in the background.
+    """
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        on_change: ChangeListener | None = None,
+        backoff: Backoff | None = None,
+        client_info: types.Implementation = CLIENT_INFO,
+    ) -> None:
+        self.config = config
+        self._backoff = backoff or Backoff()
+        self._client_info = client_info
+        self._listeners: list[ChangeListener] = [on_change] if on_change is not None else []
+        self._live: _Live | None = None
+        self._lists = UpstreamLists()
+        # Per tool name, the arguments a 2026-07-28 HTTP call mirrors into Mcp-Param-* headers.
+        self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
+        self._state_changed: anyio.Event | None = None
+        self.last_error: str | None = None
+        self.generation = 0
+        """How many sessions have been established so far; a reconnect increments it."""
+
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.name!r} ready={self.ready}>"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def ready(self) -> bool:
+        live = self._live
+        return live is not None and not live.lost.is_set()
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self._live.session.protocol_version if self._live else None
+
+    @property
+    def server_capabilities(self) -> types.ServerCapabilities | None:
+        return self._live.session.server_capabilities if self._live else None
+
+    @property
+    def server_info(self) -> types.Implementation | None:
+        return self._live.session.server_info if self._live else None
+
+    @property
+    def instructions(self) -> str | None:
+        return self._live.session.instructions if self._live else None
+
+    @property
+    def lists(self) -> UpstreamLists:
+        """The last lists fetched; kept while the upstream is down so its tools stay listed across a restart."""
+        return self._lists
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def wait_ready(self) -> None:
+        """Wait until a session is established (bound it with ``anyio.fail_after``)."""
+        while not self.ready:
+            await self._state_event().wait()
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - defaults per upstream, and the error names the upstream
+        on_progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """Send one request upstream and return its raw result dict.
+
+        Raises:
+            UpstreamUnavailable: not connected, or the connection died before the answer arrived.
+            UpstreamTimeout: no answer within ``timeout`` (default: the upstream's configured timeout); the
+                upstream is told the request was cancelled.
+            RpcError: the upstream answered with a JSON-RPC error (code, message and data as it sent them).
+        """
+        live = self._live
+        if live is None or live.lost.is_set():
+            raise self._unavailable()
+        outbound = hop_params(params)
+        opts: CallOptions = {}
+        if on_progress is not None:
+            opts["on_progress"] = on_progress
+        if live.modern and method == "tools/call":
+            self._add_param_headers(outbound, opts)
+        limit = self.config.call_timeout if timeout is None else timeout
+        try:
+            # Our own deadline rather than the dispatcher's: it also bounds a write the transport never accepts,
+            # and the dispatcher's timeout error would be indistinguishable from an upstream's -32001.
+            with anyio.fail_after(limit):
+                return await send_raw(live.session, method, outbound, opts)
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {self.name!r} did not answer {method} within {limit:g}s") from None
+        except MCPError as exc:
+            if live.lost.is_set():
+                raise UpstreamUnavailable(f"upstream {self.name!r} went away during {method}") from exc
+            raise RpcError(exc.code, exc.message, exc.data) from exc
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, stay connected, reconnect with backoff; runs until cancelled."""
+        started = False
+        attempt = 0
+
+        def signal_started() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        try:
+            while True:
+                up_since: float | None = None
+
+                def on_ready() -> None:
+                    nonlocal up_since
+                    up_since = anyio.current_time()
+                    signal_started()
+
+                try:
+                    await self._connect_and_serve(on_ready)
+                    reason = "the upstream closed the connection"
+                except Exception as exc:
+                    reason = _describe(exc)
+                    logger.debug("upstream %r failed", self.name, exc_info=True)
+                self.last_error = reason
+                self._set_live(None)
+                if up_since is not None and anyio.current_time() - up_since >= self._backoff.stable_after:
+                    attempt = 0
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                logger.warning("upstream %r is down (%s); reconnecting in %.2fs", self.name, reason, delay)
+                signal_started()
+                await anyio.sleep(delay)
+        finally:
+            self._set_live(None)
+
+    async def _connect_and_serve(self, on_ready: Callable[[], None]) -> None:
+        """Establish one session, publish it, and return when it is lost (or raise if it never came up)."""
+        lost = anyio.Event()
+        stale = StaleLists()
+        client = Client(
+            watched(self._transport(lost), lost),
+            mode=self.config.protocol,
+            cache=None,
+            client_info=self._client_info,
+            message_handler=self._message_handler(stale),
+        )
+        # One scope for the session's whole life so the task groups entered below nest properly; only the connect
+        # phase has a deadline.
+        with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as connect_scope:
+            async with client, anyio.create_task_group() as tg:
+                session = client.session
+                if self.config.protocol in MODERN_PROTOCOL_VERSIONS:
+                    await _discover(session, self.config.protocol)
+                modern = session.protocol_version in MODERN_PROTOCOL_VERSIONS
+                if modern:
+                    # Listen before listing, so no change can slip between the two.
+                    await tg.start(hold_listen_stream, session, stale, self._backoff, self.name)
+                lists = await fetch_lists(session, ALL_LISTS, self._lists, self.name)
+                connect_scope.deadline = math.inf
+                changed = self._store(lists)
+                self.generation += 1
+                self.last_error = None
+                self._set_live(_Live(session=session, lost=lost, modern=modern))
+                logger.info("upstream %r connected (protocol %s)", self.name, session.protocol_version)
+                tg.start_soon(self._refresh_when_stale, session, stale)
+                # Before signalling readiness: whoever waits for the first connect reads the lists directly.
+                if changed:
+                    await self._notify(changed)
+                on_ready()
+                await lost.wait()
+                tg.cancel_scope.cancel()
+        if connect_scope.cancelled_caught:
+            raise TimeoutError(f"connect timed out after {self.config.connect_timeout:g}s")
+
+    def _transport(self, lost: anyio.Event) -> Transport:
+        transport = self.config.transport
+        if isinstance(transport, HttpTransport):
+            return http_transport(
+                transport,
+                connect_timeout=self.config.connect_timeout,
+                call_timeout=self.config.call_timeout,
+                on_lost=lost.set,
+            )
+        return stdio_transport(transport)
+
+    def _message_handler(self, stale: StaleLists) -> MessageHandlerFnT:
+        async def handle(message: IncomingMessage) -> None:
+            if isinstance(message, Exception):
+                logger.warning("upstream %r sent something unreadable: %s", self.name, message)
+                return
+            stale.mark(changed_lists(message.method))
+
+        return handle
+
+    async def _refresh_when_stale(self, session: ClientSession, stale: StaleLists) -> None:
+        while True:
+            kinds = await stale.take()
+            try:
+                with anyio.fail_after(self.config.call_timeout):
+                    lists = await fetch_lists(session, kinds, self._lists, self.name)
+            except (MCPError, TimeoutError) as exc:
+                logger.warning("upstream %r: could not refresh %s: %s", self.name, ", ".join(sorted(kinds)), exc)
+                continue
+            changed = self._store(lists)
+            if changed:
+                await self._notify(changed)
+
+    def _store(self, lists: UpstreamLists) -> frozenset[ListKind]:
+        """Swap in new lists; return the kinds whose content differs from before."""
+        changed = lists.changed_from(self._lists)
+        self._lists = lists
+        if "tools" in changed:
+            self._param_headers = {
+                tool["name"]: header_map
+                for tool in lists.tools
+                if isinstance(tool.get("name"), str) and (header_map := x_mcp_header_map(tool.get("inputSchema")))
+            }
+        return changed
+
+    async def _notify(self, changed: frozenset[ListKind]) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(self, changed)
+            except Exception:
+                logger.exception("upstream %r: change listener failed", self.name)
+
+    def _add_param_headers(self, params: dict[str, Any], opts: CallOptions) -> None:
+        """Mirror annotated arguments into ``Mcp-Param-*`` headers, as 2026-07-28 HTTP servers verify them."""
+        name = params.get("name")
+        header_map = self._param_headers.get(name) if isinstance(name, str) else None
+        arguments = params.get("arguments")
+        if header_map and isinstance(arguments, Mapping):
+            opts.setdefault("headers", {}).update(mcp_param_headers(header_map, arguments))
+
+    def _set_live(self, live: _Live | None) -> None:
+        self._live = live
+        if self._state_changed is not None:
+            self._state_changed.set()
+            self._state_changed = None
+
+    def _state_event(self) -> anyio.Event:
+        if self._state_changed is None:
+            self._state_changed = anyio.Event()
+        return self._state_changed
+
+    def _unavailable(self) -> UpstreamUnavailable:
+        reason = f": {self.last_error}" if self.last_error else ""
+        return UpstreamUnavailable(f"upstream {self.name!r} is not connected{reason}")
+
+
+async def _discover(session: ClientSession, protocol_version: str) -> None:
+    """With the version pinned the SDK adopts it blind; ask the server what it offers so capabilities are real."""
+    raw = await session.send_discover(protocol_version)
+    session.adopt(types.DiscoverResult.model_validate(raw))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for logs and readiness: the innermost cause, not a task-group wrapper."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,53 @@
+"""Forwarding untyped requests through an SDK client session.
+
+The gateway relays what clients and upstreams say without narrowing it to what this SDK version models: params go
+out as the client sent them and results come back as the upstream sent them, unknown fields included. Only the
+envelope is per hop: the previous hop's ``_meta`` envelope and progress token are dropped, and the session stamps
+its own for whichever protocol era it negotiated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mcp.client import ClientSession
+from mcp.shared.dispatcher import CallOptions
+
+# The 2026-07-28 envelope keys and the progress token belong to the hop that sent them.
+_ENVELOPE_PREFIX = "io.modelcontextprotocol/"
+_HOP_META_KEYS = frozenset({"progressToken"})
+
+
+async def send_raw(
+    session: ClientSession, method: str, params: Mapping[str, Any] | None, opts: CallOptions
+) -> dict[str, Any]:
+    """Send a request through ``session`` untyped: params as given, the result dict exactly as received.
+
+    Raises ``MCPError`` for a JSON-RPC error answer or a closed connection, as the SDK does.
+
+    ``ClientSession`` offers only typed requests, which re-serialize params through its models and validate and
+    trim the result. The session's stamp still has to run, because it writes the 2026-07-28 ``_meta`` envelope and
+    the routing headers for whichever era was negotiated. The SDK's own ``mcp.client.subscriptions.listen`` sends
+    raw requests the same way, through these same two private attributes; this is the only place we touch them.
+    """
+    data: dict[str, Any] = {"method": method}
+    if params is not None:
+        data["params"] = dict(params)
+    session._stamp(data, opts)
+    return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+
+
+def hop_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``params`` without the previous hop's envelope and progress token."""
+    out = {key: value for key, value in (params or {}).items() if key != "_meta"}
+    meta = (params or {}).get("_meta")
+    if isinstance(meta, Mapping):
+        kept = {
+            key: value
+            for key, value in meta.items()
+            if isinstance(key, str) and not key.startswith(_ENVELOPE_PREFIX) and key not in _HOP_META_KEYS
+        }
+        if kept:
+            out["_meta"] = kept
+    return out

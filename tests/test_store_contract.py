@@ -1,0 +1,275 @@
+"""One contract, three backends: memory, standalone Redis and Redis Cluster must behave the same way."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+import pytest
+import redis
+
+from mcp_gateway.errors import StoreUnavailable
+from mcp_gateway.store import MemoryStore, RedisStore, Store, open_store
+from tests.conftest import free_port
+
+# --- values and lifetimes ---
+
+
+async def test_missing_key_reads_as_none(store: Store) -> None:
+    assert await store.get("absent") is None
+
+
+async def test_set_value_is_read_back(store: Store) -> None:
+    await store.set("k", b"\x00binary\xff", 10)
+    assert await store.get("k") == b"\x00binary\xff"
+
+
+async def test_set_replaces_value_and_lifetime(store: Store) -> None:
+    await store.set("k", b"old", 0.2)
+    await store.set("k", b"new", 10)
+    await anyio.sleep(0.35)
+    assert await store.get("k") == b"new"
+
+
+async def test_value_disappears_after_its_ttl(store: Store) -> None:
+    await store.set("k", b"v", 0.2)
+    assert await store.get("k") == b"v"
+    await anyio.sleep(0.35)
+    assert await store.get("k") is None
+
+
+@pytest.mark.parametrize("ttl", [0, -1])
+async def test_non_positive_ttl_is_refused(store: Store, ttl: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        await store.set("k", b"v", ttl)
+    with pytest.raises(ValueError, match="positive"):
+        await store.set_many({"k": b"v"}, ttl)
+    with pytest.raises(ValueError, match="positive"):
+        await store.expire("k", ttl)
+
+
+async def test_set_many_stores_every_key(store: Store) -> None:
+    await store.set_many({"a": b"1", "b": b"2", "c": b"3"}, 10)
+    assert [await store.get(k) for k in ("a", "b", "c")] == [b"1", b"2", b"3"]
+
+
+async def test_set_many_keys_expire_together(store: Store) -> None:
+    await store.set_many({"a": b"1", "b": b"2"}, 0.2)
+    await anyio.sleep(0.35)
+    assert await store.get("a") is None
+    assert await store.get("b") is None
+
+
+async def test_delete_counts_only_keys_that_existed(store: Store) -> None:
+    await store.set_many({"a": b"1", "b": b"2"}, 10)
+    assert await store.delete("a", "b", "never-set") == 2
+    assert await store.get("a") is None
+    assert await store.delete("a", "b") == 0
+
+
+async def test_delete_names_a_key_once_however_often_given(store: Store) -> None:
+    await store.set("a", b"1", 10)
+    assert await store.delete("a", "a") == 1
+
+
+async def test_delete_of_nothing_is_zero(store: Store) -> None:
+    assert await store.delete() == 0
+
+
+async def test_expired_key_does_not_count_as_deleted(store: Store) -> None:
+    await store.set("a", b"1", 0.2)
+    await anyio.sleep(0.35)
+    assert await store.delete("a") == 0
+
+
+async def test_expire_extends_a_lifetime(store: Store) -> None:
+    await store.set("k", b"v", 0.2)
+    assert await store.expire("k", 10) is True
+    await anyio.sleep(0.35)
+    assert await store.get("k") == b"v"
+
+
+async def test_expire_shortens_a_lifetime(store: Store) -> None:
+    await store.set("k", b"v", 10)
+    assert await store.expire("k", 0.2) is True
+    await anyio.sleep(0.35)
+    assert await store.get("k") is None
+
+
+async def test_expire_of_missing_key_is_false(store: Store) -> None:
+    assert await store.expire("absent", 10) is False
+
+
+async def test_expire_of_expired_key_is_false(store: Store) -> None:
+    await store.set("k", b"v", 0.2)
+    await anyio.sleep(0.35)
+    assert await store.expire("k", 10) is False
+
+
+# --- streams ---
+
+
+async def test_stream_entries_come_back_oldest_first_with_their_fields(store: Store) -> None:
+    ids = [await store.append_stream("log", {"n": str(i), "text": "é ✓"}, maxlen=100) for i in range(3)]
+    entries = await store.read_stream("log", count=10)
+    assert [e.id for e in entries] == ids
+    assert [dict(e.fields) for e in entries] == [{"n": str(i), "text": "é ✓"} for i in range(3)]
+
+
+async def test_stream_ids_increase(store: Store) -> None:
+    ids = [await store.append_stream("log", {"n": str(i)}, maxlen=100) for i in range(50)]
+    as_tuples = [tuple(int(part) for part in i.split("-")) for i in ids]
+    assert as_tuples == sorted(as_tuples)
+    assert len(set(ids)) == 50
+
+
+async def test_stream_read_without_after_gives_the_newest_entries(store: Store) -> None:
+    for i in range(5):
+        await store.append_stream("log", {"n": str(i)}, maxlen=100)
+    entries = await store.read_stream("log", count=2)
+    assert [e.fields["n"] for e in entries] == ["3", "4"]
+
+
+async def test_stream_is_capped_at_maxlen(store: Store) -> None:
+    for i in range(10):
+        await store.append_stream("log", {"n": str(i)}, maxlen=4)
+    entries = await store.read_stream("log", count=100)
+    assert [e.fields["n"] for e in entries] == ["6", "7", "8", "9"]
+
+
+async def test_stream_read_after_an_id_gives_the_following_entries(store: Store) -> None:
+    ids = [await store.append_stream("log", {"n": str(i)}, maxlen=100) for i in range(6)]
+    entries = await store.read_stream("log", count=2, after=ids[1])
+    assert [e.fields["n"] for e in entries] == ["2", "3"]
+    assert await store.read_stream("log", count=10, after=ids[-1]) == []
+
+
+async def test_stream_read_after_zero_starts_at_the_oldest_entry(store: Store) -> None:
+    for i in range(3):
+        await store.append_stream("log", {"n": str(i)}, maxlen=100)
+    entries = await store.read_stream("log", count=10, after="0-0")
+    assert [e.fields["n"] for e in entries] == ["0", "1", "2"]
+
+
+async def test_missing_stream_reads_as_empty(store: Store) -> None:
+    assert await store.read_stream("nothing", count=10) == []
+    assert await store.read_stream("nothing", count=10, after="0-0") == []
+
+
+async def test_malformed_after_id_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="stream entry id"):
+        await store.read_stream("log", count=10, after="yesterday")
+
+
+async def test_deleted_stream_is_gone(store: Store) -> None:
+    await store.append_stream("log", {"n": "0"}, maxlen=100)
+    assert await store.delete("log") == 1
+    assert await store.read_stream("log", count=10) == []
+
+
+async def test_ping_answers(store: Store) -> None:
+    await store.ping()
+
+
+# --- Redis specifics ---
+
+
+async def test_redis_keys_carry_the_prefix(redis_store: RedisStore, redis_url: str, key_prefix: str) -> None:
+    await redis_store.set("k", b"v", 10)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        assert raw.get(f"{key_prefix}k") == b"v"
+        assert raw.get("k") is None
+    finally:
+        raw.close()
+
+
+async def test_stores_with_different_prefixes_do_not_see_each_other(
+    redis_store: RedisStore, redis_url: str, key_prefix: str
+) -> None:
+    other = RedisStore.from_url(redis_url, key_prefix + "other:")
+    try:
+        await redis_store.set("k", b"v", 10)
+        assert await other.get("k") is None
+    finally:
+        await other.close()
+
+
+async def test_redis_ttl_has_millisecond_precision(redis_store: RedisStore, redis_url: str, key_prefix: str) -> None:
+    await redis_store.set("k", b"v", 1.5)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        assert 1000 < raw.pttl(f"{key_prefix}k") <= 1500
+    finally:
+        raw.close()
+
+
+def test_description_never_shows_a_password() -> None:
+    store = RedisStore.from_url("redis://admin:s3cret@cache.internal:6380/2?password=s3cret", "gw:")
+    assert "s3cret" not in store.description
+    assert "cache.internal:6380/2" in store.description
+    assert "'gw:'" in store.description
+
+
+def test_cluster_description_never_shows_a_password() -> None:
+    store = open_store("redis+cluster://:s3cret@node-1.internal:7000", "gw:")
+    assert isinstance(store, RedisStore)
+    assert "s3cret" not in store.description
+    assert store.description.startswith("redis+cluster://node-1.internal:7000")
+
+
+def test_open_store_chooses_by_scheme() -> None:
+    assert isinstance(open_store("memory://", "gw:"), MemoryStore)
+    assert isinstance(open_store("redis://localhost:6379/0", "gw:"), RedisStore)
+    assert isinstance(open_store("unix:///run/redis.sock", "gw:"), RedisStore)
+    with pytest.raises(ValueError, match="unsupported store URL 'mongodb://db:27017'"):
+        open_store("mongodb://user:pw@db:27017", "gw:")
+
+
+_OPERATIONS: dict[str, Callable[[RedisStore], Awaitable[object]]] = {
+    "ping": lambda s: s.ping(),
+    "get": lambda s: s.get("k"),
+    "set": lambda s: s.set("k", b"v", 10),
+    "set_many": lambda s: s.set_many({"a": b"1", "b": b"2"}, 10),
+    "delete": lambda s: s.delete("k"),
+    "expire": lambda s: s.expire("k", 10),
+    "append_stream": lambda s: s.append_stream("log", {"n": "1"}, maxlen=10),
+    "read_stream": lambda s: s.read_stream("log", count=10),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(_OPERATIONS))
+async def test_unreachable_redis_raises_store_unavailable_promptly(operation: str) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "gw:")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            await _OPERATIONS[operation](store)
+    finally:
+        await store.close()
+    assert time.monotonic() - started < 3
+
+
+async def test_silent_redis_raises_store_unavailable_within_the_operation_timeout() -> None:
+    """A server that accepts connections but never answers must not hang the caller."""
+    with socket_listening_silently() as port:
+        store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "gw:", socket_timeout=0.3, operation_timeout=1)
+        started = time.monotonic()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.get("k")
+        finally:
+            await store.close()
+    assert time.monotonic() - started < 2
+
+
+@contextmanager
+def socket_listening_silently() -> Iterator[int]:
+    """A TCP listener whose kernel completes handshakes but which never reads or replies."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield int(sock.getsockname()[1])
