@@ -33,11 +33,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mcp_gateway.app import create_app
+    from mcp_gateway.policy import PolicyEngine
 
     config = _load(args.config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     try:
+        # Compiled again by the app; doing it here first turns a bad policy into a clean exit 2 before any socket.
+        PolicyEngine.compile(config.policies)
         app = create_app(config)
         uvicorn.run(
             app,
@@ -49,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server_header=False,
         )
     except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2

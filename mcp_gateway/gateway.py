@@ -102,7 +102,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     audit = AuditLog(config.audit, None if config.store_url.startswith("memory://") else store)
     connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
     try:
-        async with anyio.create_task_group() as tg, audit.running():
+        async with audit.running(), anyio.create_task_group() as tg:
             for connection in connections:
                 await tg.start(connection.run)
             catalog = LiveCatalog(connections, config.server.tool_separator)
