@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 import yaml
@@ -117,7 +119,7 @@ async def test_every_decision_is_audited_to_the_redis_stream(gateway: tuple[str,
             mine = [r for r in records if r.identity == "support-agent" and r.tool == "demo__get_customer"]
             if len(mine) >= 2:
                 break
-            await __import__("anyio").sleep(0.1)
+            await anyio.sleep(0.1)
     finally:
         await store.close()
     allowed, denied = mine[-2], mine[-1]
@@ -179,3 +181,26 @@ def test_policy_type_error_stops_serve_and_fails_check(tmp_path: Path) -> None:
     for result in (check, serve):
         assert result.returncode == 2
         assert "broken" in result.stderr and "line 1, column" in result.stderr
+
+
+async def test_audit_tail_prints_recent_records(gateway: tuple[str, str], redis_url: str, tmp_path: Path) -> None:
+    url, prefix = gateway
+    async with mcp_client(url, DEMO_KEY, mode=MODERN) as client:
+        await client.call_tool("demo__echo", {"text": "TAIL ME"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"store": {"url": redis_url, "prefix": prefix}}))
+    for _ in range(50):
+        # In a thread: the gateway under test shares this event loop and must keep draining its audit queue.
+        result = await anyio.to_thread.run_sync(run_cli, "audit", "tail", "--config", str(path), "-n", "3")
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        if any(r["tool"] == "demo__echo" and r["policy"] == "no-shouting" for r in records):
+            break
+    assert result.returncode == 0, result.stderr
+    assert len(records) <= 3
+    assert any(r["decision"] == "deny" and r["identity"] == "demo-agent" for r in records)
+
+
+def test_audit_tail_refuses_the_memory_store() -> None:
+    result = run_cli("audit", "tail", "--config", "configs/example.yaml")
+    assert result.returncode == 2
+    assert "redis" in result.stdout
