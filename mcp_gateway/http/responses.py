@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mcp_gateway.errors import GatewayError, PayloadTooLarge, Unauthorized
+from mcp_gateway.errors import GatewayError, PayloadTooLarge, StoreUnavailable, Unauthorized
+
+logger = logging.getLogger(__name__)
 
 JSON_MEDIA_TYPE = "application/json"
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -25,7 +28,12 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 
 def error_response(error: GatewayError) -> Response:
     """``{"error": <stable code>, "message": <human text>}`` with the contract's status and auth challenge."""
-    body: dict[str, Any] = {"error": error.code, "message": error.message}
+    message = error.message
+    if isinstance(error, StoreUnavailable):
+        # The detail names internal hosts: it goes to the operator's log, the client gets the fact only.
+        logger.warning("refusing a request, fail closed: %s", error.message)
+        message = "the session store is unreachable; the request was refused"
+    body: dict[str, Any] = {"error": error.code, "message": message}
     if error.details is not None:
         body["details"] = error.details
     headers: dict[str, str] = {}
