@@ -48,7 +48,7 @@ async def test_non_positive_ttl_is_refused(store: Store, ttl: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         await store.set_many({"k": b"v"}, ttl)
     with pytest.raises(ValueError, match="positive"):
-        await store.expire("k", ttl)
+        await store.get_touch("k", ttl)
 
 
 async def test_set_many_stores_every_key(store: Store) -> None:
@@ -85,28 +85,29 @@ async def test_expired_key_does_not_count_as_deleted(store: Store) -> None:
     assert await store.delete("a") == 0
 
 
-async def test_expire_extends_a_lifetime(store: Store) -> None:
+async def test_get_touch_reads_and_extends_a_lifetime(store: Store) -> None:
     await store.set("k", b"v", 0.2)
-    assert await store.expire("k", 10) is True
+    assert await store.get_touch("k", 10) == b"v"
     await anyio.sleep(0.35)
     assert await store.get("k") == b"v"
 
 
-async def test_expire_shortens_a_lifetime(store: Store) -> None:
+async def test_get_touch_can_shorten_a_lifetime(store: Store) -> None:
     await store.set("k", b"v", 10)
-    assert await store.expire("k", 0.2) is True
+    assert await store.get_touch("k", 0.2) == b"v"
     await anyio.sleep(0.35)
     assert await store.get("k") is None
 
 
-async def test_expire_of_missing_key_is_false(store: Store) -> None:
-    assert await store.expire("absent", 10) is False
+async def test_get_touch_of_missing_key_is_none(store: Store) -> None:
+    assert await store.get_touch("absent", 10) is None
 
 
-async def test_expire_of_expired_key_is_false(store: Store) -> None:
+async def test_get_touch_of_expired_key_is_none_and_does_not_revive_it(store: Store) -> None:
     await store.set("k", b"v", 0.2)
     await anyio.sleep(0.35)
-    assert await store.expire("k", 10) is False
+    assert await store.get_touch("k", 10) is None
+    assert await store.get("k") is None
 
 
 # --- streams ---
@@ -235,7 +236,7 @@ _OPERATIONS: dict[str, Callable[[RedisStore], Awaitable[object]]] = {
     "set": lambda s: s.set("k", b"v", 10),
     "set_many": lambda s: s.set_many({"a": b"1", "b": b"2"}, 10),
     "delete": lambda s: s.delete("k"),
-    "expire": lambda s: s.expire("k", 10),
+    "get_touch": lambda s: s.get_touch("k", 10),
     "append_stream": lambda s: s.append_stream("log", {"n": "1"}, maxlen=10),
     "read_stream": lambda s: s.read_stream("log", count=10),
 }

@@ -58,13 +58,13 @@ class LegacyEra:
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             return _error(request_id, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", 400)
-        raw = await self.context.store.get(_KEY_PREFIX + session_id)
+        # One round trip: read the session and slide its expiry (GETEX on Redis).
+        raw = await self.context.store.get_touch(_KEY_PREFIX + session_id, self._ttl)
         if raw is None:
             return _error(request_id, INVALID_REQUEST, "Session not found", 404)
         session = LegacySession(**json.loads(raw))
         if session.identity_id != identity.id:
             return _error(request_id, INVALID_REQUEST, "Session not found", 404)
-        await self.context.store.expire(_KEY_PREFIX + session_id, self._ttl)
         return session
 
     async def notification(self, request: Request, identity: Identity, envelope: Envelope) -> Response:

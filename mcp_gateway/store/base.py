@@ -40,8 +40,8 @@ class Store(Protocol):
         """Delete keys; return how many existed."""
         ...
 
-    async def expire(self, key: str, ttl_seconds: float) -> bool:
-        """Reset a key's lifetime; False if it does not exist."""
+    async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
+        """Read a value and restart its lifetime in the same round trip (a sliding expiry)."""
         ...
 
     async def append_stream(self, stream: str, fields: Mapping[str, str], maxlen: int) -> str:

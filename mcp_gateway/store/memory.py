@@ -107,13 +107,12 @@ class MemoryStore:
                 existed += 1
         return existed
 
-    async def expire(self, key: str, ttl_seconds: float) -> bool:
+    async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
         _check_ttl(ttl_seconds)
-        slot = self._live(key)
-        if slot is None:
-            return False
-        slot.deadline = self._clock() + ttl_seconds
-        return True
+        value = await self.get(key)
+        if value is not None:
+            self._slots[key].deadline = self._clock() + ttl_seconds
+        return value
 
     def _stream(self, key: str) -> _Stream | None:
         slot = self._live(key)

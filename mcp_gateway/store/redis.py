@@ -158,10 +158,11 @@ class RedisStore:
             deleted = await self._client.delete(*(self._key(k) for k in dict.fromkeys(keys)))
         return int(deleted)
 
-    async def expire(self, key: str, ttl_seconds: float) -> bool:
+    async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
         millis = _ttl_millis(ttl_seconds)
-        async with self._reaching("PEXPIRE"):
-            return bool(await self._client.pexpire(self._key(key), millis))
+        async with self._reaching("GETEX"):
+            value = await self._client.getex(self._key(key), px=millis)
+        return value.encode() if isinstance(value, str) else value
 
     async def append_stream(self, stream: str, fields: Mapping[str, str], maxlen: int) -> str:
         if maxlen < 1:
