@@ -290,3 +290,12 @@ async def test_redis_down_is_503_and_nothing_is_forwarded(tmp_path: Path) -> Non
     assert call.status_code == 503
     assert ready.status_code == 503 and ready.json()["store"] is False
     assert 'decision="allow"' not in metrics
+
+
+async def test_require_task_identity_cannot_open_the_legacy_stream_without_token(gateway: str) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{gateway}/mcp", headers={**auth(SUPPORT_KEY), "Accept": "text/event-stream", "Mcp-Session-Id": "x"}
+        )
+    assert response.status_code == 401
+    assert response.json()["error"] == "task_required"

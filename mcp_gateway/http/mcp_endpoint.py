@@ -32,6 +32,8 @@ class McpEndpoint:
             if request.method == "POST":
                 return await self._post(request)
             identity = await self.context.authenticate(request)
+            # Same rule as for POST: a task token, when sent or required, must be valid and owned.
+            await self.context.bind_task(identity, request)
             if request.method == "GET":
                 if is_modern(request):
                     return json_response({"error": "method_not_allowed", "message": "GET is legacy-era only"}, 405)
