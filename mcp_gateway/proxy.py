@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.inbound import x_mcp_header_map
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
 from mcp_gateway.audit import AuditLog, AuditRecord
@@ -101,6 +102,7 @@ class Proxy:
         self._metrics = metrics
         self._visibility = Visibility()
         self._tool_lists: dict[tuple[int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
+        self._param_header_tools: dict[tuple[int, str], bool] = {}
 
     @property
     def visibility(self) -> Visibility:
@@ -118,11 +120,25 @@ class Proxy:
             self._tool_lists[key] = tools
         return tools
 
-    def tool_input_schema(self, caller: Caller, name: str) -> Any:
-        entry = self._catalog().tool(name)
+    def param_header_schema(self, caller: Caller, name: str) -> Any:
+        """The input schema of a visible tool that declares ``x-mcp-header`` arguments, else None.
+
+        Most tools declare none; remembering which do (per catalog snapshot) spares every other call two schema
+        walks in the SDK's header validator.
+        """
+        catalog = self._catalog()
+        entry = catalog.tool(name)
         if entry is None or not self._visibility.allows(caller.patterns, name):
             return None
-        return entry.definition.get("inputSchema")
+        schema = entry.definition.get("inputSchema")
+        key = (catalog.version, name)
+        annotated = self._param_header_tools.get(key)
+        if annotated is None:
+            if len(self._param_header_tools) > 4096:
+                self._param_header_tools.clear()
+            annotated = bool(x_mcp_header_map(schema))
+            self._param_header_tools[key] = annotated
+        return schema if annotated else None
 
     async def list_tools(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)

@@ -96,7 +96,7 @@ class ModernEra:
         arguments = params.get("arguments") or {}
         if not isinstance(name, str) or not isinstance(arguments, dict):
             return None
-        schema = self.context.proxy.tool_input_schema(caller, name)
+        schema = self.context.proxy.param_header_schema(caller, name)
         if schema is None:
             return None
         rejection = validate_mcp_param_headers(schema, arguments, request.headers)
