@@ -18,6 +18,7 @@ import anyio
 
 from mcp_gateway.audit import AuditLog
 from mcp_gateway.auth import Authenticator
+from mcp_gateway.bridge import InputBridge
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.metrics import Metrics
@@ -105,6 +106,8 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
         async with audit.running(), anyio.create_task_group() as tg:
             for connection in connections:
                 await tg.start(connection.run)
+            bridge = InputBridge()
+            await tg.start(bridge.run)
             catalog = LiveCatalog(connections, config.server.tool_separator)
 
             async def relay_list_changed(snapshot: Catalog, kinds: frozenset[ListKind]) -> None:
@@ -114,7 +117,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             catalog.add_listener(relay_list_changed)
             authenticator = Authenticator(config.identities, config.jwt)
             sessions = TaskSessions(store, config.tasks)
-            proxy = Proxy(catalog.snapshot, policies, audit, metrics)
+            proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge)
             for connection in connections:
                 if not connection.ready:
                     logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)

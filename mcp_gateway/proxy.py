@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,12 +20,15 @@ from mcp.shared.inbound import x_mcp_header_map
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
 from mcp_gateway.audit import AuditLog, AuditRecord
+from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.policy import PolicyEngine, TaskContext
 from mcp_gateway.sessions import TaskSession
 from mcp_gateway.upstreams.catalog import Catalog
+from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.upstreams.downstream import Downstream
 from mcp_gateway.visibility import Visibility
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,11 @@ class Caller:
     def patterns(self) -> tuple[str, ...] | None:
         return Visibility.patterns(self.identity, self.task)
 
+    @property
+    def owner(self) -> str:
+        """Whose work this is, for state that must only be resumed by the same caller: identity and task session."""
+        return f"{self.identity.id}\x00{self.session.token_id if self.session else ''}"
+
     def task_context(self) -> TaskContext | None:
         if self.session is None or self.task is None:
             return None
@@ -58,6 +66,22 @@ class Caller:
             labels=self.task.labels,
             context=self.session.context,
         )
+
+
+@dataclass(frozen=True)
+class ClientLink:
+    """How a forwarded call can reach its client while it runs."""
+
+    progress: ProgressSink | None = None
+    downstream: Downstream | None = None
+    """Relays what the upstream asks or tells the client mid-call (handshake era: live server→client requests)."""
+    answers_input_required: bool = False
+    """The client resolves ``input_required`` results itself (2026-07-28)."""
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+    """What the client declared it can be asked (2026-07-28 ``_meta``; the handshake era's live in ``downstream``)."""
+
+
+NO_LINK = ClientLink()
 
 
 def forwarded_params(params: Mapping[str, Any], **replace: Any) -> dict[str, Any]:
@@ -95,8 +119,10 @@ class Proxy:
         policies: PolicyEngine,
         audit: AuditLog,
         metrics: Metrics,
+        bridge: InputBridge | None = None,
     ) -> None:
         self._catalog = catalog
+        self._bridge = bridge
         self._policies = policies
         self._audit = audit
         self._metrics = metrics
@@ -144,9 +170,7 @@ class Proxy:
         self._reject_cursor(params)
         return {"tools": self.visible_tools(caller)}
 
-    async def call_tool(
-        self, caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None = None
-    ) -> dict[str, Any]:
+    async def call_tool(self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK) -> dict[str, Any]:
         name = _require_str(params, "name")
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
@@ -172,6 +196,8 @@ class Proxy:
             decision=decision,
         )
         if not decision.allowed:
+            if self._bridge is not None:
+                self._bridge.abandon(caller.owner, params.get("requestState"))
             self._metrics.tool_calls.labels(entry.upstream_name, "deny", "denied").inc()
             self._audit.record(record.finish(outcome="denied", latency_ms=None))
             return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
@@ -179,13 +205,13 @@ class Proxy:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            result = await entry.connection.request(
-                "tools/call",
-                forwarded_params(params, name=entry.original_name),
-                on_progress=progress,
+            result = await self._send(
+                caller, entry.connection, "tools/call", forwarded_params(params, name=entry.original_name), link
             )
             if result.get("isError") is True:
                 outcome = "tool_error"
+            elif is_input_required(result):
+                outcome = "input_required"
             return result
         except UpstreamUnavailable as exc:
             outcome = "upstream_unavailable"
@@ -214,27 +240,25 @@ class Proxy:
         return {"resourceTemplates": self._catalog().resource_template_entries()}
 
     async def read_resource(
-        self, caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None = None
+        self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK
     ) -> dict[str, Any]:
         uri = _require_str(params, "uri")
         connection = self._catalog().resource_owner(uri)
         if connection is None:
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
-        return await self._forward(connection, "resources/read", forwarded_params(params), progress)
+        return await self._forward(caller, connection, "resources/read", forwarded_params(params), link)
 
     async def list_prompts(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
         return {"prompts": self._catalog().prompt_entries()}
 
-    async def get_prompt(
-        self, caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None = None
-    ) -> dict[str, Any]:
+    async def get_prompt(self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK) -> dict[str, Any]:
         name = _require_str(params, "name")
         entry = self._catalog().prompt(name)
         if entry is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         return await self._forward(
-            entry.connection, "prompts/get", forwarded_params(params, name=entry.original_name), progress
+            caller, entry.connection, "prompts/get", forwarded_params(params, name=entry.original_name), link
         )
 
     async def complete(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,23 +272,78 @@ class Proxy:
             if entry is None:
                 raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref['name']}")
             new_ref = {**ref, "name": entry.original_name}
-            return await self._forward(entry.connection, "completion/complete", forwarded_params(params, ref=new_ref))
+            params = forwarded_params(params, ref=new_ref)
+            return await self._forward(caller, entry.connection, "completion/complete", params)
         if ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
             connection = catalog.resource_owner(ref["uri"])
             if connection is None:
                 raise RpcError(INVALID_PARAMS, f"Unknown resource: {ref['uri']}")
-            return await self._forward(connection, "completion/complete", forwarded_params(params))
+            return await self._forward(caller, connection, "completion/complete", forwarded_params(params))
         raise RpcError(INVALID_PARAMS, "params.ref must be a ref/prompt with a name or a ref/resource with a uri")
 
     async def _forward(
-        self, connection: Any, method: str, params: dict[str, Any], progress: ProgressSink | None = None
+        self,
+        caller: Caller,
+        connection: UpstreamConnection,
+        method: str,
+        params: dict[str, Any],
+        link: ClientLink = NO_LINK,
     ) -> dict[str, Any]:
         try:
-            return cast(dict[str, Any], await connection.request(method, params, on_progress=progress))
+            return await self._send(caller, connection, method, params, link)
         except UpstreamUnavailable as exc:
             raise RpcError(INTERNAL_ERROR, exc.message) from exc
         except TimeoutError as exc:
             raise RpcError(REQUEST_TIMEOUT, "upstream did not answer in time") from exc
+
+    async def _send(
+        self, caller: Caller, connection: UpstreamConnection, method: str, params: dict[str, Any], link: ClientLink
+    ) -> dict[str, Any]:
+        """Forward one request, translating mid-call input when client and upstream speak different eras."""
+        if link.answers_input_required and not connection.modern and self._bridge is not None:
+
+            async def send_parked(params: dict[str, Any], down: Downstream, progress: ProgressSink) -> dict[str, Any]:
+                return await connection.request(method, params, on_progress=progress, downstream=down)
+
+            return await self._bridge.forward(
+                owner=caller.owner,
+                upstream=connection.name,
+                method=method,
+                params=params,
+                capabilities=link.capabilities,
+                progress=link.progress,
+                send=send_parked,
+            )
+        # A 2026-07-28 upstream is told what the calling client can be asked; with no client to ask (NO_LINK) it
+        # sees the gateway's own declaration.
+        capabilities: Mapping[str, Any] | None = None
+        if link.downstream is not None:
+            capabilities = link.downstream.capabilities
+        elif link.answers_input_required:
+            capabilities = link.capabilities
+
+        async def send(params: dict[str, Any]) -> dict[str, Any]:
+            return await connection.request(
+                method,
+                params,
+                on_progress=link.progress,
+                downstream=link.downstream,
+                client_capabilities=capabilities,
+            )
+
+        result = await send(params)
+        if link.answers_input_required or not is_input_required(result):
+            return result
+
+        async def retry(responses: dict[str, Any] | None, state: str | None) -> dict[str, Any]:
+            again = {key: value for key, value in params.items() if key not in ("inputResponses", "requestState")}
+            if responses is not None:
+                again["inputResponses"] = responses
+            if state is not None:
+                again["requestState"] = state
+            return await send(again)
+
+        return await resolve_input_required(result, link.downstream, retry)
 
     @staticmethod
     def _reject_cursor(params: Mapping[str, Any]) -> None:

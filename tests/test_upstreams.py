@@ -34,7 +34,10 @@ LEGACY = "2025-11-25"
 # protocol setting -> the version the demo server ends up speaking
 STDIO_ERAS = {"legacy": LEGACY, "auto": MODERN, MODERN: MODERN}
 FAST = Backoff(initial=0.1, factor=2.0, cap=0.5, jitter=0.1)
-DEMO_TOOLS = {"echo", "add", "get_customer", "update_ticket", "count_slowly", "fail", "toggle_extra_tool"}
+DEMO_TOOLS = {
+    *("echo", "add", "get_customer", "update_ticket", "count_slowly", "fail", "toggle_extra_tool"),
+    *("confirm_action", "ask_model", "client_roots", "log_steps", "region_header"),
+}
 
 # A hand-written legacy-era server speaking raw JSON-RPC lines: it can say things no SDK server would (vendor fields),
 # answers server/discover with "method not found", and lists the tools named on its command line.

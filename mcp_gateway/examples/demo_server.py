@@ -1,7 +1,8 @@
 """A tiny upstream MCP server to put behind the gateway in examples, docs and tests.
 
 It is deliberately boring: fixed fake data and a handful of tools that each exercise one gateway path (a plain
-call, arguments a policy can compare against the task context, progress, a tool error, a changing tool list).
+call, arguments a policy can compare against the task context, progress, a tool error, a changing tool list, and
+the tools that need the client's help mid-call: elicitation, sampling, roots and log messages).
 Built on the SDK's ``MCPServer`` so it speaks both protocol eras on either transport:
 
     python -m mcp_gateway.examples.demo_server                   # stdio
@@ -11,12 +12,16 @@ Built on the SDK's ``MCPServer`` so it speaks both protocol eras on either trans
 from __future__ import annotations
 
 import argparse
-from typing import Any, Literal
+import warnings
+from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
+import mcp_types as types
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, ListRoots, MCPServer, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, Field
 
 TicketStatus = Literal["open", "pending", "resolved", "closed"]
 
@@ -28,7 +33,9 @@ _CUSTOMERS: dict[str, dict[str, Any]] = {
 
 README = """# Demo upstream
 
-Tools: echo, add, get_customer, update_ticket, count_slowly, fail, toggle_extra_tool.
+Tools: echo, add, get_customer, update_ticket, count_slowly, fail, toggle_extra_tool, and the ones that need the
+client mid-call: confirm_action (elicitation), ask_model (sampling), client_roots (roots), log_steps (log messages),
+and region_header (an argument mirrored into an Mcp-Param-Region header).
 Customers: any id answers; cust-001, cust-002 and cust-003 have names. Also readable as demo://customers/{customer_id}.
 """
 
@@ -38,6 +45,23 @@ def _customer(customer_id: str) -> dict[str, Any]:
         raise ToolError("customer_id must not be empty")
     known = _CUSTOMERS.get(customer_id)
     return known or {"id": customer_id, "name": f"Customer {customer_id}", "tier": "standard", "email": None}
+
+
+class Confirmation(BaseModel):
+    confirm: bool
+
+
+def _ask_confirmation(action: str) -> Elicit[Confirmation]:
+    return Elicit(f"Really {action}?", Confirmation)
+
+
+def _ask_model(question: str) -> Sample:
+    message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))
+    return Sample([message], max_tokens=100)
+
+
+def _roots() -> ListRoots:
+    return ListRoots()
 
 
 def build_server() -> MCPServer:
@@ -96,6 +120,40 @@ def build_server() -> MCPServer:
             await ctx.session.send_tool_list_changed()
         return not listed
 
+    # The next four need the client mid-call. The SDK picks the era's way of asking: a server→client request during
+    # the call (2025-11-25 and older) or an `input_required` result the client answers on a retry (2026-07-28).
+    @server.tool()
+    def confirm_action(
+        action: str, answer: Annotated[ElicitationResult[Confirmation], Resolve(_ask_confirmation)]
+    ) -> str:
+        """Ask the user to confirm `action` (elicitation); says what they answered."""
+        if answer.action != "accept":
+            return f"{action}: {answer.action}"
+        return f"{action}: {'confirmed' if answer.data.confirm else 'not confirmed'}"
+
+    @server.tool()
+    def ask_model(question: str, reply: Annotated[types.CreateMessageResult, Resolve(_ask_model)]) -> str:
+        """Ask the client's model a question (sampling); returns its text answer."""
+        content = reply.content
+        return content.text if isinstance(content, types.TextContent) else f"[{content.type}]"
+
+    @server.tool()
+    def client_roots(roots: Annotated[types.ListRootsResult, Resolve(_roots)]) -> list[str]:
+        """The client's roots (roots/list), as URIs."""
+        return [str(root.uri) for root in roots.roots]
+
+    @server.tool()
+    async def log_steps(n: int, ctx: Context) -> str:
+        """Send n log messages (notifications/message) during the call."""
+        for i in range(1, n + 1):
+            await ctx.info(f"step {i} of {n}")
+        return f"logged {n}"
+
+    @server.tool()
+    def region_header(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], ctx: Context) -> str:
+        """Echo the Mcp-Param-Region header the call arrived with (2026-07-28 HTTP mirrors `region` into it)."""
+        return (ctx.headers or {}).get("mcp-param-region", "")
+
     @server.resource("demo://readme", name="readme", mime_type="text/markdown")
     def readme() -> str:
         """What this server offers."""
@@ -120,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    # log_steps uses the handshake era's logging on purpose; the 2026-07-28 deprecation is not news to this demo.
+    warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
     server = build_server()
     if args.http:
         server.run("streamable-http", host=args.host, port=args.port)

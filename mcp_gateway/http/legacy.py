@@ -20,13 +20,16 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.config import Identity
+from mcp_gateway.http.legacy_calls import LegacyCalls
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, sse_event
-from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, EventStream, answer, progress_token
-from mcp_gateway.proxy import Caller, ProgressSink
+from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, answer, progress_sink, progress_token
+from mcp_gateway.proxy import Caller, ClientLink
 
 _MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
 _KEY_PREFIX = "mcpsession:"
+# Methods whose upstream may need the client mid-call (progress, log messages, requests), so may answer over SSE.
+_LINKED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class LegacyEra:
     def __init__(self, context: McpContext) -> None:
         self.context = context
         self._ttl = context.server.mcp_session_ttl
+        self.calls = LegacyCalls()
 
     async def _load(self, request: Request, identity: Identity, request_id: Any) -> LegacySession | Response:
         session_id = request.headers.get(SESSION_HEADER)
@@ -68,9 +72,14 @@ class LegacyEra:
         return session
 
     async def notification(self, request: Request, identity: Identity, envelope: Envelope) -> Response:
+        """A notification, or the client's response to a request the gateway sent it during a call."""
         loaded = await self._load(request, identity, None)
         if isinstance(loaded, Response):
             return loaded
+        if not envelope.method:
+            self.calls.deliver(loaded.id, envelope.raw)
+        elif envelope.method == "notifications/cancelled":
+            self.calls.cancel(loaded.id, envelope.params.get("requestId"))
         return Response(status_code=202)
 
     async def request(self, request: Request, caller: Caller, envelope: Envelope) -> Response:
@@ -86,16 +95,28 @@ class LegacyEra:
             error = method_not_found(envelope.method)
             return _error(envelope.id, error["code"], error["message"], 200)
 
-        async def run(progress: ProgressSink | None) -> dict[str, Any]:
-            return await handler(caller, envelope.params, progress)
+        token = progress_token(envelope.params)
+        session = loaded
+
+        async def run(emit: Emit | None) -> dict[str, Any] | None:
+            downstream = self.calls.downstream(session.id, session.client_capabilities, emit)
+            progress = progress_sink(emit, token) if emit is not None and token is not None else None
+            link = ClientLink(progress=progress, downstream=downstream)
+            result: dict[str, Any] | None = None
+            with self.calls.running(session.id, envelope.id):
+                try:
+                    result = await handler(caller, envelope.params, link)
+                finally:
+                    downstream.close()
+            return result
 
         return await answer(
             envelope.id,
             run,
             _finish,
             lambda code: 200,
-            token=progress_token(envelope.params),
-            accepts_sse=accepts_sse(request),
+            stream=accepts_sse(request) and envelope.method in _LINKED_METHODS,
+            lazy=token is None,
         )
 
     async def _initialize(self, identity: Identity, envelope: Envelope) -> Response:

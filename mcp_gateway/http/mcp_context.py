@@ -20,11 +20,11 @@ from mcp_gateway.config import Identity, ServerConfig, TaskDefinition
 from mcp_gateway.errors import Forbidden, GatewayError, TaskRequired
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
-from mcp_gateway.proxy import Caller, ProgressSink, Proxy
+from mcp_gateway.proxy import Caller, ClientLink, Proxy
 from mcp_gateway.sessions import TaskSessions
 from mcp_gateway.store.base import Store
 
-MethodHandler = Callable[[Caller, Mapping[str, Any], ProgressSink | None], Awaitable[dict[str, Any]]]
+MethodHandler = Callable[[Caller, Mapping[str, Any], ClientLink], Awaitable[dict[str, Any]]]
 
 TASK_TOKEN_HEADER = "x-task-token"
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
@@ -47,27 +47,29 @@ class Envelope:
 def method_table(proxy: Proxy) -> dict[str, MethodHandler]:
     """The methods both eras share; each era adds its own (initialize, server/discover) in front."""
 
-    async def ping(caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None) -> dict[str, Any]:
+    async def ping(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
         return {}
 
-    def without_progress(
+    def unlinked(
         fn: Callable[[Caller, Mapping[str, Any]], Awaitable[dict[str, Any]]],
     ) -> MethodHandler:
-        async def handler(caller: Caller, params: Mapping[str, Any], progress: ProgressSink | None) -> dict[str, Any]:
+        """A method answered at once, that never needs to reach the client before its answer."""
+
+        async def handler(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
             return await fn(caller, params)
 
         return handler
 
     return {
         "ping": ping,
-        "tools/list": without_progress(proxy.list_tools),
+        "tools/list": unlinked(proxy.list_tools),
         "tools/call": proxy.call_tool,
-        "resources/list": without_progress(proxy.list_resources),
-        "resources/templates/list": without_progress(proxy.list_resource_templates),
+        "resources/list": unlinked(proxy.list_resources),
+        "resources/templates/list": unlinked(proxy.list_resource_templates),
         "resources/read": proxy.read_resource,
-        "prompts/list": without_progress(proxy.list_prompts),
+        "prompts/list": unlinked(proxy.list_prompts),
         "prompts/get": proxy.get_prompt,
-        "completion/complete": without_progress(proxy.complete),
+        "completion/complete": unlinked(proxy.complete),
     }
 
 
@@ -155,7 +157,7 @@ def parse_envelope(body: bytes) -> Envelope | dict[str, Any]:
     method = message.get("method")
     if not isinstance(method, str) or not method:
         if "result" in message or "error" in message:
-            # A client's answer to a server→client request: accepted, but this gateway sends none yet.
+            # A client's answer to a request the gateway sent it mid-call; the legacy era routes it to that call.
             return Envelope(request_id, "", {}, True, message)
         return _invalid(INVALID_REQUEST, "the message has no method", request_id)
     params = message.get("params", {})

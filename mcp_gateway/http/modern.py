@@ -21,16 +21,23 @@ from mcp.shared.inbound import (
     unsupported_protocol_version_rejection,
     validate_mcp_param_headers,
 )
-from mcp_types import HEADER_MISMATCH, SERVER_INFO_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    SERVER_INFO_META_KEY,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import Response
 
 from mcp_gateway.config import Identity
+from mcp_gateway.http.listen import ListenStream, honored_filter
 from mcp_gateway.http.mcp_context import LIST_METHODS, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response
-from mcp_gateway.http.streaming import answer, progress_token
-from mcp_gateway.proxy import Caller, ProgressSink
+from mcp_gateway.http.streaming import Emit, answer, progress_sink, progress_token
+from mcp_gateway.proxy import Caller, ClientLink
 
 LIST_TTL_MS = 60_000
 """How long a modern client may reuse a list; capped by the task session's remaining life."""
@@ -75,20 +82,30 @@ class ModernEra:
         handler = self.context.methods.get(envelope.method)
         if envelope.method == "server/discover":
             return json_response({"jsonrpc": "2.0", "id": envelope.id, "result": self.discover_result()})
+        if envelope.method == "subscriptions/listen":
+            return self._listen(request, envelope)
         if handler is None:
             error = method_not_found(envelope.method)
             return _rejection(envelope.id, error["code"], error["message"])
 
-        async def run(progress: ProgressSink | None) -> dict[str, Any]:
-            return await handler(caller, envelope.params, progress)
+        token = progress_token(envelope.params)
+        meta = envelope.params.get("_meta")
+        capabilities = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, Mapping) else None
+
+        async def run(emit: Emit | None) -> dict[str, Any]:
+            link = ClientLink(
+                progress=progress_sink(emit, token) if emit is not None and token is not None else None,
+                answers_input_required=True,
+                capabilities=capabilities if isinstance(capabilities, Mapping) else {},
+            )
+            return await handler(caller, envelope.params, link)
 
         return await answer(
             envelope.id,
             run,
             lambda result: self.finish(envelope.method, caller, result),
             _status,
-            token=progress_token(envelope.params),
-            accepts_sse=accepts_sse(request),
+            stream=token is not None and accepts_sse(request),
         )
 
     def _check_param_headers(self, request: Request, caller: Caller, params: Mapping[str, Any]) -> Response | None:
@@ -103,6 +120,15 @@ class ModernEra:
         if rejection is None:
             return None
         return _rejection(None, rejection.code, rejection.message, rejection.data)
+
+    def _listen(self, request: Request, envelope: Envelope) -> Response:
+        requested = envelope.params.get("notifications")
+        if not isinstance(requested, Mapping):
+            return _rejection(envelope.id, INVALID_PARAMS, "subscriptions/listen requires params.notifications")
+        if not accepts_sse(request):
+            message = "subscriptions/listen answers with a stream: send Accept: text/event-stream"
+            return _rejection(envelope.id, INVALID_REQUEST, message)
+        return ListenStream(self.context.notifier, envelope.id, honored_filter(requested))
 
     def discover_result(self) -> dict[str, Any]:
         return {

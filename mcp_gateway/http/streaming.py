@@ -1,6 +1,11 @@
-"""Answering one JSON-RPC request, as a JSON body or as an SSE stream that carries progress first.
+"""Answering one JSON-RPC request, as a JSON body or as an SSE stream that carries what the call sends first.
 
-The SSE path is a small ASGI response of its own rather than a StreamingResponse over a generator: the handler
+A call may have to send its client messages before its answer: progress, log messages, and (handshake era) requests
+of its own that the upstream made mid-call. Those need an SSE stream. A caller that asked for progress gets the stream
+at once; otherwise, where the client accepts SSE, the answer stays JSON until the first such message, and switches
+to SSE only then.
+
+The streaming path is a small ASGI response of its own rather than a StreamingResponse over a generator: the handler
 runs in a task group next to a disconnect watcher, so a client that closes the stream cancels the upstream call
 (which the upstream connection turns into ``notifications/cancelled``) instead of leaving it running.
 """
@@ -17,15 +22,20 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_gateway.errors import RpcError
-from mcp_gateway.http.responses import SSE_HEADERS, SSE_MEDIA_TYPE, json_response, sse_event
+from mcp_gateway.http.responses import JSON_MEDIA_TYPE, SSE_HEADERS, SSE_MEDIA_TYPE, dumps, json_response, sse_event
 from mcp_gateway.proxy import ProgressSink
 
 logger = logging.getLogger(__name__)
 
-Outcome = Callable[[Any], Awaitable[dict[str, Any]]]
-"""Runs the handler with a progress sink (or None) and returns the finished JSON-RPC message."""
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+"""Sends one JSON-RPC message to the client ahead of the call's answer (switching the answer to SSE)."""
+
+Run = Callable[[Emit | None], Awaitable[dict[str, Any] | None]]
+"""Runs the call and returns its finished JSON-RPC message, or None when the call was cancelled (no answer)."""
 
 KEEPALIVE_SECONDS = 15.0
+REQUEST_CANCELLED = -32800
+"""Answer to a call its client cancelled, when a JSON body must say something (LSP's code; MCP names none)."""
 
 
 def progress_token(params: Mapping[str, Any]) -> str | int | None:
@@ -35,6 +45,20 @@ def progress_token(params: Mapping[str, Any]) -> str | int | None:
         if isinstance(token, str | int) and not isinstance(token, bool):
             return token
     return None
+
+
+def progress_sink(emit: Emit, token: str | int) -> ProgressSink:
+    """A progress callback that sends ``notifications/progress`` for ``token`` through ``emit``."""
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        params: dict[str, Any] = {"progressToken": token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+
+    return progress
 
 
 class EventStream(Response):
@@ -47,35 +71,43 @@ class EventStream(Response):
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
 
 
-class SseResponse(EventStream):
-    """Streams progress notifications, then the final JSON-RPC message, then ends."""
+class CallStream(EventStream):
+    """Runs one call; streams what it emits, then its answer. JSON instead when it emitted nothing (``lazy``)."""
 
-    def __init__(self, run: Outcome, token: str | int, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        lazy: bool,
+        error_status: Callable[[int], int],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(headers)
         self._run = run
-        self._token = token
+        self._lazy = lazy
+        self._error_status = error_status
+        self._extra_headers = dict(headers or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        sender, receiver = anyio.create_memory_object_stream[bytes](64)
+        # (message, is_answer); the answer is None when the call was cancelled.
+        sender, receiver = anyio.create_memory_object_stream[tuple[dict[str, Any] | None, bool]](64)
+        streaming = False
+
+        async def start_stream() -> None:
+            nonlocal streaming
+            if not streaming:
+                streaming = True
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
         async with anyio.create_task_group() as tg:
 
-            async def produce(out: MemoryObjectSendStream[bytes]) -> None:
+            async def produce(out: MemoryObjectSendStream[tuple[dict[str, Any] | None, bool]]) -> None:
                 async with out:
 
-                    async def progress(progress: float, total: float | None, message: str | None) -> None:
-                        params: dict[str, Any] = {"progressToken": self._token, "progress": progress}
-                        if total is not None:
-                            params["total"] = total
-                        if message is not None:
-                            params["message"] = message
-                        note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
-                        await out.send(sse_event(note))
+                    async def emit(message: dict[str, Any]) -> None:
+                        await out.send((message, False))
 
-                    sink: ProgressSink = progress
-                    message = await self._run(sink)
-                    await out.send(sse_event(message))
+                    await out.send((await self._run(emit), True))
 
             async def watch_disconnect() -> None:
                 while True:
@@ -86,42 +118,68 @@ class SseResponse(EventStream):
 
             tg.start_soon(produce, sender)
             tg.start_soon(watch_disconnect)
+            if not self._lazy:
+                await start_stream()
             async with receiver:
                 while True:
-                    with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
+                    with anyio.move_on_after(KEEPALIVE_SECONDS if streaming else float("inf")) as waited:
                         try:
-                            chunk = await receiver.receive()
+                            message, is_answer = await receiver.receive()
                         except anyio.EndOfStream:
                             break
                     if waited.cancelled_caught:
-                        chunk = b": keepalive\r\n\r\n"
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
+                        continue
+                    if is_answer and not streaming and message is not None:
+                        await self._send_json(message, send)
+                        tg.cancel_scope.cancel()
+                        return
+                    await start_stream()
+                    if message is not None:
+                        await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
+                    if is_answer:
+                        break
+            await start_stream()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             tg.cancel_scope.cancel()
+
+    async def _send_json(self, message: dict[str, Any], send: Send) -> None:
+        status = self._error_status(message["error"]["code"]) if "error" in message else 200
+        body = dumps(message)
+        headers = {**self._extra_headers, "content-type": JSON_MEDIA_TYPE, "content-length": str(len(body))}
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def answer(
     request_id: Any,
-    handler: Callable[[ProgressSink | None], Awaitable[dict[str, Any]]],
+    handler: Callable[[Emit | None], Awaitable[dict[str, Any] | None]],
     finish: Callable[[dict[str, Any]], dict[str, Any]],
     error_status: Callable[[int], int],
     *,
-    token: str | int | None,
-    accepts_sse: bool,
+    stream: bool,
+    lazy: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """Run ``handler`` and frame its result: SSE when the caller asked for progress and accepts it, else JSON."""
+    """Run ``handler`` and frame its result.
 
-    async def run(progress: ProgressSink | None) -> dict[str, Any]:
+    ``stream``: the client accepts SSE and the call may use it (``lazy``: only once it emits something); else the
+    handler gets no ``Emit`` and the answer is JSON.
+    """
+
+    async def run(emit: Emit | None) -> dict[str, Any] | None:
         try:
-            result = finish(await handler(progress))
+            result = await handler(emit)
         except RpcError as exc:
             return rpc_error(request_id, exc)
-        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+        return None if result is None else {"jsonrpc": "2.0", "id": request_id, "result": finish(result)}
 
-    if token is not None and accepts_sse:
-        return SseResponse(run, token, headers)
+    if stream:
+        return CallStream(run, lazy=lazy, error_status=error_status, headers=headers)
     message = await run(None)
+    if message is None:
+        message = rpc_error(request_id, RpcError(REQUEST_CANCELLED, "Request cancelled"))
     status = error_status(message["error"]["code"]) if "error" in message else 200
     return json_response(message, status, dict(headers or {}))
 

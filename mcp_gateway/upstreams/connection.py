@@ -36,6 +36,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp_gateway.config import HttpTransport, UpstreamConfig
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.upstreams.backoff import Backoff
+from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.http import http_transport
 from mcp_gateway.upstreams.lists import (
     ALL_LISTS,
@@ -103,6 +104,8 @@ class UpstreamConnection:
         # Per tool name, the arguments a 2026-07-28 HTTP call mirrors into Mcp-Param-* headers.
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
         self._state_changed: anyio.Event | None = None
+        # Server→client requests and log messages the upstream sends during a call go to that call's client.
+        self._router = DownstreamRouter(config.name, exact=isinstance(config.transport, HttpTransport))
         self.last_error: str | None = None
         self.generation = 0
         """How many sessions have been established so far; a reconnect increments it."""
@@ -122,6 +125,11 @@ class UpstreamConnection:
     @property
     def protocol_version(self) -> str | None:
         return self._live.session.protocol_version if self._live else None
+
+    @property
+    def modern(self) -> bool:
+        """Whether the live session speaks 2026-07-28 or later (asks for input with ``input_required`` results)."""
+        return self._live is not None and self._live.modern
 
     @property
     def server_capabilities(self) -> types.ServerCapabilities | None:
@@ -155,8 +163,15 @@ class UpstreamConnection:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - defaults per upstream, and the error names the upstream
         on_progress: ProgressFnT | None = None,
+        downstream: Downstream | None = None,
+        client_capabilities: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Send one request upstream and return its raw result dict.
+
+        ``downstream`` is the client the call is made for: requests (sampling, elicitation, roots) and log messages
+        the upstream sends while serving this call are relayed to it; without one they are refused.
+        ``client_capabilities`` are that client's, declared to a 2026-07-28 upstream in place of the gateway's own
+        (a handshake-era session declared the gateway's once, at initialize).
 
         Raises:
             UpstreamUnavailable: not connected, or the connection died before the answer arrived.
@@ -177,8 +192,8 @@ class UpstreamConnection:
         try:
             # Our own deadline rather than the dispatcher's: it also bounds a write the transport never accepts,
             # and the dispatcher's timeout error would be indistinguishable from an upstream's -32001.
-            with anyio.fail_after(limit):
-                return await send_raw(live.session, method, outbound, opts)
+            with anyio.fail_after(limit), self._router.call(downstream):
+                return await send_raw(live.session, method, outbound, opts, client_capabilities=client_capabilities)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer {method} within {limit:g}s") from None
         except MCPError as exc:
@@ -234,6 +249,10 @@ class UpstreamConnection:
             cache=None,
             client_info=self._client_info,
             message_handler=self._message_handler(stale),
+            sampling_callback=self._router.sampling,
+            elicitation_callback=self._router.elicitation,
+            list_roots_callback=self._router.list_roots,
+            logging_callback=self._router.logging,
         )
         # One scope for the session's whole life so the task groups entered below nest properly; only the connect
         # phase has a deadline.

@@ -13,6 +13,7 @@ from typing import Any
 
 from mcp.client import ClientSession
 from mcp.shared.dispatcher import CallOptions
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 # The 2026-07-28 envelope keys and the progress token belong to the hop that sent them.
 _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
@@ -20,7 +21,12 @@ _HOP_META_KEYS = frozenset({"progressToken"})
 
 
 async def send_raw(
-    session: ClientSession, method: str, params: Mapping[str, Any] | None, opts: CallOptions
+    session: ClientSession,
+    method: str,
+    params: Mapping[str, Any] | None,
+    opts: CallOptions,
+    *,
+    client_capabilities: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Send a request through ``session`` untyped: params as given, the result dict exactly as received.
 
@@ -30,11 +36,17 @@ async def send_raw(
     trim the result. The session's stamp still has to run, because it writes the 2026-07-28 ``_meta`` envelope and
     the routing headers for whichever era was negotiated. The SDK's own ``mcp.client.subscriptions.listen`` sends
     raw requests the same way, through these same two private attributes; this is the only place we touch them.
+
+    ``client_capabilities`` replaces the stamped 2026-07-28 ``clientCapabilities`` with those of the client the
+    request is made for, so the upstream asks only for input that client can give.
     """
     data: dict[str, Any] = {"method": method}
     if params is not None:
         data["params"] = dict(params)
     session._stamp(data, opts)
+    meta = data.get("params", {}).get("_meta")
+    if client_capabilities is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+        meta[CLIENT_CAPABILITIES_META_KEY] = dict(client_capabilities)
     return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
 
 
