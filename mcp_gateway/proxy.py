@@ -29,6 +29,7 @@ from mcp_gateway.sessions import TaskSession
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.downstream import Downstream
+from mcp_gateway.upstreams.raw import hop_result
 from mcp_gateway.visibility import Visibility
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 ProgressSink = ProgressFnT
 
 # Keys of the 2026-07-28 request envelope: each hop stamps its own, so the client's are not forwarded.
-_ENVELOPE_PREFIX = "io.modelcontextprotocol/"
 
 
 @dataclass(frozen=True)
@@ -85,20 +85,8 @@ NO_LINK = ClientLink()
 
 
 def forwarded_params(params: Mapping[str, Any], **replace: Any) -> dict[str, Any]:
-    """The client's params for the upstream: names swapped back, the client's envelope and progress token dropped
-    (the upstream connection stamps its own envelope and progress is relayed through a callback)."""
-    out = {k: v for k, v in params.items() if k != "_meta"}
-    meta = params.get("_meta")
-    if isinstance(meta, Mapping):
-        kept = {
-            k: v
-            for k, v in cast(Mapping[str, Any], meta).items()
-            if not k.startswith(_ENVELOPE_PREFIX) and k != "progressToken"
-        }
-        if kept:
-            out["_meta"] = kept
-    out.update(replace)
-    return out
+    """The client's params for the upstream, names swapped back; the connection drops the client's envelope."""
+    return {**params, **replace}
 
 
 def _require_str(params: Mapping[str, Any], key: str) -> str:
@@ -303,7 +291,7 @@ class Proxy:
         if link.answers_input_required and not connection.modern and self._bridge is not None:
 
             async def send_parked(params: dict[str, Any], down: Downstream, progress: ProgressSink) -> dict[str, Any]:
-                return await connection.request(method, params, on_progress=progress, downstream=down)
+                return hop_result(await connection.request(method, params, on_progress=progress, downstream=down))
 
             return await self._bridge.forward(
                 owner=caller.owner,
@@ -323,13 +311,14 @@ class Proxy:
             capabilities = link.capabilities
 
         async def send(params: dict[str, Any]) -> dict[str, Any]:
-            return await connection.request(
+            result = await connection.request(
                 method,
                 params,
                 on_progress=link.progress,
                 downstream=link.downstream,
                 client_capabilities=capabilities,
             )
+            return hop_result(result)
 
         result = await send(params)
         if link.answers_input_required or not is_input_required(result):

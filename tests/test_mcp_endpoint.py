@@ -147,6 +147,37 @@ async def test_foreign_origin_is_rejected(gateway: str) -> None:
     assert response.status_code == 403
 
 
+async def test_dns_rebinding_origin_matching_host_is_rejected(gateway: str) -> None:
+    # After a rebinding, the attacker's page and the request name the same host: that proves nothing.
+    port = gateway.rsplit(":", 1)[1]
+    headers = {
+        **modern_headers("tools/list"),
+        "Origin": f"http://rebind.example:{port}",
+        "Host": f"rebind.example:{port}",
+    }
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{gateway}/mcp", json=modern_body("tools/list"), headers=headers)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:6274", "http://127.0.0.1:6274/", "http://[::1]:3000"])
+async def test_loopback_origin_is_accepted(gateway: str, origin: str) -> None:
+    headers = {**modern_headers("tools/list"), "Origin": origin}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{gateway}/mcp", json=modern_body("tools/list"), headers=headers)
+    assert response.status_code == 200
+
+
+async def test_listed_origin_is_accepted() -> None:
+    config = make_config(server={"allowedOrigins": ["https://console.example/"]})
+    async with serve_gateway(config) as url, httpx.AsyncClient() as http:
+        for origin, status in [("https://console.example", 200), ("https://other.example", 403)]:
+            headers = {**modern_headers("tools/list"), "Origin": origin}
+            response = await http.post(f"{url}/mcp", json=modern_body("tools/list"), headers=headers)
+            assert response.status_code == status, origin
+
+
 async def test_mismatched_mcp_name_is_rejected_and_not_forwarded(gateway: str) -> None:
     before = await tool_calls_forwarded(gateway)
     body = modern_body("tools/call", {"name": "demo__add", "arguments": {"a": 1, "b": 2}})
@@ -257,3 +288,31 @@ async def test_health_and_readiness(gateway: str) -> None:
     assert health.status_code == 200
     assert ready.status_code == 200
     assert ready.json()["ready"] is True
+
+
+async def test_results_carry_the_gateway_stamp_not_the_upstreams(gateway: str) -> None:
+    """The demo upstream speaks 2026-07-28 and stamps its own serverInfo; the client talks to the gateway."""
+    call = {"name": "demo__add", "arguments": {"a": 1, "b": 2}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    async with httpx.AsyncClient() as http:
+        modern = await http.post(
+            f"{gateway}/mcp", json=modern_body("tools/call", call), headers=modern_headers("tools/call", "demo__add")
+        )
+        auth = {"Authorization": f"Bearer {DEMO_KEY}", **accept}
+        opened = await http.post(f"{gateway}/mcp", json=init, headers=auth)
+        legacy = await http.post(
+            f"{gateway}/mcp",
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+            headers={**auth, "Mcp-Session-Id": opened.headers["mcp-session-id"]},
+        )
+    modern_meta = modern.json()["result"]["_meta"]
+    assert modern_meta["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-gateway"
+    legacy_result = legacy.json()["result"]
+    assert not any(key.startswith("io.modelcontextprotocol/") for key in legacy_result.get("_meta", {}))
+    assert legacy_result["content"] == modern.json()["result"]["content"]

@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -29,6 +30,19 @@ MethodHandler = Callable[[Caller, Mapping[str, Any], ClientLink], Awaitable[dict
 TASK_TOKEN_HEADER = "x-task-token"
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 SESSION_HEADER = "mcp-session-id"
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _is_loopback_origin(origin: str) -> bool:
+    """Whether ``origin`` is an http(s) page on a loopback name or address (which no outside site can claim)."""
+    try:
+        parsed = urlsplit(origin)
+        host = parsed.hostname
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and host is not None and host in _LOOPBACK_HOSTS
+
 
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 
@@ -104,15 +118,17 @@ class McpContext:
         self._allowed_origins = frozenset(o.rstrip("/") for o in server.allowed_origins)
 
     def check_origin(self, request: Request) -> None:
-        """Browsers send Origin; a page on another site must not drive a local gateway (DNS rebinding)."""
+        """A web page must not drive the gateway with a browser as its proxy (DNS rebinding, CSRF).
+
+        Non-browser clients send no ``Origin`` and pass. A browser's ``Origin`` passes only when it is listed in
+        ``server.allowedOrigins`` or is a page served from this machine's loopback (a local inspector, say).
+        Comparing ``Origin`` with ``Host`` would not do: after a DNS rebinding both name the attacker's domain.
+        """
         origin = request.headers.get("origin")
         if origin is None:
             return
         origin = origin.rstrip("/")
-        if origin in self._allowed_origins:
-            return
-        host = request.headers.get("host", "")
-        if origin.split("://", 1)[-1] == host:
+        if origin in self._allowed_origins or _is_loopback_origin(origin):
             return
         raise Forbidden(f"origin {origin!r} is not allowed")
 

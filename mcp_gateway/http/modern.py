@@ -155,4 +155,6 @@ class ModernEra:
             result = {**result, "cacheScope": "private"}
         if "resultType" not in result:
             result = {**result, "resultType": "complete"}
-        return result
+        meta = result.get("_meta")
+        stamp = {SERVER_INFO_META_KEY: self.context.server_info}
+        return {**result, "_meta": {**meta, **stamp} if isinstance(meta, Mapping) else stamp}

@@ -63,3 +63,18 @@ def hop_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         if kept:
             out["_meta"] = kept
     return out
+
+
+def hop_result(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` without the upstream's own envelope keys (its ``serverInfo`` stamp, say).
+
+    The client talks to the gateway: a 2026-07-28 answer carries the gateway's stamp, a handshake-era one none.
+    """
+    meta = result.get("_meta")
+    if not isinstance(meta, Mapping) or not any(isinstance(k, str) and k.startswith(_ENVELOPE_PREFIX) for k in meta):
+        return result
+    kept = {k: v for k, v in meta.items() if not (isinstance(k, str) and k.startswith(_ENVELOPE_PREFIX))}
+    out = {k: v for k, v in result.items() if k != "_meta"}
+    if kept:
+        out["_meta"] = kept
+    return out
