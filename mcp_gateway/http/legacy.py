@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from mcp_gateway.config import Identity
 from mcp_gateway.http.legacy_calls import LegacyCalls
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
-from mcp_gateway.http.responses import json_response, sse_event
+from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body, sse_event
 from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, answer, progress_sink, progress_token
 from mcp_gateway.proxy import Caller, ClientLink
 
@@ -42,7 +42,7 @@ class LegacySession:
 
 
 def _error(request_id: Any, code: int, message: str, status: int) -> Response:
-    return json_response({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}, status)
+    return json_response(rpc_error_body(request_id, code, message), status)
 
 
 def _finish(result: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +89,7 @@ class LegacyEra:
         if isinstance(loaded, Response):
             return loaded
         if envelope.method == "logging/setLevel":
-            return json_response({"jsonrpc": "2.0", "id": envelope.id, "result": {}})
+            return json_response(rpc_result_body(envelope.id, {}))
         handler = self.context.methods.get(envelope.method)
         if handler is None:
             error = method_not_found(envelope.method)
@@ -139,9 +139,7 @@ class LegacyEra:
             "capabilities": self.context.capabilities,
             "serverInfo": self.context.server_info,
         }
-        return json_response(
-            {"jsonrpc": "2.0", "id": envelope.id, "result": result}, headers={SESSION_HEADER: session.id}
-        )
+        return json_response(rpc_result_body(envelope.id, result), headers={SESSION_HEADER: session.id})
 
     async def end_session(self, request: Request, identity: Identity) -> Response:
         loaded = await self._load(request, identity, None)

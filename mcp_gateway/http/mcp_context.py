@@ -19,6 +19,7 @@ from starlette.requests import Request
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.config import Identity, ServerConfig, TaskDefinition
 from mcp_gateway.errors import Forbidden, GatewayError, TaskRequired
+from mcp_gateway.http.responses import rpc_error_body
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.proxy import Caller, ClientLink, Proxy
@@ -185,7 +186,7 @@ def parse_envelope(body: bytes) -> Envelope | dict[str, Any]:
 
 
 def _invalid(code: int, message: str, request_id: Any = None) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    return rpc_error_body(request_id, code, message)
 
 
 def method_not_found(method: str) -> dict[str, Any]:

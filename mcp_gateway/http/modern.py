@@ -35,7 +35,7 @@ from starlette.responses import Response
 from mcp_gateway.config import Identity
 from mcp_gateway.http.listen import ListenStream, honored_filter
 from mcp_gateway.http.mcp_context import LIST_METHODS, Envelope, McpContext, accepts_sse, method_not_found
-from mcp_gateway.http.responses import json_response
+from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body
 from mcp_gateway.http.streaming import Emit, answer, progress_sink, progress_token
 from mcp_gateway.proxy import Caller, ClientLink
 
@@ -50,10 +50,7 @@ def _status(code: int) -> int:
 
 
 def _rejection(request_id: Any, code: int, message: str, data: Any = None) -> Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return json_response({"jsonrpc": "2.0", "id": request_id, "error": error}, _status(code))
+    return json_response(rpc_error_body(request_id, code, message, data), _status(code))
 
 
 class ModernEra:
@@ -81,7 +78,7 @@ class ModernEra:
 
         handler = self.context.methods.get(envelope.method)
         if envelope.method == "server/discover":
-            return json_response({"jsonrpc": "2.0", "id": envelope.id, "result": self.discover_result()})
+            return json_response(rpc_result_body(envelope.id, self.discover_result()))
         if envelope.method == "subscriptions/listen":
             return self._listen(request, envelope)
         if handler is None:

@@ -46,6 +46,7 @@ def error_response(error: GatewayError) -> Response:
 
 
 def rpc_error_body(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    """The one JSON-RPC error shape every path at ``/mcp`` answers with (``data`` only when there is some)."""
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data

@@ -22,7 +22,16 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_gateway.errors import RpcError
-from mcp_gateway.http.responses import JSON_MEDIA_TYPE, SSE_HEADERS, SSE_MEDIA_TYPE, dumps, json_response, sse_event
+from mcp_gateway.http.responses import (
+    JSON_MEDIA_TYPE,
+    SSE_HEADERS,
+    SSE_MEDIA_TYPE,
+    dumps,
+    json_response,
+    rpc_error_body,
+    rpc_result_body,
+    sse_event,
+)
 from mcp_gateway.proxy import ProgressSink
 
 logger = logging.getLogger(__name__)
@@ -172,20 +181,13 @@ async def answer(
         try:
             result = await handler(emit)
         except RpcError as exc:
-            return rpc_error(request_id, exc)
-        return None if result is None else {"jsonrpc": "2.0", "id": request_id, "result": finish(result)}
+            return rpc_error_body(request_id, exc.code, exc.message, exc.data)
+        return None if result is None else rpc_result_body(request_id, finish(result))
 
     if stream:
         return CallStream(run, lazy=lazy, error_status=error_status, headers=headers)
     message = await run(None)
     if message is None:
-        message = rpc_error(request_id, RpcError(REQUEST_CANCELLED, "Request cancelled"))
+        message = rpc_error_body(request_id, REQUEST_CANCELLED, "Request cancelled")
     status = error_status(message["error"]["code"]) if "error" in message else 200
     return json_response(message, status, dict(headers or {}))
-
-
-def rpc_error(request_id: Any, exc: RpcError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if exc.data is not None:
-        error["data"] = exc.data
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
