@@ -92,9 +92,16 @@ class AuditRecord:
     def finish(self, *, outcome: str, latency_ms: float | None) -> AuditRecord:
         return dataclasses.replace(self, outcome=outcome, latency_ms=latency_ms)
 
-    def to_json(self) -> str:
+    def to_json(self, args: Mapping[str, Any] | None = None) -> str:
+        """The record as one JSON line, with ``args`` in place of the record's own when given (redacted ones).
+
+        Built field by field: ``dataclasses.asdict`` deep-copies the arguments first, which showed in profiles.
+        """
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        if args is not None:
+            data["args"] = args
         # default=str: arguments come from JSON, but a record must never fail to serialise over an odd value.
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), ensure_ascii=False, default=str)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> AuditRecord:
@@ -102,11 +109,13 @@ class AuditRecord:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("an audit record must be a JSON object")
-        names = {f.name for f in dataclasses.fields(cls)}
         try:
-            return cls(**{key: value for key, value in data.items() if key in names})
+            return cls(**{key: value for key, value in data.items() if key in _FIELD_NAMES})
         except TypeError as exc:
             raise ValueError(f"not an audit record: {exc}") from None
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(AuditRecord))
 
 
 def redact(args: Mapping[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
@@ -161,7 +170,7 @@ class AuditLog:
 
     def record(self, record: AuditRecord) -> None:
         """Log the record now and queue it for the store; never blocks and never raises over the store."""
-        line = dataclasses.replace(record, args=redact(record.args, self._config.redact_keys)).to_json()
+        line = record.to_json(redact(record.args, self._config.redact_keys))
         records_logger.info(line)
         if self._store is None:
             return

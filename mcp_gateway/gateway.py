@@ -25,7 +25,7 @@ from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.policy import PolicyEngine
 from mcp_gateway.proxy import Proxy
-from mcp_gateway.sessions import TaskSessions
+from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSessions
 from mcp_gateway.store import open_store
 from mcp_gateway.store.base import Store
 from mcp_gateway.upstreams.catalog import Catalog, LiveCatalog
@@ -90,7 +90,7 @@ class Gateway:
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     policies = PolicyEngine.compile(config.policies)
-    store = open_store(config.store_url, config.store_prefix)
+    store = open_store(config.store_url, config.store_prefix, cached_prefixes=CACHED_KEY_PREFIXES)
     if config.store_url.startswith("memory://"):
         logger.warning(
             "store: memory:// (embedded, this process only): task sessions and legacy MCP sessions are lost on "
@@ -104,6 +104,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
     try:
         async with audit.running(), anyio.create_task_group() as tg:
+            tg.start_soon(store.serve)
             for connection in connections:
                 await tg.start(connection.run)
             bridge = InputBridge()

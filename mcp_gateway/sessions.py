@@ -41,6 +41,8 @@ _MAX_TOKEN_LENGTH = 256
 _RECORD_KEY = "tasksession:"
 _INDEX_KEY = "tasksession-id:"
 _INVALID_TOKEN = "task token is unknown, expired or revoked"
+CACHED_KEY_PREFIXES = (_RECORD_KEY,)
+"""Read on every bound request, so worth a coherent local copy (``Store.get_cached``)."""
 
 
 def _utcnow() -> datetime:
@@ -211,7 +213,7 @@ class TaskSessions:
         if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
             # Cannot be one of ours: answer without a store round trip.
             raise InvalidTaskToken(_INVALID_TOKEN)
-        raw = await self._store.get(_RECORD_KEY + token_digest(token))
+        raw = await self._store.get_cached(_RECORD_KEY + token_digest(token))
         if raw is None:
             raise InvalidTaskToken(_INVALID_TOKEN)
         session = TaskSession._from_record(raw)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +16,7 @@ import redis
 
 from mcp_gateway.config import TaskDefinition
 from mcp_gateway.errors import Forbidden, InvalidTaskToken, NotFound, StoreUnavailable, ValidationFailed
-from mcp_gateway.sessions import TaskSession, TaskSessions
+from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSession, TaskSessions
 from mcp_gateway.store import RedisStore, Store
 from tests.conftest import StoreFactory, free_port
 
@@ -291,3 +293,90 @@ async def test_redis_down_fails_closed_with_store_unavailable() -> None:
             await sessions.revoke("ts_" + "0" * 32, ALICE)
     finally:
         await store.close()
+
+
+# --- Redis: task-session records cached locally, kept coherent by RESP3 client tracking ---
+
+
+@asynccontextmanager
+async def tracking_replica(redis_stores: StoreFactory) -> AsyncIterator[tuple[RedisStore, TaskSessions]]:
+    """A replica's store as the gateway opens it: task-session records cached, the invalidation listener running."""
+    store = RedisStore.from_url(redis_stores.url, redis_stores.prefix, cached_prefixes=CACHED_KEY_PREFIXES)
+    redis_stores.opened.append(store)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.serve)
+        await until(lambda: store.tracking)
+        yield store, TaskSessions(store, [TICKET])
+        tg.cancel_scope.cancel()
+
+
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - the listener's state has no event to wait on
+            await anyio.sleep(0.01)
+
+
+def paused_redis(redis_url: str, millis: int) -> None:
+    """Make Redis hold every client's commands for a while: only a local copy can answer meanwhile."""
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.execute_command("CLIENT", "PAUSE", millis, "ALL")
+    finally:
+        raw.close()
+
+
+async def test_a_cached_session_is_served_locally_and_a_revocation_elsewhere_evicts_it(
+    redis_stores: StoreFactory, redis_url: str
+) -> None:
+    first = TaskSessions(redis_stores(), [TICKET])
+    async with tracking_replica(redis_stores) as (_, second):
+        token, session = await first.create(ALICE, "resolve-ticket", CONTEXT)
+        assert (await second.resolve(token, ALICE)).token_id == session.token_id
+        paused_redis(redis_url, 1500)
+        with anyio.fail_after(0.5):  # a read from Redis would wait out the pause
+            assert (await second.resolve(token, ALICE)).context == CONTEXT
+        await first.revoke(session.token_id, ALICE)  # waits for the pause to end
+        revoked = False
+        with anyio.fail_after(2):
+            while not revoked:
+                try:
+                    await second.resolve(token, ALICE)
+                    await anyio.sleep(0.001)
+                except InvalidTaskToken:
+                    revoked = True
+
+
+async def test_a_revocation_on_the_same_replica_evicts_the_copy_at_once(redis_stores: StoreFactory) -> None:
+    async with tracking_replica(redis_stores) as (_, sessions):
+        token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+        await sessions.resolve(token, ALICE)
+        await sessions.revoke(session.token_id, ALICE)
+        with pytest.raises(InvalidTaskToken):
+            await sessions.resolve(token, ALICE)
+
+
+async def test_without_the_listener_nothing_is_served_from_the_cache(
+    redis_stores: StoreFactory, redis_url: str
+) -> None:
+    first = TaskSessions(redis_stores(), [TICKET])
+    async with tracking_replica(redis_stores) as (store, second):
+        token, session = await first.create(ALICE, "resolve-ticket", CONTEXT)
+        await second.resolve(token, ALICE)
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            # Kill the listener (the one connection in tracking mode): the copies must go with it.
+            listeners = [c["id"] for c in raw.client_list() if "t" in c["flags"] and c["flags"] != "N"]
+            assert listeners
+            for client_id in listeners:
+                raw.client_kill_filter(_id=client_id)
+        finally:
+            raw.close()
+        await until(lambda: not store.tracking)
+        await first.revoke(session.token_id, ALICE)  # no listener hears of this
+        with pytest.raises(InvalidTaskToken):
+            await second.resolve(token, ALICE)
+        await until(lambda: store.tracking)  # and it comes back, with no copy from before
+        with pytest.raises(InvalidTaskToken):
+            await second.resolve(token, ALICE)
+        token, _ = await first.create(ALICE, "resolve-ticket", CONTEXT)
+        assert (await second.resolve(token, ALICE)).context == CONTEXT

@@ -379,6 +379,36 @@ async def test_demo_over_http_lists_calls_and_reports_progress(protocol: str) ->
 
 
 @pytest.mark.parametrize("protocol", ["legacy", "auto"])
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_big_answers_over_http_arrive_whole(protocol: str, streamed: bool) -> None:
+    """Far bigger than any read buffer, as one JSON body or one SSE event (progress asked for: a stream)."""
+    text = "".join(chr(0x41 + i % 26) for i in range(300_000)) + " é ✓"
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with demo_http_server(free_port()) as url:
+        connection = UpstreamConnection(http_config(url, protocol))
+        async with running(connection):
+            result = await connection.request("tools/call", echo(text), on_progress=on_progress if streamed else None)
+    assert result["content"][0]["text"] == text
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "auto"])
+async def test_http_call_timeout_raises_and_the_connection_stays_usable(protocol: str) -> None:
+    async with demo_http_server(free_port()) as url:
+        connection = UpstreamConnection(http_config(url, protocol, call_timeout=0.3))
+        async with running(connection):
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout, match=r"within 0\.3s"):
+                await connection.request("tools/call", {"name": "count_slowly", "arguments": {"n": 50, "delay": 0.1}})
+            assert time.monotonic() - started < 2
+            assert connection.ready
+            assert (await connection.request("tools/call", echo("still here")))["content"][0]["text"] == "still here"
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "auto"])
 async def test_http_upstream_that_goes_away_is_detected_and_reconnected(protocol: str) -> None:
     port = free_port()
     connection = UpstreamConnection(http_config(f"http://127.0.0.1:{port}/mcp", protocol), backoff=FAST)

@@ -25,6 +25,7 @@ from redis.typing import EncodableT, FieldT
 from mcp_gateway.errors import StoreUnavailable
 from mcp_gateway.store.base import StreamEntry
 from mcp_gateway.store.memory import parse_stream_id
+from mcp_gateway.store.tracking import TrackedKeys
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 STANDALONE_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -75,8 +76,15 @@ class RedisStore:
         description: str,
         *,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        cached_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._client = client
+        # Cluster mode would need a listener per node; there every read goes to Redis.
+        self._tracked = (
+            TrackedKeys(client, tuple(prefix + p for p in cached_prefixes))
+            if cached_prefixes and isinstance(client, Redis)
+            else None
+        )
         self._prefix = prefix
         self._description = description
         self._operation_timeout = operation_timeout
@@ -91,10 +99,12 @@ class RedisStore:
         *,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        cached_prefixes: tuple[str, ...] = (),
     ) -> RedisStore:
         """Open a client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` (connects lazily).
 
         Query parameters understood by redis-py (``socket_timeout=…``, ``password=…``) override the defaults here.
+        Keys under ``cached_prefixes`` are read through ``get_cached`` (see ``tracking.py``) while ``serve`` runs.
         """
         scheme, sep, rest = url.partition("://")
         options: dict[str, Any] = {
@@ -111,7 +121,7 @@ class RedisStore:
             client = Redis.from_url(url, **options)
         else:
             raise ValueError(f"not a Redis URL: {redacted_url(url)!r}")
-        return cls(client, prefix, description, operation_timeout=operation_timeout)
+        return cls(client, prefix, description, operation_timeout=operation_timeout, cached_prefixes=cached_prefixes)
 
     @property
     def description(self) -> str:
@@ -137,8 +147,28 @@ class RedisStore:
             value = await self._client.get(self._key(key))
         return value.encode() if isinstance(value, str) else value
 
+    async def get_cached(self, key: str) -> bytes | None:
+        full = self._key(key)
+        if self._tracked is None or not self._tracked.covers(full):
+            return await self.get(key)
+        return await self._tracked.get(full, lambda: self.get(key))
+
+    def _forget(self, *keys: str) -> None:
+        if self._tracked is not None:
+            self._tracked.forget([self._key(key) for key in keys])
+
+    @property
+    def tracking(self) -> bool:
+        """Whether ``get_cached`` is serving local copies right now."""
+        return self._tracked is not None and self._tracked.tracking
+
+    async def serve(self) -> None:
+        if self._tracked is not None:
+            await self._tracked.run()
+
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         millis = _ttl_millis(ttl_seconds)
+        self._forget(key)
         async with self._reaching("SET"):
             await self._client.set(self._key(key), value, px=millis)
 
@@ -146,6 +176,7 @@ class RedisStore:
         millis = _ttl_millis(ttl_seconds)
         if not items:
             return
+        self._forget(*items)
         async with self._reaching("SET (pipeline)"), self._client.pipeline(transaction=self._transactional) as pipe:
             for key, value in items.items():
                 pipe.set(self._key(key), value, px=millis)
@@ -154,6 +185,7 @@ class RedisStore:
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
+        self._forget(*keys)
         async with self._reaching("DEL"):
             deleted = await self._client.delete(*(self._key(k) for k in dict.fromkeys(keys)))
         return int(deleted)

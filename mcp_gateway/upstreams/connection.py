@@ -38,6 +38,7 @@ from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.upstreams.backoff import Backoff
 from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.http import http_transport
+from mcp_gateway.upstreams.http_hop import HttpHop, HttpSessionState
 from mcp_gateway.upstreams.lists import (
     ALL_LISTS,
     ListKind,
@@ -48,7 +49,7 @@ from mcp_gateway.upstreams.lists import (
     hold_listen_stream,
 )
 from mcp_gateway.upstreams.liveness import watched
-from mcp_gateway.upstreams.raw import hop_params, send_raw
+from mcp_gateway.upstreams.raw import hop_params, send_raw, stamped
 from mcp_gateway.upstreams.stdio import stdio_transport
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class _Live:
     session: ClientSession
     lost: anyio.Event
     modern: bool
+    hop: HttpHop | None
+    """Streamable HTTP upstreams: the lean path calls take (``http_hop``); stdio calls go through the session."""
 
 
 class UpstreamConnection:
@@ -192,8 +195,20 @@ class UpstreamConnection:
         try:
             # Our own deadline rather than the dispatcher's: it also bounds a write the transport never accepts,
             # and the dispatcher's timeout error would be indistinguishable from an upstream's -32001.
-            with anyio.fail_after(limit), self._router.call(downstream):
-                return await send_raw(live.session, method, outbound, opts, client_capabilities=client_capabilities)
+            with anyio.fail_after(limit):
+                if live.hop is not None:
+                    stamped_params = stamped(
+                        live.session, method, outbound, opts, client_capabilities=client_capabilities
+                    )
+                    return await live.hop.request(
+                        method,
+                        stamped_params or {},
+                        opts.get("headers") or {},
+                        on_progress=on_progress,
+                        downstream=downstream,
+                    )
+                with self._router.call(downstream):
+                    return await send_raw(live.session, method, outbound, opts, client_capabilities=client_capabilities)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer {method} within {limit:g}s") from None
         except MCPError as exc:
@@ -243,8 +258,9 @@ class UpstreamConnection:
         """Establish one session, publish it, and return when it is lost (or raise if it never came up)."""
         lost = anyio.Event()
         stale = StaleLists()
+        http_state = HttpSessionState()
         client = Client(
-            watched(self._transport(lost), lost),
+            watched(self._transport(lost, http_state), lost),
             mode=self.config.protocol,
             cache=None,
             client_info=self._client_info,
@@ -270,7 +286,9 @@ class UpstreamConnection:
                 changed = self._store(lists)
                 self.generation += 1
                 self.last_error = None
-                self._set_live(_Live(session=session, lost=lost, modern=modern))
+                hop = self._hop(lost, http_state, stale, legacy=not modern)
+                tg.start_soon(_close_when_cancelled, hop)
+                self._set_live(_Live(session=session, lost=lost, modern=modern, hop=hop))
                 logger.info("upstream %r connected (protocol %s)", self.name, session.protocol_version)
                 tg.start_soon(self._refresh_when_stale, session, stale)
                 # Before signalling readiness: whoever waits for the first connect reads the lists directly.
@@ -282,7 +300,7 @@ class UpstreamConnection:
         if connect_scope.cancelled_caught:
             raise TimeoutError(f"connect timed out after {self.config.connect_timeout:g}s")
 
-    def _transport(self, lost: anyio.Event) -> Transport:
+    def _transport(self, lost: anyio.Event, http_state: HttpSessionState) -> Transport:
         transport = self.config.transport
         if isinstance(transport, HttpTransport):
             return http_transport(
@@ -290,17 +308,43 @@ class UpstreamConnection:
                 connect_timeout=self.config.connect_timeout,
                 call_timeout=self.config.call_timeout,
                 on_lost=lost.set,
+                state=http_state,
             )
         return stdio_transport(transport)
+
+    def _hop(
+        self, lost: anyio.Event, http_state: HttpSessionState, stale: StaleLists, *, legacy: bool
+    ) -> HttpHop | None:
+        transport = self.config.transport
+        if not isinstance(transport, HttpTransport):
+            return None
+
+        async def on_notification(method: str, params: dict[str, Any]) -> None:
+            await self._on_notification(stale, method, params)
+
+        return HttpHop(
+            url=transport.url,
+            static_headers=dict(transport.headers),
+            state=http_state,
+            on_lost=lost.set,
+            on_notification=on_notification,
+            connect_timeout=self.config.connect_timeout,
+            legacy=legacy,
+        )
 
     def _message_handler(self, stale: StaleLists) -> MessageHandlerFnT:
         async def handle(message: IncomingMessage) -> None:
             if isinstance(message, Exception):
                 logger.warning("upstream %r sent something unreadable: %s", self.name, message)
                 return
-            stale.mark(changed_lists(message.method))
+            params = message.params.model_dump(by_alias=True, mode="json", exclude_none=True) if message.params else {}
+            await self._on_notification(stale, message.method, params)
 
         return handle
+
+    async def _on_notification(self, stale: StaleLists, method: str, params: dict[str, Any]) -> None:
+        """Every notification the upstream sends outside a call's own progress and log messages, by either path."""
+        stale.mark(changed_lists(method))
 
     async def _refresh_when_stale(self, session: ClientSession, stale: StaleLists) -> None:
         while True:
@@ -356,6 +400,17 @@ class UpstreamConnection:
     def _unavailable(self) -> UpstreamUnavailable:
         reason = f": {self.last_error}" if self.last_error else ""
         return UpstreamUnavailable(f"upstream {self.name!r} is not connected{reason}")
+
+
+async def _close_when_cancelled(hop: HttpHop | None) -> None:
+    """Release the hop's HTTP connections when its session ends (the session's task group is cancelled)."""
+    if hop is None:
+        return
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await hop.close()
 
 
 async def _discover(session: ClientSession, protocol_version: str) -> None:

@@ -17,6 +17,7 @@ import httpx2
 from mcp.client.streamable_http import MCP_SESSION_ID, streamable_http_client
 
 from mcp_gateway.config import HttpTransport
+from mcp_gateway.upstreams.http_hop import HttpSessionState
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams
@@ -46,13 +47,23 @@ class _ReportingTransport(httpx2.AsyncBaseTransport):
 
 @asynccontextmanager
 async def http_transport(
-    config: HttpTransport, *, connect_timeout: float, call_timeout: float, on_lost: Callable[[], None]
+    config: HttpTransport,
+    *,
+    connect_timeout: float,
+    call_timeout: float,
+    on_lost: Callable[[], None],
+    state: HttpSessionState,
 ) -> AsyncIterator[TransportStreams]:
-    """A transport to ``config.url``; ``on_lost`` fires when the server is unreachable or forgot our session."""
+    """A transport to ``config.url``; ``on_lost`` fires when the server is unreachable or forgot our session.
+
+    ``state`` learns the session id the server assigns, for the calls ``http_hop`` sends beside this transport.
+    """
 
     async def watch_session(response: httpx2.Response) -> None:
         if response.status_code == 404 and MCP_SESSION_ID in response.request.headers:
             on_lost()
+        elif session_id := response.headers.get(MCP_SESSION_ID):
+            state.session_id = session_id
 
     client = httpx2.AsyncClient(
         headers=dict(config.headers),

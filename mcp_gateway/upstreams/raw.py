@@ -20,6 +20,36 @@ _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
 _HOP_META_KEYS = frozenset({"progressToken"})
 
 
+def stamped(
+    session: ClientSession,
+    method: str,
+    params: Mapping[str, Any] | None,
+    opts: CallOptions,
+    *,
+    client_capabilities: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """``params`` with the session's envelope for ``method``; the routing headers go into ``opts``.
+
+    ``ClientSession`` offers only typed requests, which re-serialize params through its models and validate and
+    trim the result. The session's stamp still has to run, because it writes the 2026-07-28 ``_meta`` envelope and
+    the routing headers for whichever era was negotiated. The SDK's own ``mcp.client.subscriptions.listen`` sends
+    raw requests the same way, through these same two private attributes; this module is the only place we touch
+    them.
+
+    ``client_capabilities`` replaces the stamped 2026-07-28 ``clientCapabilities`` with those of the client the
+    request is made for, so the upstream asks only for input that client can give.
+    """
+    data: dict[str, Any] = {"method": method}
+    if params is not None:
+        data["params"] = dict(params)
+    session._stamp(data, opts)
+    out: dict[str, Any] | None = data.get("params")
+    meta = out.get("_meta") if out is not None else None
+    if client_capabilities is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+        meta[CLIENT_CAPABILITIES_META_KEY] = dict(client_capabilities)
+    return out
+
+
 async def send_raw(
     session: ClientSession,
     method: str,
@@ -31,23 +61,9 @@ async def send_raw(
     """Send a request through ``session`` untyped: params as given, the result dict exactly as received.
 
     Raises ``MCPError`` for a JSON-RPC error answer or a closed connection, as the SDK does.
-
-    ``ClientSession`` offers only typed requests, which re-serialize params through its models and validate and
-    trim the result. The session's stamp still has to run, because it writes the 2026-07-28 ``_meta`` envelope and
-    the routing headers for whichever era was negotiated. The SDK's own ``mcp.client.subscriptions.listen`` sends
-    raw requests the same way, through these same two private attributes; this is the only place we touch them.
-
-    ``client_capabilities`` replaces the stamped 2026-07-28 ``clientCapabilities`` with those of the client the
-    request is made for, so the upstream asks only for input that client can give.
     """
-    data: dict[str, Any] = {"method": method}
-    if params is not None:
-        data["params"] = dict(params)
-    session._stamp(data, opts)
-    meta = data.get("params", {}).get("_meta")
-    if client_capabilities is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
-        meta[CLIENT_CAPABILITIES_META_KEY] = dict(client_capabilities)
-    return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+    out = stamped(session, method, params, opts, client_capabilities=client_capabilities)
+    return await session._dispatcher.send_raw_request(method, out, opts)
 
 
 def hop_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
