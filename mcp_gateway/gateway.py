@@ -21,6 +21,7 @@ from mcp_gateway.auth import Authenticator
 from mcp_gateway.bridge import InputBridge
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import GatewayError
+from mcp_gateway.http.legacy import SESSION_KEY_PREFIX
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.policy import PolicyEngine
@@ -90,7 +91,9 @@ class Gateway:
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     policies = PolicyEngine.compile(config.policies)
-    store = open_store(config.store_url, config.store_prefix, cached_prefixes=CACHED_KEY_PREFIXES)
+    # Read on every request: task-session records and legacy MCP sessions.
+    cached = (*CACHED_KEY_PREFIXES, SESSION_KEY_PREFIX)
+    store = open_store(config.store_url, config.store_prefix, cached_prefixes=cached)
     if config.store_url.startswith("memory://"):
         logger.warning(
             "store: memory:// (embedded, this process only): task sessions and legacy MCP sessions are lost on "

@@ -271,6 +271,24 @@ async def test_legacy_session_opened_on_one_replica_is_served_by_the_other(two_r
     assert any(t["name"] == "demo__echo" for t in listed.json()["result"]["tools"])
 
 
+async def test_legacy_session_ended_on_one_replica_is_gone_on_the_other(two_replicas: tuple[str, str]) -> None:
+    """Replica B keeps a local copy of the session record it served; A's DELETE must evict it (client tracking)."""
+    url_a, url_b = two_replicas
+    await _wait_ready(url_a)
+    await _wait_ready(url_b)
+    headers = {**auth(DEMO_KEY), "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    async with httpx.AsyncClient() as http:
+        opened = await http.post(f"{url_a}/mcp", json=init, headers=headers)
+        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], **headers}
+        for _ in range(3):
+            assert (await http.post(f"{url_b}/mcp", json=ping, headers=session)).status_code == 200
+        assert (await http.delete(f"{url_a}/mcp", headers=session)).status_code == 204
+        after = await http.post(f"{url_b}/mcp", json=ping, headers=session)
+    assert after.status_code == 404
+
+
 async def test_redis_down_is_503_and_nothing_is_forwarded(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     async with serve_gateway(make_config(store={"url": dead})) as url, httpx.AsyncClient() as http:

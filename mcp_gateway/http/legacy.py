@@ -8,7 +8,9 @@ belongs to the identity that opened it: another identity presenting its id gets 
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,7 +29,13 @@ from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, ans
 from mcp_gateway.proxy import Caller, ClientLink
 
 _MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
-_KEY_PREFIX = "mcpsession:"
+SESSION_KEY_PREFIX = "mcpsession:"
+_KEY_PREFIX = SESSION_KEY_PREFIX
+# A session's expiry slides with use, but a replica renews it at most this often (and at most every quarter of the
+# TTL): in between, requests read the record through the store's coherent local copy, with no round trip. So a
+# session expires between ``ttl - window`` and ``ttl`` after its last request.
+_RENEW_EVERY_SECONDS = 60.0
+_RENEWALS_KEPT = 100_000
 # Methods whose upstream may need the client mid-call (progress, log messages, requests), so may answer over SSE.
 _LINKED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
@@ -56,20 +64,34 @@ class LegacyEra:
     def __init__(self, context: McpContext) -> None:
         self.context = context
         self._ttl = context.server.mcp_session_ttl
+        self._renew_every = min(_RENEW_EVERY_SECONDS, self._ttl / 4)
+        self._renewed: dict[str, float] = {}
         self.calls = LegacyCalls()
 
     async def _load(self, request: Request, identity: Identity, request_id: Any) -> LegacySession | Response:
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             return _error(request_id, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", 400)
-        # One round trip: read the session and slide its expiry (GETEX on Redis).
-        raw = await self.context.store.get_touch(_KEY_PREFIX + session_id, self._ttl)
+        raw = await self._read(session_id)
         if raw is None:
             return _error(request_id, INVALID_REQUEST, "Session not found", 404)
         session = LegacySession(**json.loads(raw))
         if session.identity_id != identity.id:
             return _error(request_id, INVALID_REQUEST, "Session not found", 404)
         return session
+
+    async def _read(self, session_id: str) -> bytes | None:
+        """The session record; its expiry slides (GETEX on Redis) when this replica has not renewed it lately."""
+        key = _KEY_PREFIX + session_id
+        now = time.monotonic()
+        if now - self._renewed.get(session_id, -math.inf) < self._renew_every:
+            return await self.context.store.get_cached(key)
+        raw = await self.context.store.get_touch(key, self._ttl)
+        if raw is not None:
+            if len(self._renewed) >= _RENEWALS_KEPT:
+                self._renewed.clear()  # forgetting only costs one early renewal each
+            self._renewed[session_id] = now
+        return raw
 
     async def notification(self, request: Request, identity: Identity, envelope: Envelope) -> Response:
         """A notification, or the client's response to a request the gateway sent it during a call."""
@@ -146,6 +168,7 @@ class LegacyEra:
         if isinstance(loaded, Response):
             return loaded
         await self.context.store.delete(_KEY_PREFIX + loaded.id)
+        self._renewed.pop(loaded.id, None)
         return Response(status_code=204)
 
     async def open_stream(self, request: Request, identity: Identity) -> Response:
