@@ -285,3 +285,30 @@ async def test_client_that_accepts_no_stream_is_not_asked(gateway: str) -> None:
         response = await http.post(f"{gateway}/mcp", json=call, headers={**headers, "Accept": "application/json"})
     assert response.headers["content-type"].startswith("application/json")
     assert "accepts no text/event-stream" in response.json()["error"]["message"]
+
+
+async def test_log_level_set_by_the_client_filters_its_log_messages(gateway: str) -> None:
+    logged: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append((params.level, params.data))
+
+    async with mcp_client(gateway, DEMO_KEY, mode="legacy", logging_callback=on_log) as client:
+        await client.set_logging_level("warning")
+        assert text_of(await client.call_tool("demo__log_steps", {"n": 2})) == "logged 2"
+        assert logged == []  # the demo logs at info
+        await client.set_logging_level("info")
+        await client.call_tool("demo__log_steps", {"n": 1})
+        assert logged == [("info", "step 1 of 1")]
+
+
+async def test_an_unknown_log_level_is_invalid_params(gateway: str) -> None:
+    headers = {"Authorization": f"Bearer {DEMO_KEY}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY}}
+    async with httpx.AsyncClient() as http:
+        opened = await http.post(f"{gateway}/mcp", json=init, headers=headers)
+        headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        body = {"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "loud"}}
+        answer = (await http.post(f"{gateway}/mcp", json=body, headers=headers)).json()
+    assert answer["error"]["code"] == -32602
+    assert "params.level must be one of debug, info" in answer["error"]["message"]

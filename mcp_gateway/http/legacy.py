@@ -11,7 +11,7 @@ import json
 import math
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.config import Identity
-from mcp_gateway.http.legacy_calls import LegacyCalls
+from mcp_gateway.http.legacy_calls import LOG_LEVELS, LegacyCalls
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body, sse_event
 from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, answer, progress_sink, progress_token
@@ -47,6 +47,8 @@ class LegacySession:
     protocol_version: str
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any]
+    log_level: str | None = None
+    """Set by ``logging/setLevel``: log messages below it are not relayed to this session."""
 
 
 def _error(request_id: Any, code: int, message: str, status: int) -> Response:
@@ -111,7 +113,7 @@ class LegacyEra:
         if isinstance(loaded, Response):
             return loaded
         if envelope.method == "logging/setLevel":
-            return json_response(rpc_result_body(envelope.id, {}))
+            return await self._set_log_level(loaded, envelope)
         handler = self.context.methods.get(envelope.method)
         if handler is None:
             error = method_not_found(envelope.method)
@@ -121,7 +123,7 @@ class LegacyEra:
         session = loaded
 
         async def run(emit: Emit | None) -> dict[str, Any] | None:
-            downstream = self.calls.downstream(session.id, session.client_capabilities, emit)
+            downstream = self.calls.downstream(session.id, session.client_capabilities, emit, session.log_level)
             progress = progress_sink(emit, token) if emit is not None and token is not None else None
             link = ClientLink(progress=progress, downstream=downstream)
             result: dict[str, Any] | None = None
@@ -140,6 +142,19 @@ class LegacyEra:
             stream=accepts_sse(request) and envelope.method in _LINKED_METHODS,
             lazy=token is None,
         )
+
+    async def _set_log_level(self, session: LegacySession, envelope: Envelope) -> Response:
+        """Kept in the session record, so every replica filters this session's log messages the same way.
+
+        The upstreams' own levels are left alone: they serve every client, and one client's choice is not theirs.
+        """
+        level = envelope.params.get("level")
+        if level not in LOG_LEVELS:
+            message = f"params.level must be one of {', '.join(LOG_LEVELS)}"
+            return _error(envelope.id, INVALID_PARAMS, message, 200)
+        updated = replace(session, log_level=level)
+        await self.context.store.set(_KEY_PREFIX + session.id, json.dumps(asdict(updated)).encode(), self._ttl)
+        return json_response(rpc_result_body(envelope.id, {}))
 
     async def _initialize(self, identity: Identity, envelope: Envelope) -> Response:
         requested = envelope.params.get("protocolVersion")

@@ -82,15 +82,34 @@ class LegacyCalls:
         finally:
             self._waiting.pop(key, None)
 
-    def downstream(self, session_id: str, capabilities: Mapping[str, Any], emit: Emit | None) -> LegacyDownstream:
-        return LegacyDownstream(self, session_id, capabilities, emit)
+    def downstream(
+        self, session_id: str, capabilities: Mapping[str, Any], emit: Emit | None, log_level: str | None = None
+    ) -> LegacyDownstream:
+        return LegacyDownstream(self, session_id, capabilities, emit, log_level)
+
+
+# RFC 5424 severities, least severe first, as MCP's logging/setLevel names them.
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def _log_rank(level: object) -> int:
+    """A message of an unknown level is relayed: better an odd log line than a lost error."""
+    return LOG_LEVELS.index(level) if isinstance(level, str) and level in LOG_LEVELS else len(LOG_LEVELS)
 
 
 class LegacyDownstream:
     """A 2025-era client reached through the SSE stream of one call (``emit``; None if it accepts no SSE)."""
 
-    def __init__(self, calls: LegacyCalls, session_id: str, capabilities: Mapping[str, Any], emit: Emit | None) -> None:
+    def __init__(
+        self,
+        calls: LegacyCalls,
+        session_id: str,
+        capabilities: Mapping[str, Any],
+        emit: Emit | None,
+        log_level: str | None = None,
+    ) -> None:
         self._calls = calls
+        self._min_log_rank = LOG_LEVELS.index(log_level) if log_level in LOG_LEVELS else 0
         self._session_id = session_id
         self._capabilities = capabilities
         self._emit = emit
@@ -117,6 +136,8 @@ class LegacyDownstream:
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         if self._emit is None:
+            return
+        if method == "notifications/message" and _log_rank(params.get("level")) < self._min_log_rank:
             return
         try:
             await self._send({"jsonrpc": "2.0", "method": method, "params": params}, method)
