@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 CONFIG ?= configs/example.yaml
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench conformance clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ pytest: $(BIN)/.installed node_modules/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The official MCP conformance suite against server-everything, directly and through the gateway (also in pytest).
+conformance: $(BIN)/.installed node_modules/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/conformance.py
+
+# On demand, never in CI: ~15 min on 2 cores; results land in benchmarks/results/ and the README.
+bench: $(BIN)/.installed
+	benchmarks/run.sh
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

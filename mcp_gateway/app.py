@@ -37,6 +37,7 @@ class _Routes:
             store=gateway.store,
             metrics=gateway.metrics,
             notifier=gateway.notifier,
+            subscriptions=gateway.subscriptions,
             capabilities=CAPABILITIES,
             server_info=gateway.server_info,
         )

@@ -26,6 +26,7 @@ from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.policy import PolicyEngine
 from mcp_gateway.proxy import Proxy
+from mcp_gateway.resource_subscriptions import ResourceSubscriptions
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSessions
 from mcp_gateway.store import open_store
 from mcp_gateway.store.base import Store
@@ -52,7 +53,7 @@ def gateway_version() -> str:
 
 CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": True},
-    "resources": {"listChanged": True},
+    "resources": {"listChanged": True, "subscribe": True},
     "prompts": {"listChanged": True},
     "completions": {},
     "logging": {},
@@ -69,6 +70,7 @@ class Gateway:
     audit: AuditLog
     metrics: Metrics
     notifier: Notifier
+    subscriptions: ResourceSubscriptions
     connections: tuple[UpstreamConnection, ...]
     catalog: LiveCatalog
     proxy: Proxy
@@ -119,6 +121,9 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                     notifier.publish(method)
 
             catalog.add_listener(relay_list_changed)
+            subscriptions = ResourceSubscriptions(catalog.snapshot, connections, notifier)
+            for connection in connections:
+                connection.add_resource_listener(subscriptions.updated)
             authenticator = Authenticator(config.identities, config.jwt)
             sessions = TaskSessions(store, config.tasks)
             proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge)
@@ -135,6 +140,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 audit=audit,
                 metrics=metrics,
                 notifier=notifier,
+                subscriptions=subscriptions,
                 connections=connections,
                 catalog=catalog,
                 proxy=proxy,

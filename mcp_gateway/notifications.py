@@ -1,12 +1,15 @@
-"""Fan-out of server-initiated notifications (merged ``list_changed``) to every open client stream.
+"""Fan-out of server-initiated notifications to open client streams.
+
+Merged ``list_changed`` hints go to every stream; a ``notifications/resources/updated`` goes only to the streams of
+the client that subscribed to the resource (its ``target``: a legacy session, or one ``subscriptions/listen``).
 
 Slow subscribers lose messages rather than stall the publisher: a ``list_changed`` hint is idempotent, so a dropped
-one is repaired by the next list the client asks for.
+one is repaired by the next list the client asks for, and an update only says "read it again".
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,24 +19,30 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 class Notifier:
     def __init__(self) -> None:
-        self._subscribers: set[MemoryObjectSendStream[dict[str, Any]]] = set()
+        self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], Hashable | None] = {}
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[dict[str, Any]]]:
+    async def subscribe(
+        self, target: Hashable | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[dict[str, Any]]]:
+        """A stream of what is published to everyone, plus what is published to ``target``."""
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](32)
-        self._subscribers.add(sender)
+        self._subscribers[sender] = target
         try:
             async with receiver:
                 yield receiver
         finally:
-            self._subscribers.discard(sender)
+            self._subscribers.pop(sender, None)
             sender.close()
 
-    def publish(self, method: str, params: dict[str, Any] | None = None) -> None:
+    def publish(self, method: str, params: dict[str, Any] | None = None, *, to: Hashable | None = None) -> None:
+        """Send to every stream, or with ``to`` only to the streams subscribed with that target."""
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params:
             message["params"] = params
-        for subscriber in list(self._subscribers):
+        for subscriber, target in list(self._subscribers.items()):
+            if to is not None and target != to:
+                continue
             try:
                 subscriber.send_nowait(message)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):

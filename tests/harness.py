@@ -8,6 +8,7 @@ import hashlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +36,15 @@ DEMO_UPSTREAM: dict[str, Any] = {
     "args": ["-m", "mcp_gateway.examples.demo_server"],
     "timeout": 20,
 }
+
+EVERYTHING = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "mcp-server-everything"
+
+
+def everything_upstream() -> dict[str, Any]:
+    """The pinned npm ``server-everything`` over stdio, as an upstream config section."""
+    assert EVERYTHING.exists(), "npm test peers are not installed: run `npm ci` (make test does)"
+    return {"name": "everything", "transport": "stdio", "command": "node", "args": [str(EVERYTHING), "stdio"]}
+
 
 BASE_CONFIG: dict[str, Any] = {
     "server": {"host": "127.0.0.1", "port": 0, "maxBodyBytes": 65536},

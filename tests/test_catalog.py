@@ -97,7 +97,7 @@ async def test_resource_listed_by_two_upstreams_goes_to_the_first_in_config(capl
         with caplog.at_level(logging.WARNING, logger="mcp_gateway.upstreams.catalog"):
             catalog = build_catalog([first, second])
     assert catalog.resource_owner("demo://readme") is first
-    assert [resource["uri"] for resource in catalog.resource_entries()] == ["demo://readme"]
+    assert [resource["uri"] for resource in catalog.resource_entries()] == ["demo://note", "demo://readme"]
     assert "resource 'demo://readme' is listed by upstreams 'first' and 'second'" in caplog.text
 
 
@@ -106,7 +106,7 @@ async def test_resources_keep_their_uris_and_route_to_their_upstream() -> None:
     raw = UpstreamConnection(script_stdio("raw", RAW_SERVER))
     async with running(demo, raw):
         catalog = build_catalog([raw, demo])
-    assert [resource["uri"] for resource in catalog.resource_entries()] == ["demo://readme"]
+    assert [resource["uri"] for resource in catalog.resource_entries()] == ["demo://note", "demo://readme"]
     assert [t["uriTemplate"] for t in catalog.resource_template_entries()] == ["demo://customers/{customer_id}"]
     assert catalog.resource_owner("demo://readme") is demo
     assert catalog.resource_owner("demo://customers/cust-001") is demo  # through the template

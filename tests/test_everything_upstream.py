@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from tests.harness import DEMO_KEY, DEMO_UPSTREAM, make_config, mcp_client, serve_gateway
+from tests.harness import DEMO_KEY, DEMO_UPSTREAM, everything_upstream, make_config, mcp_client, serve_gateway
 
-EVERYTHING = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "mcp-server-everything"
 ERAS = ["legacy", "2026-07-28"]
 
 
 @pytest.fixture(scope="module")
 async def gateway() -> AsyncIterator[str]:
-    assert EVERYTHING.exists(), "npm test peers are not installed: run `npm ci` (make test does)"
-    upstreams = [
-        DEMO_UPSTREAM,
-        {"name": "everything", "transport": "stdio", "command": "node", "args": [str(EVERYTHING), "stdio"]},
-    ]
+    upstreams = [DEMO_UPSTREAM, everything_upstream()]
     async with serve_gateway(make_config(upstreams=upstreams)) as url:
         yield url
 

@@ -37,7 +37,7 @@ async def test_sdk_listener_hears_an_upstreams_tool_list_change(gateway: str) ->
     async with mcp_client(gateway, DEMO_KEY, mode=MODERN) as client:
         async with listen(client.session, tools_list_changed=True, resource_subscriptions=["demo://readme"]) as events:
             assert events.honored.tools_list_changed is True
-            assert not events.honored.resource_subscriptions
+            assert events.honored.resource_subscriptions == ["demo://readme"]
             await toggle(gateway)
             try:
                 with anyio.fail_after(10):

@@ -36,7 +36,7 @@ STDIO_ERAS = {"legacy": LEGACY, "auto": MODERN, MODERN: MODERN}
 FAST = Backoff(initial=0.1, factor=2.0, cap=0.5, jitter=0.1)
 DEMO_TOOLS = {
     *("echo", "add", "get_customer", "update_ticket", "count_slowly", "fail", "toggle_extra_tool"),
-    *("confirm_action", "ask_model", "client_roots", "log_steps", "region_header"),
+    *("confirm_action", "ask_model", "client_roots", "log_steps", "region_header", "write_note"),
 }
 
 # A hand-written legacy-era server speaking raw JSON-RPC lines: it can say things no SDK server would (vendor fields),
@@ -164,7 +164,7 @@ async def test_connects_and_lists_every_kind_over_stdio(protocol: str) -> None:
         assert connection.protocol_version == STDIO_ERAS[protocol]
         lists = connection.lists
         assert {tool["name"] for tool in lists.tools} == DEMO_TOOLS
-        assert [resource["uri"] for resource in lists.resources] == ["demo://readme"]
+        assert [resource["uri"] for resource in lists.resources] == ["demo://note", "demo://readme"]
         assert [template["uriTemplate"] for template in lists.resource_templates] == ["demo://customers/{customer_id}"]
         assert [prompt["name"] for prompt in lists.prompts] == ["summarize"]
 

@@ -35,7 +35,8 @@ README = """# Demo upstream
 
 Tools: echo, add, get_customer, update_ticket, count_slowly, fail, toggle_extra_tool, and the ones that need the
 client mid-call: confirm_action (elicitation), ask_model (sampling), client_roots (roots), log_steps (log messages),
-and region_header (an argument mirrored into an Mcp-Param-Region header).
+and region_header (an argument mirrored into an Mcp-Param-Region header); write_note changes demo://note and tells
+its subscribers (2026-07-28 `subscriptions/listen` streams).
 Customers: any id answers; cust-001, cust-002 and cust-003 have names. Also readable as demo://customers/{customer_id}.
 """
 
@@ -153,6 +154,20 @@ def build_server() -> MCPServer:
     def region_header(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], ctx: Context) -> str:
         """Echo the Mcp-Param-Region header the call arrived with (2026-07-28 HTTP mirrors `region` into it)."""
         return (ctx.headers or {}).get("mcp-param-region", "")
+
+    note = {"text": "nothing noted yet"}
+
+    @server.tool()
+    async def write_note(text: str, ctx: Context) -> str:
+        """Replace the text of demo://note and tell the clients subscribed to it."""
+        note["text"] = text
+        await ctx.notify_resource_updated("demo://note")
+        return "noted"
+
+    @server.resource("demo://note", name="note", mime_type="text/plain")
+    def read_note() -> str:
+        """A note that write_note changes: subscribe to it to hear when."""
+        return note["text"]
 
     @server.resource("demo://readme", name="readme", mime_type="text/markdown")
     def readme() -> str:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.config import Identity
+from mcp_gateway.errors import RpcError
 from mcp_gateway.http.legacy_calls import LOG_LEVELS, LegacyCalls
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body, sse_event
@@ -80,6 +81,7 @@ class LegacyEra:
         session = LegacySession(**json.loads(raw))
         if session.identity_id != identity.id:
             return _error(request_id, INVALID_REQUEST, "Session not found", 404)
+        self.context.subscriptions.touch(_target(session.id), self._ttl)
         return session
 
     async def _read(self, session_id: str) -> bytes | None:
@@ -114,6 +116,8 @@ class LegacyEra:
             return loaded
         if envelope.method == "logging/setLevel":
             return await self._set_log_level(loaded, envelope)
+        if envelope.method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(loaded, envelope)
         handler = self.context.methods.get(envelope.method)
         if handler is None:
             error = method_not_found(envelope.method)
@@ -142,6 +146,21 @@ class LegacyEra:
             stream=accepts_sse(request) and envelope.method in _LINKED_METHODS,
             lazy=token is None,
         )
+
+    async def _subscription(self, session: LegacySession, envelope: Envelope) -> Response:
+        """Updates reach the session's GET stream; the subscription lives on this replica only."""
+        uri = envelope.params.get("uri")
+        if not isinstance(uri, str) or not uri:
+            return _error(envelope.id, INVALID_PARAMS, "params.uri must be a non-empty string", 200)
+        subscriptions = self.context.subscriptions
+        try:
+            if envelope.method == "resources/subscribe":
+                await subscriptions.subscribe(_target(session.id), uri, idle_lifetime=self._ttl)
+            else:
+                await subscriptions.unsubscribe(_target(session.id), uri)
+        except RpcError as exc:
+            return _error(envelope.id, exc.code, exc.message, 200)
+        return json_response(rpc_result_body(envelope.id, {}))
 
     async def _set_log_level(self, session: LegacySession, envelope: Envelope) -> Response:
         """Kept in the session record, so every replica filters this session's log messages the same way.
@@ -184,6 +203,7 @@ class LegacyEra:
             return loaded
         await self.context.store.delete(_KEY_PREFIX + loaded.id)
         self._renewed.pop(loaded.id, None)
+        await self.context.subscriptions.drop(_target(loaded.id))
         return Response(status_code=204)
 
     async def open_stream(self, request: Request, identity: Identity) -> Response:
@@ -191,17 +211,23 @@ class LegacyEra:
         loaded = await self._load(request, identity, None)
         if isinstance(loaded, Response):
             return loaded
-        return _NotificationStream(self.context)
+        return _NotificationStream(self.context, _target(loaded.id))
+
+
+def _target(session_id: str) -> tuple[str, str]:
+    """Whom a session's resource updates are published to (see ``Notifier``)."""
+    return ("mcp-session", session_id)
 
 
 class _NotificationStream(EventStream):
-    def __init__(self, context: McpContext) -> None:
+    def __init__(self, context: McpContext, target: tuple[str, str]) -> None:
         super().__init__()
         self._context = context
+        self._target = target
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with anyio.create_task_group() as tg, self._context.notifier.subscribe() as notes:
+        async with anyio.create_task_group() as tg, self._context.notifier.subscribe(self._target) as notes:
 
             async def watch_disconnect() -> None:
                 while (await receive())["type"] != "http.disconnect":

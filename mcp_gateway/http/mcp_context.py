@@ -23,6 +23,7 @@ from mcp_gateway.http.responses import rpc_error_body
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.proxy import Caller, ClientLink, Proxy
+from mcp_gateway.resource_subscriptions import ResourceSubscriptions
 from mcp_gateway.sessions import TaskSessions
 from mcp_gateway.store.base import Store
 
@@ -102,6 +103,7 @@ class McpContext:
         store: Store,
         metrics: Metrics,
         notifier: Notifier,
+        subscriptions: ResourceSubscriptions,
         capabilities: dict[str, Any],
         server_info: dict[str, Any],
     ) -> None:
@@ -113,6 +115,7 @@ class McpContext:
         self.store = store
         self.metrics = metrics
         self.notifier = notifier
+        self.subscriptions = subscriptions
         self.capabilities = capabilities
         self.server_info = server_info
         self.methods = method_table(proxy)

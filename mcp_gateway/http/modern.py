@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcp_gateway.config import Identity
-from mcp_gateway.http.listen import ListenStream, honored_filter
+from mcp_gateway.http.listen import ListenStream, honored_filter, requested_uris
 from mcp_gateway.http.mcp_context import LIST_METHODS, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body
 from mcp_gateway.http.streaming import Emit, answer, progress_sink, progress_token
@@ -125,7 +125,12 @@ class ModernEra:
         if not accepts_sse(request):
             message = "subscriptions/listen answers with a stream: send Accept: text/event-stream"
             return _rejection(envelope.id, INVALID_REQUEST, message)
-        return ListenStream(self.context.notifier, envelope.id, honored_filter(requested))
+        uris = requested_uris(requested)
+        if uris is None:
+            message = "params.notifications.resourceSubscriptions must be a list of URIs"
+            return _rejection(envelope.id, INVALID_PARAMS, message)
+        context = self.context
+        return ListenStream(context.notifier, context.subscriptions, envelope.id, honored_filter(requested), uris)
 
     def discover_result(self) -> dict[str, Any]:
         return {

@@ -28,6 +28,7 @@ import mcp_types as types
 from mcp import Client
 from mcp.client import ClientSession, IncomingMessage, Transport
 from mcp.client.session import MessageHandlerFnT
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, listen
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import mcp_param_headers, x_mcp_header_map
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 ChangeListener = Callable[["UpstreamConnection", frozenset[ListKind]], Awaitable[None]]
 """Called with the connection and the lists that changed, after the new lists are in place."""
+ResourceListener = Callable[["UpstreamConnection", str], None]
+"""Called with the connection and the URI of a subscribed resource the upstream says changed."""
 
 
 def _gateway_version() -> str:
@@ -107,6 +110,10 @@ class UpstreamConnection:
         # Per tool name, the arguments a 2026-07-28 HTTP call mirrors into Mcp-Param-* headers.
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
         self._state_changed: anyio.Event | None = None
+        # Resources the gateway is subscribed to, kept across reconnects; see subscribe_resource.
+        self._resource_uris: set[str] = set()
+        self._resource_uris_changed: anyio.Event | None = None
+        self._resource_listeners: list[ResourceListener] = []
         # Server→client requests and log messages the upstream sends during a call go to that call's client.
         self._router = DownstreamRouter(config.name, exact=isinstance(config.transport, HttpTransport))
         self.last_error: str | None = None
@@ -153,6 +160,35 @@ class UpstreamConnection:
 
     def add_change_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
+
+    def add_resource_listener(self, listener: ResourceListener) -> None:
+        self._resource_listeners.append(listener)
+
+    @property
+    def supports_resource_subscriptions(self) -> bool:
+        capabilities = self.server_capabilities
+        return bool(capabilities and capabilities.resources and capabilities.resources.subscribe)
+
+    async def subscribe_resource(self, uri: str) -> None:
+        """Ask the upstream for ``notifications/resources/updated`` about ``uri``, now and after every reconnect.
+
+        Handshake era: ``resources/subscribe``. 2026-07-28: the URI joins the ``resourceSubscriptions`` of the
+        connection's resource listen stream, which is re-opened with the new set.
+        """
+        live = self._live
+        if live is None or live.lost.is_set():
+            raise self._unavailable()
+        if not live.modern:
+            await self.request("resources/subscribe", {"uri": uri})
+        self._resource_uris.add(uri)
+        self._resources_changed()
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        self._resource_uris.discard(uri)
+        self._resources_changed()
+        live = self._live
+        if live is not None and not live.modern and not live.lost.is_set():
+            await self.request("resources/unsubscribe", {"uri": uri})
 
     async def wait_ready(self) -> None:
         """Wait until a session is established (bound it with ``anyio.fail_after``)."""
@@ -291,6 +327,10 @@ class UpstreamConnection:
                 self._set_live(_Live(session=session, lost=lost, modern=modern, hop=hop))
                 logger.info("upstream %r connected (protocol %s)", self.name, session.protocol_version)
                 tg.start_soon(self._refresh_when_stale, session, stale)
+                if modern:
+                    tg.start_soon(self._hold_resource_listen, session)
+                elif self._resource_uris:
+                    tg.start_soon(self._resubscribe)
                 # Before signalling readiness: whoever waits for the first connect reads the lists directly.
                 if changed:
                     await self._notify(changed)
@@ -344,7 +384,62 @@ class UpstreamConnection:
 
     async def _on_notification(self, stale: StaleLists, method: str, params: dict[str, Any]) -> None:
         """Every notification the upstream sends outside a call's own progress and log messages, by either path."""
+        if method == "notifications/resources/updated":
+            uri = params.get("uri")
+            if isinstance(uri, str) and uri in self._resource_uris:
+                for listener in list(self._resource_listeners):
+                    listener(self, uri)
+            return
         stale.mark(changed_lists(method))
+
+    async def _resubscribe(self) -> None:
+        """A new handshake-era session knows nothing of the old one's subscriptions."""
+        for uri in sorted(self._resource_uris):
+            try:
+                await self.request("resources/subscribe", {"uri": uri})
+            except (RpcError, UpstreamUnavailable, TimeoutError) as exc:
+                logger.warning("upstream %r: could not subscribe to %s again: %s", self.name, uri, exc)
+
+    async def _hold_resource_listen(self, session: ClientSession) -> None:
+        """2026-07-28: the subscribed URIs ride one ``subscriptions/listen`` stream, re-opened when the set changes.
+
+        Its ``notifications/resources/updated`` reach ``_on_notification`` through the session's message handler;
+        this only keeps the stream open (and re-opens it after a failure, with backoff).
+        """
+        failures = 0
+        while True:
+            changed = self._resource_event()
+            uris = sorted(self._resource_uris)
+            async with anyio.create_task_group() as tg:
+
+                async def hold(uris: list[str] = uris) -> None:
+                    nonlocal failures
+                    if not uris:
+                        await anyio.sleep_forever()
+                    try:
+                        async with listen(session, resource_subscriptions=uris) as subscription:
+                            failures = 0
+                            async for _event in subscription:
+                                pass
+                    except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+                        logger.info("upstream %r: resource listen stream ended: %s", self.name, exc)
+                    await anyio.sleep(self._backoff.delay(failures))
+                    failures += 1
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(hold)
+                await changed.wait()
+                tg.cancel_scope.cancel()
+
+    def _resource_event(self) -> anyio.Event:
+        if self._resource_uris_changed is None:
+            self._resource_uris_changed = anyio.Event()
+        return self._resource_uris_changed
+
+    def _resources_changed(self) -> None:
+        if self._resource_uris_changed is not None:
+            self._resource_uris_changed.set()
+            self._resource_uris_changed = None
 
     async def _refresh_when_stale(self, session: ClientSession, stale: StaleLists) -> None:
         while True:

@@ -118,15 +118,16 @@ class HttpHop:
             params["_meta"] = {**meta, "progressToken": token} if isinstance(meta, dict) else {"progressToken": token}
         call = _Call(request_id, token, on_progress, downstream, {**self._base_headers(), **headers})
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        answered = False
         try:
-            result = await self._post_and_read(call, body.encode())
-            answered = True
-            return result
-        finally:
-            if not answered and self.legacy:
-                # A handshake-era server hears of an abandoned request; at 2026-07-28 the closed stream says it.
+            return await self._post_and_read(call, body.encode())
+        except (RpcError, UpstreamUnavailable):
+            raise  # answered, or nobody left to tell
+        except BaseException:
+            if self.legacy:
+                # Abandoned (timeout, the caller went away): a handshake-era server hears of it; at 2026-07-28 the
+                # closed stream says it.
                 await self._send_cancelled(call)
+            raise
 
     async def _post_and_read(self, call: _Call, body: bytes) -> dict[str, Any]:
         try:
@@ -143,6 +144,10 @@ class HttpHop:
         except aiohttp.ClientConnectionError as exc:
             self.on_lost()
             raise UpstreamUnavailable(f"upstream at {self.url} is unreachable: {exc or type(exc).__name__}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamUnavailable(f"upstream at {self.url} cut its answer short: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise RpcError(INTERNAL_ERROR, f"upstream at {self.url}: {exc or type(exc).__name__}") from exc
         raise RpcError(CONNECTION_CLOSED, "the upstream's event stream ended without an answer")
 
     async def _resume(self, call: _Call) -> dict[str, Any] | None:

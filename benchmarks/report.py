@@ -1,0 +1,300 @@
+"""The report: a Markdown table (with the machine it ran on and the targets checked) and a PNG chart."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+ERA_TITLES = {"modern": "2026-07-28 (stateless) era", "legacy": "2025-11-25 (handshake, Mcp-Session-Id) era"}
+SHORT = {
+    "direct": "direct",
+    "gw-policies": "gateway\ntask+CEL",
+    "gw-policies-redis": "gateway\ntask+CEL\nredis",
+    "gw": "gateway\nno policy",
+    "gw-legacy-up": "gateway\nlegacy up",
+    "fastmcp": "FastMCP",
+    "fastmcp-shared": "FastMCP\nshared",
+    "floor": "thinnest\nproxy",
+    "floor-fast": "thinnest\nproxy, fast",
+}
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def versions() -> dict[str, str]:
+    """Versions of what runs: the benchmark venv (echo, load, FastMCP) and the project venv (the gateway)."""
+    found: dict[str, str] = {}
+    for name in ("fastmcp", "mcp", "uvicorn", "aiohttp", "uvloop", "httptools"):
+        try:
+            found[f"bench:{name}"] = version(name)
+        except PackageNotFoundError:
+            found[f"bench:{name}"] = "-"
+    python = REPO / ".venv" / "bin" / "python"
+    if python.exists():
+        code = (
+            "import importlib.metadata as m\n"
+            "for n in ('mcp-gateway','mcp','starlette','uvicorn','httpx2','uvloop','httptools'):\n"
+            "    try: print(n, m.version(n))\n"
+            "    except m.PackageNotFoundError: print(n, '-')\n"
+        )
+        done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+        for line in done.stdout.splitlines():
+            name, _, ver = line.partition(" ")
+            found[f"gateway:{name}"] = ver
+    return found
+
+
+def _ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def _signed_ms(value: float | None) -> str:
+    return "-" if value is None else ("+" if value >= 0 else "") + _ms(value)
+
+
+def _rps(value: float) -> str:
+    if not value:
+        return "0 (no call finished inside the window)"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    parts = [f"{cpu[k]:.0f}" if k in cpu else "-" for k in ("loadgen", "proxy", "upstream")]
+    extra = f" +redis {cpu['redis']:.0f}" if "redis" in cpu else ""
+    noise = f"{cpu.get('other', 0):.0f}/{cpu.get('irq', 0):.0f}/{cpu.get('steal', 0):.0f}"
+    return "/".join(parts) + extra + f" · {noise}"
+
+
+def _row(results: dict[str, Any], scenario: str, era: str, concurrency: int) -> dict[str, Any] | None:
+    for row in results["summary"]:
+        if (row["scenario"], row["era"], row["concurrency"]) == (scenario, era, concurrency):
+            return row
+    return None
+
+
+Target = tuple[str, str, str, bool]
+"""(what, measured, goal, met)."""
+
+MEASURED = (("gw-policies", "task + 2 CEL policies"), ("gw", "no policies"))
+
+
+def _per_era(results: dict[str, Any], key: str, concurrency: int, field: str) -> list[tuple[str, float]] | None:
+    """``field`` of one scenario's rows at one concurrency, per era; None unless every era has it."""
+    values = [(era, (_row(results, key, era, concurrency) or {}).get(field)) for era in results["settings"]["eras"]]
+    if not values or any(value is None for _, value in values):
+        return None
+    return [(era, float(value)) for era, value in values if value is not None]
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """Each target the issue set, with what was measured against it (only those that were measured)."""
+    out: list[Target] = []
+    levels = results["settings"]["concurrency"]
+    low, high = min(levels), max(levels)
+    for key, what in MEASURED:
+        added = _per_era(results, key, low, "added_p50_ms")
+        if added:
+            shown = ", ".join(f"{era} {_signed_ms(a)} ms" for era, a in added)
+            out.append((f"gateway-added p50 at c={low} ({what})", shown, "< 0.5 ms", max(a for _, a in added) < 0.5))
+    for key, what in MEASURED:
+        pct = _per_era(results, key, high, "pct_of_direct")
+        if pct:
+            shown = ", ".join(f"{era} {p:.0f} %" for era, p in pct)
+            out.append(
+                (f"req/s at c={high} as share of direct ({what})", shown, ">= 50 %", min(p for _, p in pct) >= 50)
+            )
+    ratios = [(f"{era} c={c}", r) for c in levels for era, r in _per_era(results, "gw-policies", c, "x_fastmcp") or []]
+    if len(ratios) == len(levels) * len(results["settings"]["eras"]):
+        shown = ", ".join(f"{where} {r:.0f}x" for where, r in ratios)
+        met = min(r for _, r in ratios) >= 3
+        out.append(("req/s vs FastMCP proxy with defaults (task + 2 CEL policies)", shown, ">= 3x", met))
+    for idle in results["idle_sessions"]:
+        process = idle["per_session_process"]
+        if idle["target"] == "gw":
+            shown = f"{process / KIB:.2f} KiB in the gateway"
+            out.append(("memory per idle legacy session, memory://", shown, "< 5 KiB", process < 5 * KIB))
+        if idle["target"] == "gw-redis" and idle.get("redis_per_key") is not None:
+            in_redis = idle["redis_per_key"]
+            shown = f"{in_redis / KIB:.2f} KiB in Redis + {process / KIB:.2f} KiB in the gateway"
+            met = in_redis + max(0.0, process) < 5 * KIB
+            out.append(("memory per idle legacy session, redis://", shown, "< 5 KiB", met))
+    return out
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    s = results["settings"]
+    v = m["versions"]
+    gateway_stack = (
+        f"mcp {v.get('gateway:mcp', '?')}, uvicorn {v.get('gateway:uvicorn', '?')} "
+        f"(uvloop {v.get('gateway:uvloop', '-')}, httptools {v.get('gateway:httptools', '-')})"
+    )
+    return [
+        f"# mcp-gateway benchmark, {m['date']}",
+        "",
+        f"**Machine:** {m['cpu']}, {m['nproc']} cores (`nproc`), {m['memory_gib']} GiB, {m['os']}, "
+        f"Python {m['python']}.  ",
+        f"**Gateway:** commit {m['gateway_commit']}; {gateway_stack}; `--log-level {s['gateway_log_level']}`.  ",
+        f"**Others:** FastMCP {v.get('bench:fastmcp', '?')} (mcp {v.get('bench:mcp', '?')}), run on the gateway's "
+        f"server stack (uvicorn, uvloop, httptools); echo upstream on uvicorn {v.get('bench:uvicorn', '?')} + uvloop + "
+        f"httptools; load generator aiohttp {v.get('bench:aiohttp', '?')} + uvloop.  ",
+        f"**Layout:** {s['layout']}.  ",
+        "**Method:** closed loop, `c` requests in flight, raw JSON-RPC `tools/call` of the echo tool; each row is "
+        f"the median of {s['rounds']} interleaved round(s) of {s['duration_s']:g} s measured after "
+        f"{s['warmup_s']:g} s warm-up. `added` = this row minus the direct row (same era, same c). CPU is % of one "
+        "core over the measured window: load generator / measured proxy / echo upstream (+ Redis) · other "
+        "processes (noise) / kernel interrupt handling (mostly our own loopback TCP) / stolen by the hypervisor.",
+    ]
+
+
+def _load_row(row: dict[str, Any]) -> str:
+    pct = row.get("pct_of_direct")
+    ratio = row.get("x_fastmcp")
+    spread = f" ({_rps(row['rps_min'])}-{_rps(row['rps_max'])})" if row["rounds"] > 1 else ""
+    errors = f" ⚠ {row['errors']} errors" if row["errors"] else ""
+    cells = [
+        f"{row['label']}{errors}",
+        str(row["concurrency"]),
+        f"{_rps(row['rps'])}{spread}",
+        _ms(row["p50_ms"]),
+        _ms(row["p99_ms"]),
+        _signed_ms(row.get("added_p50_ms")),
+        _signed_ms(row.get("added_p99_ms")),
+        "-" if pct is None else f"{pct:.0f} %",
+        "-" if ratio is None else f"{ratio:.1f}x",
+        _cpu(row["cpu"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [*_header(results), "", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for what, shown, goal, met in targets(results):
+        lines.append(f"| {what} | {shown} | {goal} | {'**yes**' if met else '**no**'} |")
+    for era in results["settings"]["eras"]:
+        lines += [
+            "",
+            f"## {ERA_TITLES[era]}",
+            "",
+            "| scenario | c | req/s (min-max) | p50 ms | p99 ms | added p50 | added p99 | % of direct | x FastMCP "
+            "| CPU % |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        ]
+        lines += [_load_row(row) for row in results["summary"] if row["era"] == era]
+    lines += [
+        "",
+        "## Memory of the measured process",
+        "",
+        "| scenario | RSS after start | peak RSS over all its runs |",
+        "|---|--:|--:|",
+    ]
+    labels = {row["scenario"]: row["label"] for row in results["summary"]}
+    for key, peak in results["peak_rss"].items():
+        start = results["start_rss"].get(key, 0)
+        lines.append(f"| {labels.get(key, key)} | {start / MIB:.1f} MiB | {peak / MIB:.1f} MiB |")
+    if results["idle_sessions"]:
+        lines += [
+            "",
+            "## Idle legacy sessions",
+            "",
+            "Each target is a fresh process; 200 sessions are opened first (first-use costs), then N more "
+            "(`initialize` + `notifications/initialized`, 32 at a time) and left idle. Per session = RSS growth / N; "
+            "for Redis, the mean `MEMORY USAGE` of the session keys (and the growth of Redis `used_memory` / N).",
+            "",
+            "| target | N | opened/s | RSS before → after | per session, process | per session, Redis |",
+            "|---|--:|--:|--:|--:|--:|",
+        ]
+        for idle in results["idle_sessions"]:
+            redis = "-"
+            if idle.get("redis_per_key") is not None:
+                redis = f"{idle['redis_per_key']:.0f} B ({idle['redis_used_delta_per_session']:.0f} B used_memory)"
+            lines.append(
+                f"| {idle['label']} | {idle['sessions']:,} | {idle['open_rate']:,.0f} | "
+                f"{idle['rss_before'] / MIB:.1f} → {idle['rss_after'] / MIB:.1f} MiB | "
+                f"{idle['per_session_process']:,.0f} B | {redis} |"
+            )
+    lines += ["", "Pre-flight checks: " + "; ".join(results["preflight"]) + ".", ""]
+    return "\n".join(lines)
+
+
+README_START = "<!-- latest results: written by benchmarks/run.py, do not edit by hand -->"
+README_END = "<!-- end of latest results -->"
+
+
+def summary(results: dict[str, Any]) -> str:
+    """For the project README: machine, method, targets and the load tables (memory tables stay in the full report)."""
+    full = markdown(results)
+    head, _, _ = full.partition("\n## Memory of the measured process")
+    return head + "\n\nMemory tables, idle sessions and profiles: `benchmarks/README.md`.\n"
+
+
+def update_readme(readme: Path, markdown_text: str, chart_path: str) -> bool:
+    """Put the latest report (headings two levels down) between the README's markers; False if it has none."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    body = "\n".join("##" + line if line.startswith("#") else line for line in markdown_text.strip().splitlines())
+    block = f"{README_START}\n{body}\n\n![latest results]({chart_path})\n{README_END}"
+    head, _, rest = text.partition(README_START)
+    _, _, tail = rest.partition(README_END)
+    readme.write_text(head + block + tail)
+    return True
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    eras = results["settings"]["eras"]
+    levels = results["settings"]["concurrency"]
+    order: list[str] = []
+    for row in summary:
+        if row["scenario"] not in order:
+            order.append(row["scenario"])
+    panels = [(f"requests/s, c={c}", "rps", c) for c in levels] + [
+        (f"p50 latency (ms), c={levels[0]}", "p50_ms", levels[0]),
+        (f"p99 latency (ms), c={levels[-1]}", "p99_ms", levels[-1]),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    colors = {"modern": "#2b6cb0", "legacy": "#dd6b20"}
+    width = 0.8 / max(1, len(eras))
+    for ax, (title, metric, c) in zip(axes.flat, panels, strict=False):
+        for i, era in enumerate(eras):
+            values = [(_row(results, key, era, c) or {}).get(metric, 0.0) for key in order]
+            xs = [x + (i - (len(eras) - 1) / 2) * width for x in range(len(order))]
+            bars = ax.bar(xs, values, width, label=era, color=colors.get(era))
+            for bar, value in zip(bars, values, strict=True):
+                label = _rps(value) if metric == "rps" else _ms(value)
+                ax.annotate(
+                    label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+                )
+        ax.set_title(title)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([SHORT.get(key, key) for key in order], fontsize=8)
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    m = results["machine"]
+    fig.suptitle(
+        f"mcp-gateway vs direct vs FastMCP proxy: echo tools/call (log scale); "
+        f"{m['cpu']}, {m['nproc']} cores, {m['date']}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,238 @@
+"""What is measured: the echo upstream alone, and the three proxies in front of it, each as a running process.
+
+Every scenario ends up as a ``load.Target`` (URL, tool name, arguments, headers) that the same load generator drives.
+
+- ``direct``: the echo upstream itself, the limit.
+- ``gw-policies``: mcp-gateway with a task session (``X-Task-Token``) and two CEL allow policies on every call: one
+  compares the task context with the call's arguments, one reads the identity's labels. ``-redis`` keeps task
+  sessions, legacy sessions and audit in Redis instead of the embedded ``memory://`` store.
+- ``gw``: mcp-gateway with no task, no policies (authentication and the proxy path only).
+- ``gw-legacy-up``: like ``gw`` but speaking the handshake era to the upstream (``protocol: legacy``).
+- ``fastmcp``: FastMCP's proxy with defaults; ``fastmcp-shared``: sharing one connected backend session.
+- ``floor``, ``floor-fast``: not a product, a calibration: the thinnest Python proxy (``floor_proxy.py``), on the
+  gateway's server stack and on uvloop + httptools. Off by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from load import Target
+from procs import Proc, free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+
+CUSTOMER = "cust-42"
+ARGUMENTS = {"text": "hello from the benchmark", "customer_id": CUSTOMER}
+TASK_ID = "bench-task"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    kind: Literal["direct", "gateway", "fastmcp", "floor"]
+    policies: bool = False
+    store: Literal["memory", "redis"] = "memory"
+    upstream_protocol: Literal["auto", "legacy"] = "auto"
+    reuse_session: bool = False
+    fast: bool = False
+
+    @property
+    def needs_redis(self) -> bool:
+        return self.store == "redis"
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.key: s
+    for s in (
+        Scenario("direct", "(a) upstream directly", "direct"),
+        Scenario("gw-policies", "(b) mcp-gateway, task + 2 CEL policies, memory://", "gateway", policies=True),
+        Scenario(
+            "gw-policies-redis", "(b) mcp-gateway, task + 2 CEL policies, redis://", "gateway", True, store="redis"
+        ),
+        Scenario("gw", "(c) mcp-gateway, no policies, memory://", "gateway"),
+        Scenario(
+            "gw-legacy-up", "(c) mcp-gateway, no policies, legacy-era upstream", "gateway", upstream_protocol="legacy"
+        ),
+        Scenario("fastmcp", "(d) FastMCP proxy, defaults", "fastmcp"),
+        Scenario("fastmcp-shared", "(d) FastMCP proxy, one shared backend session", "fastmcp", reuse_session=True),
+        Scenario("floor", "(ref) thinnest Python proxy, asyncio + h11", "floor"),
+        Scenario("floor-fast", "(ref) thinnest Python proxy, uvloop + httptools", "floor", fast=True),
+    )
+}
+DEFAULT_SCENARIOS = ("direct", "gw-policies", "gw-policies-redis", "gw", "fastmcp", "fastmcp-shared")
+
+
+@dataclass
+class Running:
+    """A scenario whose process is up, with the target the load generator drives."""
+
+    scenario: Scenario
+    proc: Proc
+    target: Target
+    store_prefix: str | None = None
+
+
+def gateway_bin() -> str:
+    """``$MCP_GATEWAY_BIN`` if set (to try another environment), else the project's own ``mcp-gateway`` (its .venv, as
+    ``make run`` uses it), else whatever is on PATH."""
+    if override := os.environ.get("MCP_GATEWAY_BIN"):
+        return override
+    local = REPO / ".venv" / "bin" / "mcp-gateway"
+    return str(local) if local.exists() else "mcp-gateway"
+
+
+def gateway_config(
+    scenario: Scenario, *, port: int, upstream: str, key_sha256: str, redis_url: str | None, prefix: str
+) -> dict[str, Any]:
+    store: dict[str, Any] = {"url": "memory://"}
+    if scenario.store == "redis":
+        if redis_url is None:
+            raise ValueError(f"scenario {scenario.key} needs Redis")
+        store = {"url": redis_url, "prefix": prefix}
+    config: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "store": store,
+        "upstreams": [
+            {
+                "name": "echo",
+                "transport": "streamable-http",
+                "url": upstream,
+                "protocol": scenario.upstream_protocol,
+                "timeout": 30,
+            }
+        ],
+        "identities": [
+            {"id": "bench-agent", "labels": {"team": "bench"}, "credentials": [{"sha256": key_sha256}]},
+        ],
+    }
+    if scenario.policies:
+        config["tasks"] = [
+            {
+                "id": TASK_ID,
+                "name": "Benchmark task",
+                "labels": {"kind": "bench"},
+                "contextSchema": {
+                    "type": "object",
+                    "required": ["customer_id"],
+                    "properties": {"customer_id": {"type": "string", "minLength": 1}},
+                },
+            }
+        ]
+        config["policies"] = [
+            {
+                "name": "same-customer",
+                "effect": "allow",
+                "tools": ["echo__*"],
+                "condition": "task.context.customer_id == request.tool.args.customer_id",
+                "message": "this task may only touch its own customer",
+            },
+            {
+                "name": "bench-team-only",
+                "effect": "allow",
+                "condition": "identity.labels.team == 'bench' && request.tool.upstream == 'echo'",
+                "message": "only the bench team may call the echo upstream",
+            },
+        ]
+    return config
+
+
+def start_echo(logs: Path, core: int) -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc(
+        "echo", [sys.executable, str(BENCH_DIR / "echo_server.py"), "--port", str(port)], logs / "echo.log", core
+    )
+    proc.start().wait_port(port)
+    return proc, f"http://127.0.0.1:{port}/mcp"
+
+
+def start_redis(logs: Path, core: int) -> tuple[Proc, str]:
+    """A throwaway Redis (no persistence) so its memory and latency are ours alone."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = Proc("redis", argv, logs / "redis.log", core)
+    proc.start().wait_port(port)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def start_scenario(
+    scenario: Scenario, *, echo: Proc, upstream: str, logs: Path, core: int, redis_url: str | None, log_level: str
+) -> Running:
+    """Start the process the scenario measures and return its target (the echo process itself for ``direct``)."""
+    if scenario.kind == "direct":
+        return Running(scenario, echo, Target(url=upstream, tool="echo", arguments=ARGUMENTS))
+    port = free_port()
+    if scenario.kind in ("fastmcp", "floor"):
+        script = "fastmcp_proxy.py" if scenario.kind == "fastmcp" else "floor_proxy.py"
+        argv = [sys.executable, str(BENCH_DIR / script), "--upstream", upstream, "--port", str(port)]
+        if scenario.reuse_session:
+            argv.append("--reuse-session")
+        if scenario.fast:
+            argv.append("--fast")
+        proc = Proc(scenario.key, argv, logs / f"{scenario.key}.log", core).start()
+        proc.wait_port(port, timeout=60)
+        return Running(scenario, proc, Target(url=f"http://127.0.0.1:{port}/mcp", tool="echo", arguments=ARGUMENTS))
+
+    key = "mgw_bench_" + secrets.token_hex(16)
+    prefix = f"mcpgw-bench-{secrets.token_hex(4)}:"
+    config = gateway_config(
+        scenario,
+        port=port,
+        upstream=upstream,
+        key_sha256=hashlib.sha256(key.encode()).hexdigest(),
+        redis_url=redis_url,
+        prefix=prefix,
+    )
+    config_path = logs / f"{scenario.key}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    argv = [gateway_bin(), "--log-level", log_level, "serve", "--config", str(config_path)]
+    proc = Proc(scenario.key, argv, logs / f"{scenario.key}.log", core).start()
+    base = f"http://127.0.0.1:{port}"
+    proc.wait_port(port, timeout=60)
+    wait_ready(proc, base)
+    headers = {"Authorization": f"Bearer {key}"}
+    if scenario.policies:
+        headers["X-Task-Token"] = create_task_session(base, key)
+    target = Target(url=f"{base}/mcp", tool="echo__echo", arguments=ARGUMENTS, headers=headers)
+    return Running(scenario, proc, target, store_prefix=prefix if scenario.needs_redis else None)
+
+
+def wait_ready(proc: Proc, base: str, timeout: float = 30.0) -> None:
+    """``/readyz`` says the store is reachable and the upstream connected."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        proc.check_alive()
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} not ready within {timeout:g}s: {last} (see {proc.log})")
+
+
+def create_task_session(base: str, key: str) -> str:
+    body = json.dumps({"taskId": TASK_ID, "context": {"customer_id": CUSTOMER}, "ttl": 7200}).encode()
+    request = urllib.request.Request(
+        f"{base}/v1/tasks/sessions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        token: str = json.loads(response.read())["taskToken"]
+        return token
