@@ -4,6 +4,7 @@ handshake era (``resources/subscribe``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -49,6 +50,12 @@ class Updates:
 async def write_note(client: Client, text: str) -> None:
     result = await client.call_tool("demo__write_note", {"text": text})
     assert result.content[0].text == "noted"  # type: ignore[union-attr]
+
+
+async def upstream_requests(client: Client) -> str:
+    """The subscribe and unsubscribe requests the demo upstream received."""
+    result = await client.call_tool("demo__note_subscriptions", {})
+    return result.content[0].text  # type: ignore[union-attr,no-any-return]
 
 
 async def everything_uri(client: Client) -> str:
@@ -129,16 +136,67 @@ async def test_a_uri_no_upstream_lists_is_subscribed_where_subscriptions_are_tak
         await client.unsubscribe_resource("test://never-subscribed")  # leaving what you never joined is fine
 
 
+async def test_two_sessions_share_one_upstream_subscription_which_ends_with_the_last() -> None:
+    """Reference counting: the upstream is asked once, and told to stop only when the last subscriber leaves."""
+    upstream = {**DEMO_UPSTREAM, "protocol": "legacy"}
+    leaving, staying = Updates(), Updates()
+    async with serve_gateway(make_config(upstreams=[upstream])) as url:
+        async with (
+            mcp_client(url, DEMO_KEY, mode="legacy", message_handler=leaving.handler) as first,
+            mcp_client(url, DEMO_KEY, mode="legacy", message_handler=staying.handler) as second,
+        ):
+            await anyio.sleep(0.2)
+            await first.subscribe_resource(NOTE)
+            await second.subscribe_resource(NOTE)
+            await first.unsubscribe_resource(NOTE)
+            assert await upstream_requests(first) == f"subscribe {NOTE}"
+            await write_note(first, "for the one still subscribed")
+            await staying.wait_for(lambda uris: uris == [NOTE])
+            await second.unsubscribe_resource(NOTE)
+            assert await upstream_requests(first) == f"subscribe {NOTE}; unsubscribe {NOTE}"
+        assert leaving.uris == []
+
+
+async def test_a_deleted_session_leaves_its_subscriptions() -> None:
+    upstream = {**DEMO_UPSTREAM, "protocol": "legacy"}
+    async with serve_gateway(make_config(upstreams=[upstream])) as url:
+        async with mcp_client(url, DEMO_KEY, mode="legacy") as client:
+            await client.subscribe_resource(NOTE)
+        # Leaving the client's context ends its session with DELETE /mcp.
+        async with mcp_client(url, DEMO_KEY, mode="legacy") as observer:
+            assert await upstream_requests(observer) == f"subscribe {NOTE}; unsubscribe {NOTE}"
+
+
+# An SDK low-level server that lists a resource but takes no subscriptions.
+NO_SUBSCRIBE_SERVER = r"""
+import anyio
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.stdio import stdio_server
+
+async def list_resources(ctx, params):
+    return types.ListResourcesResult(resources=[types.Resource(uri="plain://fixed", name="fixed")])
+
+async def main():
+    server = Server("plain", on_list_resources=list_resources)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+anyio.run(main)
+"""
+
+
 async def test_a_resource_whose_upstream_cannot_subscribe_is_refused() -> None:
-    upstream = {**DEMO_UPSTREAM, "protocol": "legacy"}  # the demo takes subscriptions only at 2026-07-28
+    upstream = {"name": "plain", "transport": "stdio", "command": sys.executable, "args": ["-c", NO_SUBSCRIBE_SERVER]}
     async with (
         serve_gateway(make_config(upstreams=[upstream])) as url,
         mcp_client(url, DEMO_KEY, mode="legacy") as legacy,
         mcp_client(url, DEMO_KEY, mode=MODERN) as modern,
     ):
-        with pytest.raises(MCPError, match="upstream 'demo' does not support resource subscriptions"):
-            await legacy.subscribe_resource(NOTE)
-        with pytest.raises(MCPError, match="Unknown resource: nope://x"):
+        with pytest.raises(MCPError, match="upstream 'plain' does not support resource subscriptions"):
+            await legacy.subscribe_resource("plain://fixed")
+        with pytest.raises(MCPError, match="Unknown resource: nope://x") as unknown:
             await legacy.subscribe_resource("nope://x")
-        async with listen(modern.session, resource_subscriptions=[NOTE]) as events:
+        assert unknown.value.error.code == types.INVALID_PARAMS
+        async with listen(modern.session, resource_subscriptions=["plain://fixed"]) as events:
             assert not events.honored.resource_subscriptions

@@ -17,8 +17,10 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import mcp_types as types
+from mcp.server import ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, ListRoots, MCPServer, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
@@ -31,12 +33,15 @@ _CUSTOMERS: dict[str, dict[str, Any]] = {
     "cust-003": {"id": "cust-003", "name": "Grace Hopper", "tier": "bronze", "email": "grace@example.com"},
 }
 
+NOTE = "demo://note"
+
 README = """# Demo upstream
 
 Tools: echo, add, get_customer, update_ticket, count_slowly, fail, toggle_extra_tool, and the ones that need the
 client mid-call: confirm_action (elicitation), ask_model (sampling), client_roots (roots), log_steps (log messages),
 and region_header (an argument mirrored into an Mcp-Param-Region header); write_note changes demo://note and tells
-its subscribers (2026-07-28 `subscriptions/listen` streams).
+its subscribers (`resources/subscribe`, or a 2026-07-28 `subscriptions/listen` stream); note_subscriptions lists the
+subscribe and unsubscribe requests received.
 Customers: any id answers; cust-001, cust-002 and cust-003 have names. Also readable as demo://customers/{customer_id}.
 """
 
@@ -63,6 +68,56 @@ def _ask_model(question: str) -> Sample:
 
 def _roots() -> ListRoots:
     return ListRoots()
+
+
+def _add_note(server: MCPServer) -> None:
+    """demo://note, which write_note changes, announced to its subscribers in both eras.
+
+    2026-07-28 clients subscribe through ``subscriptions/listen`` (the SDK's bus); handshake-era ones send
+    ``resources/subscribe``, which ``MCPServer`` has no decorator for, hence the low-level handlers. Every such
+    request is logged, and ``note_subscriptions`` reads the log back: it shows what a proxy in between really asked.
+    """
+    note = {"text": "nothing noted yet"}
+    subscribers: set[ServerSession] = set()
+    requests: list[str] = []
+
+    async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+        requests.append(f"subscribe {params.uri}")
+        if params.uri == NOTE:
+            subscribers.add(ctx.session)
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        requests.append(f"unsubscribe {params.uri}")
+        if params.uri == NOTE:
+            subscribers.discard(ctx.session)
+        return types.EmptyResult()
+
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+
+    @server.tool()
+    async def write_note(text: str, ctx: Context) -> str:
+        """Replace the text of demo://note and tell the clients subscribed to it."""
+        note["text"] = text
+        await ctx.notify_resource_updated(NOTE)
+        for session in list(subscribers):
+            try:
+                await session.send_resource_updated(NOTE)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                subscribers.discard(session)  # that client is gone
+        return "noted"
+
+    @server.tool()
+    def note_subscriptions() -> str:
+        """The resources/subscribe and resources/unsubscribe requests this server received, oldest first."""
+        return "; ".join(requests) or "none"
+
+    @server.resource(NOTE, name="note", mime_type="text/plain")
+    def read_note() -> str:
+        """A note that write_note changes: subscribe to it to hear when."""
+        return note["text"]
 
 
 def build_server() -> MCPServer:
@@ -155,19 +210,7 @@ def build_server() -> MCPServer:
         """Echo the Mcp-Param-Region header the call arrived with (2026-07-28 HTTP mirrors `region` into it)."""
         return (ctx.headers or {}).get("mcp-param-region", "")
 
-    note = {"text": "nothing noted yet"}
-
-    @server.tool()
-    async def write_note(text: str, ctx: Context) -> str:
-        """Replace the text of demo://note and tell the clients subscribed to it."""
-        note["text"] = text
-        await ctx.notify_resource_updated("demo://note")
-        return "noted"
-
-    @server.resource("demo://note", name="note", mime_type="text/plain")
-    def read_note() -> str:
-        """A note that write_note changes: subscribe to it to hear when."""
-        return note["text"]
+    _add_note(server)
 
     @server.resource("demo://readme", name="readme", mime_type="text/markdown")
     def readme() -> str:
