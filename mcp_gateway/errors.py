@@ -86,3 +86,11 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+def describe(exc: BaseException) -> str:
+    """One line for logs and readiness: the innermost cause, not a task-group wrapper."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

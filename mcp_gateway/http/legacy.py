@@ -31,7 +31,6 @@ from mcp_gateway.proxy import Caller, ClientLink
 
 _MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
 SESSION_KEY_PREFIX = "mcpsession:"
-_KEY_PREFIX = SESSION_KEY_PREFIX
 # A session's expiry slides with use, but a replica renews it at most this often (and at most every quarter of the
 # TTL): in between, requests read the record through the store's coherent local copy, with no round trip. So a
 # session expires between ``ttl - window`` and ``ttl`` after its last request.
@@ -86,7 +85,7 @@ class LegacyEra:
 
     async def _read(self, session_id: str) -> bytes | None:
         """The session record; its expiry slides (GETEX on Redis) when this replica has not renewed it lately."""
-        key = _KEY_PREFIX + session_id
+        key = SESSION_KEY_PREFIX + session_id
         now = time.monotonic()
         if now - self._renewed.get(session_id, -math.inf) < self._renew_every:
             return await self.context.store.get_cached(key)
@@ -172,7 +171,7 @@ class LegacyEra:
             message = f"params.level must be one of {', '.join(LOG_LEVELS)}"
             return _error(envelope.id, INVALID_PARAMS, message, 200)
         updated = replace(session, log_level=level)
-        await self.context.store.set(_KEY_PREFIX + session.id, json.dumps(asdict(updated)).encode(), self._ttl)
+        await self.context.store.set(SESSION_KEY_PREFIX + session.id, json.dumps(asdict(updated)).encode(), self._ttl)
         return json_response(rpc_result_body(envelope.id, {}))
 
     async def _initialize(self, identity: Identity, envelope: Envelope) -> Response:
@@ -189,7 +188,7 @@ class LegacyEra:
             client_capabilities=capabilities if isinstance(capabilities, dict) else {},
             client_info=client_info if isinstance(client_info, dict) else {},
         )
-        await self.context.store.set(_KEY_PREFIX + session.id, json.dumps(asdict(session)).encode(), self._ttl)
+        await self.context.store.set(SESSION_KEY_PREFIX + session.id, json.dumps(asdict(session)).encode(), self._ttl)
         result = {
             "protocolVersion": version,
             "capabilities": self.context.capabilities,
@@ -201,7 +200,7 @@ class LegacyEra:
         loaded = await self._load(request, identity, None)
         if isinstance(loaded, Response):
             return loaded
-        await self.context.store.delete(_KEY_PREFIX + loaded.id)
+        await self.context.store.delete(SESSION_KEY_PREFIX + loaded.id)
         self._renewed.pop(loaded.id, None)
         await self.context.subscriptions.drop(_target(loaded.id))
         return Response(status_code=204)

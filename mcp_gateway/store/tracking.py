@@ -27,6 +27,7 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mcp_gateway.errors import describe
 from mcp_gateway.upstreams.backoff import Backoff
 
 logger = logging.getLogger(__name__)
@@ -34,12 +35,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_ENTRIES = 10_000
 HEARTBEAT_SECONDS = 1.0
 HEARTBEATS_MISSED = 3
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class TrackedKeys:
@@ -109,7 +104,7 @@ class TrackedKeys:
             except Exception as exc:
                 if self._tracking or attempt == 0:
                     logger.warning(
-                        "store: invalidation listener down (%s); reading task sessions from Redis", _describe(exc)
+                        "store: invalidation listener down (%s); reading task sessions from Redis", describe(exc)
                     )
             finally:
                 self._set_tracking(False)

@@ -35,7 +35,7 @@ from mcp.shared.inbound import mcp_param_headers, x_mcp_header_map
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.config import HttpTransport, UpstreamConfig
-from mcp_gateway.errors import RpcError, UpstreamUnavailable
+from mcp_gateway.errors import RpcError, UpstreamUnavailable, describe
 from mcp_gateway.upstreams.backoff import Backoff
 from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.http import http_transport
@@ -276,7 +276,7 @@ class UpstreamConnection:
                     await self._connect_and_serve(on_ready)
                     reason = "the upstream closed the connection"
                 except Exception as exc:
-                    reason = _describe(exc)
+                    reason = describe(exc)
                     logger.debug("upstream %r failed", self.name, exc_info=True)
                 self.last_error = reason
                 self._set_live(None)
@@ -512,11 +512,3 @@ async def _discover(session: ClientSession, protocol_version: str) -> None:
     """With the version pinned the SDK adopts it blind; ask the server what it offers so capabilities are real."""
     raw = await session.send_discover(protocol_version)
     session.adopt(types.DiscoverResult.model_validate(raw))
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for logs and readiness: the innermost cause, not a task-group wrapper."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
