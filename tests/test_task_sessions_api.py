@@ -255,15 +255,20 @@ async def test_deleted_session_token_is_rejected_on_second_replica(two_replicas:
     assert after.status_code == 401
 
 
+async def open_legacy_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """``initialize`` on ``url`` as the demo identity; the headers that carry the new session."""
+    headers = {**auth(DEMO_KEY), "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    opened = await http.post(f"{url}/mcp", json=init, headers=headers)
+    return {"Mcp-Session-Id": opened.headers["mcp-session-id"], **headers}
+
+
 async def test_legacy_session_opened_on_one_replica_is_served_by_the_other(two_replicas: tuple[str, str]) -> None:
     url_a, url_b = two_replicas
     await _wait_ready(url_a)
     await _wait_ready(url_b)
-    headers = {**auth(DEMO_KEY), "Accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
     async with httpx.AsyncClient() as http:
-        opened = await http.post(f"{url_a}/mcp", json=init, headers=headers)
-        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], **headers}
+        session = await open_legacy_session(http, url_a)
         listed = await http.post(
             f"{url_b}/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session
         )
@@ -276,12 +281,9 @@ async def test_legacy_session_ended_on_one_replica_is_gone_on_the_other(two_repl
     url_a, url_b = two_replicas
     await _wait_ready(url_a)
     await _wait_ready(url_b)
-    headers = {**auth(DEMO_KEY), "Accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
     async with httpx.AsyncClient() as http:
-        opened = await http.post(f"{url_a}/mcp", json=init, headers=headers)
-        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], **headers}
+        session = await open_legacy_session(http, url_a)
         for _ in range(3):
             assert (await http.post(f"{url_b}/mcp", json=ping, headers=session)).status_code == 200
         assert (await http.delete(f"{url_a}/mcp", headers=session)).status_code == 204

@@ -170,9 +170,11 @@ class LegacyEra:
         if level not in LOG_LEVELS:
             message = f"params.level must be one of {', '.join(LOG_LEVELS)}"
             return _error(envelope.id, INVALID_PARAMS, message, 200)
-        updated = replace(session, log_level=level)
-        await self.context.store.set(SESSION_KEY_PREFIX + session.id, json.dumps(asdict(updated)).encode(), self._ttl)
+        await self._save(replace(session, log_level=level))
         return json_response(rpc_result_body(envelope.id, {}))
+
+    async def _save(self, session: LegacySession) -> None:
+        await self.context.store.set(SESSION_KEY_PREFIX + session.id, json.dumps(asdict(session)).encode(), self._ttl)
 
     async def _initialize(self, identity: Identity, envelope: Envelope) -> Response:
         requested = envelope.params.get("protocolVersion")
@@ -188,7 +190,7 @@ class LegacyEra:
             client_capabilities=capabilities if isinstance(capabilities, dict) else {},
             client_info=client_info if isinstance(client_info, dict) else {},
         )
-        await self.context.store.set(SESSION_KEY_PREFIX + session.id, json.dumps(asdict(session)).encode(), self._ttl)
+        await self._save(session)
         result = {
             "protocolVersion": version,
             "capabilities": self.context.capabilities,
