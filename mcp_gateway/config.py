@@ -63,6 +63,8 @@ class Identity:
     api_keys: tuple[ApiKey, ...] = ()
     # None means "every tool"; an empty tuple means "no tool".
     allowed_tools: tuple[str, ...] | None = None
+    allowed_resources: tuple[str, ...] | None = None
+    allowed_prompts: tuple[str, ...] | None = None
     require_task: bool = False
 
 
@@ -79,12 +81,28 @@ class JwtConfig:
 
 
 @dataclass(frozen=True)
+class StartableBy:
+    """Who may open sessions of a task, whatever its lists: a listed id, or every label of the selector."""
+
+    identities: frozenset[str] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def admits(self, identity: Identity) -> bool:
+        if identity.id in self.identities:
+            return True
+        return bool(self.labels) and all(identity.labels.get(k) == v for k, v in self.labels.items())
+
+
+@dataclass(frozen=True)
 class TaskDefinition:
     id: str
     name: str
     context_schema: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     allowed_tools: tuple[str, ...] | None = None
+    allowed_resources: tuple[str, ...] | None = None
+    allowed_prompts: tuple[str, ...] | None = None
+    startable_by: StartableBy | None = None
 
 
 @dataclass(frozen=True)
@@ -352,7 +370,11 @@ def _parse_credential(r: _Reader, data: dict[str, Any], path: str) -> ApiKey | N
 
 
 def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | None:
-    r.unknown_keys(data, {"id", "name", "labels", "credentials", "allowedTools", "requireTask"}, path)
+    r.unknown_keys(
+        data,
+        {"id", "name", "labels", "credentials", "allowedTools", "allowedResources", "allowedPrompts", "requireTask"},
+        path,
+    )
     identity_id = r.string(data, "id", path)
     if identity_id is None:
         return None
@@ -365,6 +387,8 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
         labels=r.string_map(data, "labels", path),
         api_keys=keys,
         allowed_tools=r.string_list(data, "allowedTools", path),
+        allowed_resources=r.string_list(data, "allowedResources", path),
+        allowed_prompts=r.string_list(data, "allowedPrompts", path),
         require_task=r.boolean(data, "requireTask", path, False),
     )
 
@@ -413,8 +437,12 @@ _JWT_ALGORITHMS = {
 }
 
 
-def _parse_task(r: _Reader, data: dict[str, Any], path: str) -> TaskDefinition | None:
-    r.unknown_keys(data, {"id", "name", "labels", "contextSchema", "allowedTools"}, path)
+def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: frozenset[str]) -> TaskDefinition | None:
+    r.unknown_keys(
+        data,
+        {"id", "name", "labels", "contextSchema", "allowedTools", "allowedResources", "allowedPrompts", "startableBy"},
+        path,
+    )
     name = r.string(data, "name", path)
     if name is None:
         return None
@@ -430,7 +458,33 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str) -> TaskDefinition |
         context_schema=cast(dict[str, Any], schema),
         labels=r.string_map(data, "labels", path),
         allowed_tools=r.string_list(data, "allowedTools", path),
+        allowed_resources=r.string_list(data, "allowedResources", path),
+        allowed_prompts=r.string_list(data, "allowedPrompts", path),
+        startable_by=_parse_startable_by(r, data.get("startableBy"), f"{path}.startableBy", identity_ids),
     )
+
+
+def _parse_startable_by(r: _Reader, value: Any, path: str, identity_ids: frozenset[str]) -> StartableBy | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        r.fail(path, "must be a mapping {identities: [...], labels: {...}}")
+        return None
+    data = cast(dict[str, Any], value)
+    r.unknown_keys(data, {"identities", "labels"}, path)
+    ids = r.string_list(data, "identities", path) or ()
+    for i, identity_id in enumerate(ids):
+        if identity_id not in identity_ids:
+            # A misspelt id would silently admit nobody.
+            r.fail(f"{path}.identities[{i}]", f"unknown identity {identity_id!r}")
+    labels = r.string_map(data, "labels", path)
+    if "labels" in data and not labels:
+        # all() over no labels is true: an empty selector would admit every identity.
+        r.fail(f"{path}.labels", "must name at least one label (an empty selector would match every identity)")
+    startable = StartableBy(identities=frozenset(ids), labels=labels)
+    if not startable.identities and not startable.labels:
+        r.fail(path, "must name at least one identity id or label (omit startableBy to use the coverage rule)")
+    return startable
 
 
 def _schema_problem(schema: Any) -> str | None:
@@ -498,14 +552,16 @@ def parse_config(raw: Any) -> GatewayConfig:
     if not store_url.startswith(("memory://", "redis://", "rediss://", "unix://", "redis+cluster://")):
         r.fail("store.url", f"unsupported store {store_url.split(':', 1)[0]!r} (use memory:// or redis://)")
     jwt_raw = root.get("jwt")
+    identities = r.items(root.get("identities"), "identities", lambda d, p: _parse_identity(r, d, p), lambda i: i.id)
+    identity_ids = frozenset(identity.id for identity in identities)
     config = GatewayConfig(
         server=_parse_server(r, r.mapping(root.get("server"), "server"), "server"),
         store_url=store_url,
         store_prefix=r.string(store, "prefix", "store", default="mcpgw:") or "mcpgw:",
         upstreams=r.items(root.get("upstreams"), "upstreams", lambda d, p: _parse_upstream(r, d, p), lambda u: u.name),
-        identities=r.items(root.get("identities"), "identities", lambda d, p: _parse_identity(r, d, p), lambda i: i.id),
+        identities=identities,
         jwt=_parse_jwt(r, r.mapping(jwt_raw, "jwt"), "jwt") if jwt_raw is not None else None,
-        tasks=r.items(root.get("tasks"), "tasks", lambda d, p: _parse_task(r, d, p), lambda t: t.id),
+        tasks=r.items(root.get("tasks"), "tasks", lambda d, p: _parse_task(r, d, p, identity_ids), lambda t: t.id),
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
     )

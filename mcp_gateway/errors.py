@@ -53,6 +53,12 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
+class TaskNotPermitted(Forbidden):
+    """The identity may not open sessions of this task: it is not in ``startableBy``, or the task would widen it."""
+
+    code = "task_not_permitted"
+
+
 class NotFound(GatewayError):
     status = 404
     code = "not_found"

@@ -29,8 +29,16 @@ from jsonschema import validators
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
-from mcp_gateway.config import DEFAULT_SESSION_TTL, MAX_SESSION_TTL, TaskDefinition
-from mcp_gateway.errors import Forbidden, InvalidTaskToken, NotFound, StoreUnavailable, ValidationFailed
+from mcp_gateway.config import DEFAULT_SESSION_TTL, MAX_SESSION_TTL, Identity, TaskDefinition
+from mcp_gateway.errors import (
+    Forbidden,
+    InvalidTaskToken,
+    NotFound,
+    StoreUnavailable,
+    TaskNotPermitted,
+    ValidationFailed,
+)
+from mcp_gateway.scopes import may_start
 from mcp_gateway.store.base import Store
 
 TOKEN_PREFIX = "mgt_"
@@ -159,14 +167,18 @@ class TaskSessions:
         for task in tasks:
             cls = validators.validator_for(task.context_schema)
             self._validators[task.id] = cls(task.context_schema, format_checker=cls.FORMAT_CHECKER)
+        self._start_permits: dict[tuple[str, str], tuple[Identity, bool]] = {}
 
     async def create(
-        self, identity_id: str, task_id: str, context: object, ttl: object = None
+        self, identity: Identity, task_id: str, context: object, ttl: object = None
     ) -> tuple[str, TaskSession]:
         """A new session and its token; the token is returned here and nowhere else, ever."""
         task = self._tasks.get(task_id)
         if task is None:
             raise NotFound(f"unknown task {task_id!r}")
+        if not self._may_start(identity, task):
+            # Before the context is read: an identity that may not start the task learns nothing about its schema.
+            raise TaskNotPermitted(f"this identity may not start task {task.id!r}")
         lifetime = _validated_ttl(ttl)
         checked = self._validated_context(task_id, context)
         token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
@@ -175,7 +187,7 @@ class TaskSessions:
             token_id=TOKEN_ID_PREFIX + secrets.token_hex(16),
             task_id=task.id,
             task_name=task.name,
-            identity_id=identity_id,
+            identity_id=identity.id,
             context=checked,
             created_at=created_at,
             expires_at=created_at + timedelta(seconds=lifetime),
@@ -186,6 +198,19 @@ class TaskSessions:
             lifetime,
         )
         return token, session
+
+    def _may_start(self, identity: Identity, task: TaskDefinition) -> bool:
+        """``scopes.may_start``, once per (identity, task): long pattern lists make it O(len x len) glob matches.
+
+        Keyed by id but trusted only for the very Identity it was computed for, so an identity rebuilt with other
+        lists is judged afresh.
+        """
+        key = (identity.id, task.id)
+        known = self._start_permits.get(key)
+        if known is None or known[0] is not identity:
+            known = (identity, may_start(identity, task))
+            self._start_permits[key] = known
+        return known[1]
 
     def _validated_context(self, task_id: str, context: object) -> dict[str, Any]:
         if not isinstance(context, dict):

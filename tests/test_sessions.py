@@ -14,7 +14,7 @@ import anyio
 import pytest
 import redis
 
-from mcp_gateway.config import TaskDefinition
+from mcp_gateway.config import Identity, TaskDefinition
 from mcp_gateway.errors import Forbidden, InvalidTaskToken, NotFound, StoreUnavailable, ValidationFailed
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSession, TaskSessions
 from mcp_gateway.store import RedisStore, Store
@@ -41,6 +41,7 @@ TICKET = TaskDefinition(
 CONTEXT = {"ticket_id": "T-1", "customer_id": "C42"}
 ALICE = "alice"
 BOB = "bob"
+ALICE_AGENT = Identity(id=ALICE, name="Alice")
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def sessions(store: Store) -> TaskSessions:
 
 
 async def test_created_session_resolves_for_its_owner(sessions: TaskSessions) -> None:
-    token, created = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    token, created = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     resolved = await sessions.resolve(token, ALICE)
     assert resolved == created
     assert resolved.identity_id == ALICE
@@ -62,21 +63,21 @@ async def test_created_session_resolves_for_its_owner(sessions: TaskSessions) ->
 
 
 async def test_token_is_prefixed_and_carries_at_least_256_random_bits(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
-    other, _ = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
+    other, _ = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     assert re.fullmatch(r"mgt_[A-Za-z0-9_-]{43,}", token)
     assert token != other
     assert re.fullmatch(r"ts_[0-9a-f]{32}", session.token_id)
 
 
 async def test_session_lifetime_defaults_to_one_hour(sessions: TaskSessions) -> None:
-    _, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    _, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     assert session.expires_at - session.created_at == timedelta(seconds=3600)
     assert session.created_at.tzinfo is not None
 
 
 async def test_public_description_never_contains_the_token(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT, ttl=600)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=600)
     public = (await sessions.get(session.token_id, ALICE)).to_public_dict()
     assert set(public) == {"tokenId", "taskId", "taskName", "identityId", "context", "createdAt", "expiresAt", "ttl"}
     assert public["tokenId"] == session.token_id
@@ -88,13 +89,13 @@ async def test_public_description_never_contains_the_token(sessions: TaskSession
 
 async def test_context_is_returned_exactly_as_given(sessions: TaskSessions) -> None:
     context = {**CONTEXT, "tags": ["vip", "ünïcode"], "priority": 2}
-    token, _ = await sessions.create(ALICE, "resolve-ticket", context)
+    token, _ = await sessions.create(ALICE_AGENT, "resolve-ticket", context)
     assert (await sessions.resolve(token, ALICE)).context == context
 
 
 async def test_unknown_task_is_not_found(sessions: TaskSessions) -> None:
     with pytest.raises(NotFound, match="unknown task 'no-such-task'"):
-        await sessions.create(ALICE, "no-such-task", CONTEXT)
+        await sessions.create(ALICE_AGENT, "no-such-task", CONTEXT)
 
 
 # --- validation ---
@@ -103,7 +104,7 @@ async def test_unknown_task_is_not_found(sessions: TaskSessions) -> None:
 async def test_every_schema_violation_is_listed_with_its_pointer(sessions: TaskSessions) -> None:
     bad = {"ticket_id": 7, "priority": 9, "contact": "nobody", "tags": ["ok", 3], "a/b": 1, "extra": True}
     with pytest.raises(ValidationFailed) as caught:
-        await sessions.create(ALICE, "resolve-ticket", bad)
+        await sessions.create(ALICE_AGENT, "resolve-ticket", bad)
     details = caught.value.details
     assert [d["pointer"] for d in details] == [
         "",
@@ -120,26 +121,26 @@ async def test_every_schema_violation_is_listed_with_its_pointer(sessions: TaskS
 
 async def test_formats_are_checked(sessions: TaskSessions) -> None:
     with pytest.raises(ValidationFailed) as caught:
-        await sessions.create(ALICE, "resolve-ticket", {**CONTEXT, "contact": "not-an-address"})
+        await sessions.create(ALICE_AGENT, "resolve-ticket", {**CONTEXT, "contact": "not-an-address"})
     assert caught.value.details == [{"pointer": "/contact", "message": "'not-an-address' is not a 'email'"}]
 
 
 @pytest.mark.parametrize("context", [["T-1"], "T-1", None, 3])
 async def test_context_must_be_a_json_object(sessions: TaskSessions, context: Any) -> None:
     with pytest.raises(ValidationFailed, match="context must be a JSON object") as caught:
-        await sessions.create(ALICE, "resolve-ticket", context)
+        await sessions.create(ALICE_AGENT, "resolve-ticket", context)
     assert caught.value.details[0]["pointer"] == ""
 
 
 @pytest.mark.parametrize("ttl", [0, -1, 86401, 1.5, "60", True, [60]])
 async def test_ttl_outside_one_to_86400_whole_seconds_is_refused(sessions: TaskSessions, ttl: object) -> None:
     with pytest.raises(ValidationFailed, match="ttl must be an integer"):
-        await sessions.create(ALICE, "resolve-ticket", CONTEXT, ttl=ttl)
+        await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=ttl)
 
 
 @pytest.mark.parametrize(("ttl", "seconds"), [(1, 1), (86400, 86400), (60.0, 60), (None, 3600)])
 async def test_ttl_within_bounds_is_the_session_lifetime(sessions: TaskSessions, ttl: object, seconds: int) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT, ttl=ttl)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=ttl)
     assert session.expires_at - session.created_at == timedelta(seconds=seconds)
     assert (await sessions.resolve(token, ALICE)).remaining_seconds(session.created_at) == seconds
 
@@ -148,7 +149,7 @@ async def test_ttl_within_bounds_is_the_session_lifetime(sessions: TaskSessions,
 
 
 async def test_session_is_rejected_after_its_ttl(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT, ttl=1)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=1)
     await sessions.resolve(token, ALICE)
     await anyio.sleep(1.2)
     with pytest.raises(InvalidTaskToken, match="unknown, expired or revoked"):
@@ -158,7 +159,7 @@ async def test_session_is_rejected_after_its_ttl(sessions: TaskSessions) -> None
 
 
 async def test_expiry_is_checked_against_expires_at_not_only_the_store_ttl(store: Store) -> None:
-    token, session = await TaskSessions(store, [TICKET]).create(ALICE, "resolve-ticket", CONTEXT, ttl=60)
+    token, session = await TaskSessions(store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=60)
     later = TaskSessions(store, [TICKET], clock=lambda: datetime.now(UTC) + timedelta(seconds=61))
     with pytest.raises(InvalidTaskToken):
         await later.resolve(token, ALICE)
@@ -177,7 +178,7 @@ def test_remaining_seconds_never_goes_below_zero() -> None:
 
 
 async def test_revoked_session_token_is_rejected(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     await sessions.revoke(session.token_id, ALICE)
     with pytest.raises(InvalidTaskToken):
         await sessions.resolve(token, ALICE)
@@ -188,7 +189,7 @@ async def test_revoked_session_token_is_rejected(sessions: TaskSessions) -> None
 
 
 async def test_revoking_the_current_token_rejects_it_from_then_on(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     await sessions.revoke_current(token, ALICE)
     with pytest.raises(InvalidTaskToken):
         await sessions.resolve(token, ALICE)
@@ -197,8 +198,8 @@ async def test_revoking_the_current_token_rejects_it_from_then_on(sessions: Task
 
 
 async def test_revoking_one_session_leaves_the_others(sessions: TaskSessions) -> None:
-    first, first_session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
-    second, _ = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    first, first_session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
+    second, _ = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     await sessions.revoke(first_session.token_id, ALICE)
     with pytest.raises(InvalidTaskToken):
         await sessions.resolve(first, ALICE)
@@ -223,7 +224,7 @@ async def test_token_that_was_never_issued_is_rejected(sessions: TaskSessions, t
 
 
 async def test_token_of_another_identity_is_forbidden(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     with pytest.raises(Forbidden, match="another identity"):
         await sessions.resolve(token, BOB)
     with pytest.raises(Forbidden):
@@ -236,7 +237,7 @@ async def test_token_of_another_identity_is_forbidden(sessions: TaskSessions) ->
 
 
 async def test_session_of_a_task_no_longer_configured_is_rejected(store: Store) -> None:
-    token, session = await TaskSessions(store, [TICKET]).create(ALICE, "resolve-ticket", CONTEXT)
+    token, session = await TaskSessions(store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     reconfigured = TaskSessions(store, [])
     with pytest.raises(InvalidTaskToken, match="no longer configured"):
         await reconfigured.resolve(token, ALICE)
@@ -247,7 +248,7 @@ async def test_session_of_a_task_no_longer_configured_is_rejected(store: Store) 
 
 
 async def test_raw_token_is_never_stored(redis_store: RedisStore, redis_url: str, key_prefix: str) -> None:
-    token, session = await TaskSessions(redis_store, [TICKET]).create(ALICE, "resolve-ticket", CONTEXT, ttl=120)
+    token, session = await TaskSessions(redis_store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=120)
     digest = hashlib.sha256(token.encode()).hexdigest()
     raw = redis.Redis.from_url(redis_url)
     try:
@@ -270,7 +271,7 @@ async def test_raw_token_is_never_stored(redis_store: RedisStore, redis_url: str
 async def test_revocation_is_seen_at_once_by_a_second_replica(redis_stores: StoreFactory) -> None:
     first = TaskSessions(redis_stores(), [TICKET])
     second = TaskSessions(redis_stores(), [TICKET])
-    token, session = await first.create(ALICE, "resolve-ticket", CONTEXT)
+    token, session = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     assert (await second.resolve(token, ALICE)).token_id == session.token_id
     await second.revoke(session.token_id, ALICE)
     with pytest.raises(InvalidTaskToken):
@@ -284,7 +285,7 @@ async def test_redis_down_fails_closed_with_store_unavailable() -> None:
     sessions = TaskSessions(store, [TICKET])
     try:
         with pytest.raises(StoreUnavailable):
-            await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+            await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         with pytest.raises(StoreUnavailable):
             await sessions.resolve("mgt_" + "A" * 43, ALICE)
         with pytest.raises(StoreUnavailable):
@@ -330,7 +331,7 @@ async def test_a_cached_session_is_served_locally_and_a_revocation_elsewhere_evi
 ) -> None:
     first = TaskSessions(redis_stores(), [TICKET])
     async with tracking_replica(redis_stores) as (_, second):
-        token, session = await first.create(ALICE, "resolve-ticket", CONTEXT)
+        token, session = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         assert (await second.resolve(token, ALICE)).token_id == session.token_id
         paused_redis(redis_url, 1500)
         with anyio.fail_after(0.5):  # a read from Redis would wait out the pause
@@ -348,7 +349,7 @@ async def test_a_cached_session_is_served_locally_and_a_revocation_elsewhere_evi
 
 async def test_a_revocation_on_the_same_replica_evicts_the_copy_at_once(redis_stores: StoreFactory) -> None:
     async with tracking_replica(redis_stores) as (_, sessions):
-        token, session = await sessions.create(ALICE, "resolve-ticket", CONTEXT)
+        token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         await sessions.resolve(token, ALICE)
         await sessions.revoke(session.token_id, ALICE)
         with pytest.raises(InvalidTaskToken):
@@ -360,7 +361,7 @@ async def test_without_the_listener_nothing_is_served_from_the_cache(
 ) -> None:
     first = TaskSessions(redis_stores(), [TICKET])
     async with tracking_replica(redis_stores) as (store, second):
-        token, session = await first.create(ALICE, "resolve-ticket", CONTEXT)
+        token, session = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         await second.resolve(token, ALICE)
         raw = redis.Redis.from_url(redis_url)
         try:
@@ -378,5 +379,5 @@ async def test_without_the_listener_nothing_is_served_from_the_cache(
         await until(lambda: store.tracking)  # and it comes back, with no copy from before
         with pytest.raises(InvalidTaskToken):
             await second.resolve(token, ALICE)
-        token, _ = await first.create(ALICE, "resolve-ticket", CONTEXT)
+        token, _ = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         assert (await second.resolve(token, ALICE)).context == CONTEXT

@@ -50,7 +50,7 @@ class TasksApi:
         if not isinstance(task_id, str) or not task_id:
             raise BadRequest("taskId must be a non-empty string")
         context = payload.get("context", {})
-        token, session = await self._sessions.create(identity.id, task_id, context, payload.get("ttl"))
+        token, session = await self._sessions.create(identity, task_id, context, payload.get("ttl"))
         ttl = round((session.expires_at - session.created_at).total_seconds())
         return json_response(
             {
