@@ -2,7 +2,8 @@
 
 Parsing already collected every structural problem (``load_config`` raised them). This adds what needs more than
 the file: policies compiled (syntax and type errors with position), upstreams connected and their tools merged
-(unreachable upstreams and name clashes), and warnings for patterns and policy arguments that match nothing.
+(unreachable upstreams and name clashes), and warnings for patterns and policy arguments that match nothing, and for
+every identity a task's ``startableBy`` lets widen itself through that task's lists (found without upstreams).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import anyio
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.policy import PolicyEngine
+from mcp_gateway.scopes import may_start, widened_lists
 from mcp_gateway.upstreams.catalog import build_catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.visibility import Visibility
@@ -28,6 +30,7 @@ async def check_config(config: GatewayConfig, connect_upstreams: bool = True) ->
     except ConfigError as exc:
         problems.extend(exc.problems)
         policies = None
+    warnings.extend(_widening_starts(config))
     if not connect_upstreams or not config.upstreams:
         return problems, warnings
 
@@ -46,6 +49,21 @@ async def check_config(config: GatewayConfig, connect_upstreams: bool = True) ->
             if not visibility.filter((pattern,), schemas):
                 warnings.append(f"{where}.allowedTools: {pattern!r} matches no tool")
     return problems, warnings
+
+
+def _widening_starts(config: GatewayConfig) -> list[str]:
+    """Every (task, identity) where a session would grant more than the identity has: only ``startableBy`` allows it."""
+    found: list[str] = []
+    for i, task in enumerate(config.tasks):
+        for identity in config.identities:
+            if not may_start(identity, task):
+                continue
+            for kind in widened_lists(identity, task):
+                found.append(
+                    f"tasks[{i}] ({task.id}): startableBy lets identity {identity.id!r} start it, and its {kind} "
+                    f"widen what {identity.id!r} may use on its own"
+                )
+    return found
 
 
 async def _list_tools(config: GatewayConfig, problems: list[str]) -> dict[str, Any] | None:

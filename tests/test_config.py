@@ -115,3 +115,82 @@ def test_keygen_prints_key_and_matching_hash() -> None:
     key, digest = lines["key"].strip(), lines["sha256"].strip()
     assert len(key) > 40
     assert hashlib.sha256(key.encode()).hexdigest() == digest
+
+
+def test_allowed_resources_and_prompts_absent_and_empty_mean_different_things() -> None:
+    config = parse_config(
+        {
+            "identities": [{"id": "all"}, {"id": "some", "allowedResources": ["file:///*"], "allowedPrompts": []}],
+            "tasks": [{"name": "t", "allowedResources": [], "allowedPrompts": ["triage"]}],
+        }
+    )
+    assert (config.identities[0].allowed_resources, config.identities[0].allowed_prompts) == (None, None)
+    assert (config.identities[1].allowed_resources, config.identities[1].allowed_prompts) == (("file:///*",), ())
+    assert (config.tasks[0].allowed_resources, config.tasks[0].allowed_prompts) == ((), ("triage",))
+
+
+def test_startable_by_takes_identity_ids_and_a_label_selector() -> None:
+    config = parse_config(
+        {
+            "identities": [{"id": "a"}, {"id": "b"}],
+            "tasks": [
+                {"name": "by-id", "startableBy": {"identities": ["a", "b"]}},
+                {"name": "by-label", "startableBy": {"labels": {"team": "support", "tier": 1}}},
+                {"name": "nobody-named"},
+            ],
+        }
+    )
+    by_id, by_label, unnamed = config.tasks
+    assert by_id.startable_by is not None and by_id.startable_by.identities == {"a", "b"}
+    assert by_label.startable_by is not None and by_label.startable_by.labels == {"team": "support", "tier": "1"}
+    assert unnamed.startable_by is None
+
+
+def test_startable_by_naming_an_unknown_identity_is_a_problem_with_its_path() -> None:
+    problems = problems_of(
+        {"identities": [{"id": "a"}], "tasks": [{"name": "t", "startableBy": {"identities": ["a", "typo"]}}]}
+    )
+    assert problems == ["tasks[0].startableBy.identities[1]: unknown identity 'typo'"]
+
+
+@pytest.mark.parametrize(
+    ("startable_by", "where"),
+    [
+        ({}, "tasks[0].startableBy: must name at least one identity id or label"),
+        ({"identities": []}, "tasks[0].startableBy: must name at least one identity id or label"),
+        ({"identities": ["a"], "labels": {}}, "tasks[0].startableBy.labels: must name at least one label"),
+        (["a"], "tasks[0].startableBy: must be a mapping"),
+        ({"roles": ["admin"]}, "tasks[0].startableBy.roles: unknown key"),
+    ],
+)
+def test_startable_by_that_names_nobody_or_is_malformed_is_a_problem(startable_by: object, where: str) -> None:
+    problems = problems_of({"identities": [{"id": "a"}], "tasks": [{"name": "t", "startableBy": startable_by}]})
+    assert any(p.startswith(where) for p in problems), problems
+
+
+def test_check_warns_for_every_identity_startable_by_lets_a_task_widen(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+identities:
+  - {id: narrow, allowedTools: ["demo__get_customer"], allowedPrompts: []}
+  - {id: labelled, labels: {team: support}, allowedTools: ["demo__*"]}
+  - {id: everything}
+tasks:
+  - name: broad
+    allowedTools: ["demo__get_customer", "demo__echo"]
+    allowedPrompts: ["triage"]
+    startableBy: {identities: [narrow, everything], labels: {team: support}}
+  - name: by-coverage
+    allowedTools: ["demo__echo"]
+"""
+    )
+    result = run_cli("check", "--config", str(path), "--no-upstreams")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: tasks[0] (broad): startableBy lets identity 'narrow' start it, and its allowedTools widen what "
+        "'narrow' may use on its own",
+        "warning: tasks[0] (broad): startableBy lets identity 'narrow' start it, and its allowedPrompts widen what "
+        "'narrow' may use on its own",
+    ]
