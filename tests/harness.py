@@ -55,7 +55,7 @@ BASE_CONFIG: dict[str, Any] = {
         {
             "id": "support-agent",
             "requireTask": True,
-            "allowedTools": ["demo__get_customer", "demo__update_ticket"],
+            "allowedTools": ["demo__get_customer", "demo__update_ticket", "demo__echo"],
             "credentials": [{"sha256": sha(SUPPORT_KEY)}],
         },
         {"id": "other-agent", "allowedTools": ["demo__e*"], "credentials": [{"sha256": sha(OTHER_KEY)}]},
@@ -64,7 +64,7 @@ BASE_CONFIG: dict[str, Any] = {
         {
             "id": "resolve-ticket",
             "name": "Resolve a support ticket",
-            "allowedTools": ["demo__get_customer", "demo__update_ticket", "demo__echo"],
+            "allowedTools": ["demo__get_customer", "demo__update_ticket"],
             "contextSchema": {
                 "type": "object",
                 "required": ["ticket_id", "customer_id"],

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 from mcp.shared.exceptions import MCPError
 
@@ -111,8 +112,8 @@ async def test_task_allowed_tools_take_precedence_over_identity(gateway: str, mo
     created = await new_token(gateway)
     async with mcp_client(gateway, SUPPORT_KEY, mode=mode, task_token=created["taskToken"]) as client:
         names = [t.name for t in (await client.list_tools()).tools]
-    # Task allows get_customer, update_ticket and echo; the identity alone would not allow echo.
-    assert names == ["demo__echo", "demo__get_customer", "demo__update_ticket"]
+    # The identity alone also allows echo; the task allows get_customer and update_ticket only.
+    assert names == ["demo__get_customer", "demo__update_ticket"]
 
 
 async def test_identity_allowed_tools_apply_without_task_and_all_tools_otherwise(gateway: str) -> None:
@@ -248,7 +249,7 @@ async def test_deleted_session_token_is_rejected_on_second_replica(two_replicas:
         seen = await http.get(f"{url_b}/v1/tasks/sessions/current", headers=auth(SUPPORT_KEY, token))
         assert seen.status_code == 200
         async with mcp_client(url_b, SUPPORT_KEY, mode=MODERN, task_token=token) as client:
-            assert len((await client.list_tools()).tools) == 3
+            assert len((await client.list_tools()).tools) == 2
         deleted = await http.delete(f"{url_a}/v1/tasks/sessions/{created['tokenId']}", headers=auth(SUPPORT_KEY))
         assert deleted.status_code == 204
         after = await http.get(f"{url_b}/v1/tasks/sessions/current", headers=auth(SUPPORT_KEY, token))
@@ -319,3 +320,120 @@ async def test_require_task_identity_cannot_open_the_legacy_stream_without_token
         )
     assert response.status_code == 401
     assert response.json()["error"] == "task_required"
+
+
+# --- who may start a task: startableBy, or lists that already cover the task's ---
+
+START_TASKS = [
+    *BASE_CONFIG["tasks"],
+    {"id": "add-numbers", "name": "Add numbers", "allowedTools": ["demo__add"]},
+    {
+        "id": "add-for-support",
+        "name": "Add numbers, for support",
+        "allowedTools": ["demo__add"],
+        "startableBy": {"identities": ["support-agent"]},
+    },
+    {
+        "id": "add-for-billing",
+        "name": "Add numbers, for billing",
+        "allowedTools": ["demo__add"],
+        "startableBy": {"labels": {"team": "billing"}},
+    },
+    {"id": "echo-only", "name": "Echo", "allowedTools": ["demo__echo"]},
+    {"id": "open-ended", "name": "Anything the caller may do"},
+]
+
+
+@pytest.fixture(scope="module")
+async def start_gateway(redis_url: str) -> AsyncIterator[tuple[str, str]]:
+    """Gateway with tasks of every start rule; other-agent (``demo__e*``) carries the label team=billing."""
+    prefix = f"test:{os.urandom(6).hex()}:"
+    identities = [dict(i) for i in BASE_CONFIG["identities"]]
+    identities[2]["labels"] = {"team": "billing"}
+    config = make_config(store={"url": redis_url, "prefix": prefix}, identities=identities, tasks=START_TASKS)
+    async with serve_gateway(config) as url:
+        yield url, prefix
+
+
+def stored_keys(redis_url: str, prefix: str) -> set[bytes]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return set(client.scan_iter(match=f"{prefix}*"))
+    finally:
+        client.close()
+
+
+async def start(url: str, key: str, task_id: str, context: Any = None) -> httpx.Response:
+    return await create(url, key, {"taskId": task_id, "context": CONTEXT if context is None else context})
+
+
+async def test_restricted_identity_cannot_start_a_broader_task(start_gateway: tuple[str, str], redis_url: str) -> None:
+    url, prefix = start_gateway
+    before = stored_keys(redis_url, prefix)
+    refused = await start(url, SUPPORT_KEY, "add-numbers")
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "error": "task_not_permitted",
+        "message": "this identity may not start task 'add-numbers'",
+    }
+    assert stored_keys(redis_url, prefix) == before
+
+
+async def test_refused_start_is_403_before_the_context_is_read(start_gateway: tuple[str, str]) -> None:
+    url, _ = start_gateway
+    refused = await start(url, OTHER_KEY, "add-numbers", context={"not": "what the schema wants"})
+    assert refused.status_code == 403 and refused.json()["error"] == "task_not_permitted"
+
+
+async def test_startable_by_id_admits_a_listed_identity_to_a_broader_task_and_no_one_else(
+    start_gateway: tuple[str, str],
+) -> None:
+    url, _ = start_gateway
+    created = await start(url, SUPPORT_KEY, "add-for-support")
+    assert created.status_code == 201, created.text
+    async with mcp_client(url, SUPPORT_KEY, mode=MODERN, task_token=created.json()["taskToken"]) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["demo__add"]
+        assert (await client.call_tool("demo__add", {"a": 2, "b": 3})).structured_content == {"result": 5}
+    assert (await start(url, DEMO_KEY, "add-for-support")).status_code == 403
+    assert (await start(url, OTHER_KEY, "add-for-support")).status_code == 403
+
+
+async def test_startable_by_labels_admits_identities_carrying_every_label(start_gateway: tuple[str, str]) -> None:
+    url, _ = start_gateway
+    created = await start(url, OTHER_KEY, "add-for-billing")
+    assert created.status_code == 201, created.text
+    async with mcp_client(url, OTHER_KEY, mode=MODERN, task_token=created.json()["taskToken"]) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["demo__add"]
+    assert (await start(url, SUPPORT_KEY, "add-for-billing")).status_code == 403
+    assert (await start(url, DEMO_KEY, "add-for-billing")).status_code == 403
+
+
+async def test_identity_whose_list_covers_the_tasks_may_start_it_without_startable_by(
+    start_gateway: tuple[str, str],
+) -> None:
+    url, _ = start_gateway
+    # other-agent's demo__e* covers demo__echo; support-agent lists demo__echo by name.
+    for key in (OTHER_KEY, SUPPORT_KEY):
+        created = await start(url, key, "echo-only")
+        assert created.status_code == 201, created.text
+    assert (await start(url, OTHER_KEY, "resolve-ticket")).status_code == 403
+
+
+async def test_unrestricted_identity_may_start_any_task_without_startable_by(start_gateway: tuple[str, str]) -> None:
+    url, _ = start_gateway
+    for task_id in ("resolve-ticket", "add-numbers", "echo-only", "open-ended"):
+        created = await start(url, DEMO_KEY, task_id)
+        assert created.status_code == 201, (task_id, created.text)
+
+
+async def test_task_without_allowed_tools_shows_a_restricted_identity_only_its_own_tools(
+    start_gateway: tuple[str, str],
+) -> None:
+    url, _ = start_gateway
+    created = await start(url, OTHER_KEY, "open-ended")
+    assert created.status_code == 201, created.text
+    async with mcp_client(url, OTHER_KEY, mode=MODERN, task_token=created.json()["taskToken"]) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["demo__echo"]
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("demo__add", {"a": 1, "b": 2})
+    assert caught.value.error.code == -32602

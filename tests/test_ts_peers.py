@@ -72,7 +72,7 @@ async def test_inspector_cli_sends_the_task_token_with_its_other_headers(gateway
     call = ["--method", "tools/call", "--tool-name", "demo__get_customer"]
     own = (await inspector_cli(f"{gateway}/mcp", *call, "--tool-arg", "customer_id=cust-001", headers=headers)).json()
     other = (await inspector_cli(f"{gateway}/mcp", *call, "--tool-arg", "customer_id=cust-002", headers=headers)).json()
-    assert [tool["name"] for tool in listed["tools"]] == ["demo__echo", "demo__get_customer", "demo__update_ticket"]
+    assert [tool["name"] for tool in listed["tools"]] == ["demo__get_customer", "demo__update_ticket"]
     assert own["isError"] is False
     assert json.loads(own["content"][0]["text"])["name"] == "Ada Lovelace"
     assert other["isError"] is True
