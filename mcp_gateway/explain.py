@@ -13,6 +13,7 @@ from jsonschema import validators
 
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.policy import PolicyEngine, TaskContext
+from mcp_gateway.scopes import may_start
 from mcp_gateway.visibility import Visibility
 
 
@@ -40,6 +41,9 @@ def explain(
         task = tasks.get(task_id)
         if task is None:
             return f"unknown task {task_id!r} (known: {', '.join(sorted(tasks))})", False
+        if not may_start(identity, task):
+            lines.append(f"decision: REJECTED — this identity may not start task {task.id!r} (403 task_not_permitted)")
+            return "\n".join(lines), False
         validator = validators.validator_for(task.context_schema)(task.context_schema)
         violations = [
             f"/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in validator.iter_errors(context)

@@ -150,6 +150,20 @@ def test_explain_shows_decision_without_calling_anything() -> None:
     assert no_task.returncode == 1 and "requires a task" in no_task.stdout
 
 
+def test_explain_rejects_a_task_the_identity_may_not_start(tmp_path: Path) -> None:
+    raw = {
+        "identities": [{"id": "narrow", "allowedTools": ["demo__echo"]}],
+        "tasks": [{"name": "broad", "allowedTools": ["demo__echo", "demo__add"]}],
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_cli(
+        "explain", "--config", str(path), "--identity", "narrow", "--task", "broad", "--tool", "demo__echo"
+    )
+    assert result.returncode == 1
+    assert "REJECTED — this identity may not start task 'broad' (403 task_not_permitted)" in result.stdout
+
+
 def test_check_warns_about_arguments_no_tool_declares(tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO / "configs" / "example.yaml").read_text().replace("${MCP_GATEWAY_PORT:-8080}", "0"))
     raw["store"] = {"url": "memory://"}
