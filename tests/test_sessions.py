@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,14 @@ import pytest
 import redis
 
 from mcp_gateway.config import Identity, TaskDefinition
-from mcp_gateway.errors import Forbidden, InvalidTaskToken, NotFound, StoreUnavailable, ValidationFailed
+from mcp_gateway.errors import (
+    Forbidden,
+    InvalidTaskToken,
+    NotFound,
+    StoreUnavailable,
+    TaskNotPermitted,
+    ValidationFailed,
+)
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSession, TaskSessions
 from mcp_gateway.store import RedisStore, Store
 from tests.conftest import StoreFactory, free_port
@@ -96,6 +104,14 @@ async def test_context_is_returned_exactly_as_given(sessions: TaskSessions) -> N
 async def test_unknown_task_is_not_found(sessions: TaskSessions) -> None:
     with pytest.raises(NotFound, match="unknown task 'no-such-task'"):
         await sessions.create(ALICE_AGENT, "no-such-task", CONTEXT)
+
+
+async def test_start_permission_is_judged_again_for_an_identity_rebuilt_with_other_lists(store: Store) -> None:
+    sessions = TaskSessions(store, [replace(TICKET, allowed_tools=("demo__get_customer",))])
+    await sessions.create(Identity(id=ALICE, name="Alice", allowed_tools=("demo__*",)), "resolve-ticket", CONTEXT)
+    narrowed = Identity(id=ALICE, name="Alice", allowed_tools=("demo__echo",))
+    with pytest.raises(TaskNotPermitted, match="may not start task 'resolve-ticket'"):
+        await sessions.create(narrowed, "resolve-ticket", CONTEXT)
 
 
 # --- validation ---
