@@ -63,6 +63,8 @@ class Identity:
     api_keys: tuple[ApiKey, ...] = ()
     # None means "every tool"; an empty tuple means "no tool".
     allowed_tools: tuple[str, ...] | None = None
+    allowed_resources: tuple[str, ...] | None = None
+    allowed_prompts: tuple[str, ...] | None = None
     require_task: bool = False
 
 
@@ -85,6 +87,8 @@ class TaskDefinition:
     context_schema: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     allowed_tools: tuple[str, ...] | None = None
+    allowed_resources: tuple[str, ...] | None = None
+    allowed_prompts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,9 @@ class PolicyConfig:
     condition: str
     tools: tuple[str, ...] | None = None
     message: str | None = None
+    # Globs over resource URIs / exposed prompt names; None means the policy does not judge that kind at all.
+    resources: tuple[str, ...] | None = None
+    prompts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -352,7 +359,11 @@ def _parse_credential(r: _Reader, data: dict[str, Any], path: str) -> ApiKey | N
 
 
 def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | None:
-    r.unknown_keys(data, {"id", "name", "labels", "credentials", "allowedTools", "requireTask"}, path)
+    r.unknown_keys(
+        data,
+        {"id", "name", "labels", "credentials", "allowedTools", "allowedResources", "allowedPrompts", "requireTask"},
+        path,
+    )
     identity_id = r.string(data, "id", path)
     if identity_id is None:
         return None
@@ -365,6 +376,8 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
         labels=r.string_map(data, "labels", path),
         api_keys=keys,
         allowed_tools=r.string_list(data, "allowedTools", path),
+        allowed_resources=r.string_list(data, "allowedResources", path),
+        allowed_prompts=r.string_list(data, "allowedPrompts", path),
         require_task=r.boolean(data, "requireTask", path, False),
     )
 
@@ -414,7 +427,9 @@ _JWT_ALGORITHMS = {
 
 
 def _parse_task(r: _Reader, data: dict[str, Any], path: str) -> TaskDefinition | None:
-    r.unknown_keys(data, {"id", "name", "labels", "contextSchema", "allowedTools"}, path)
+    r.unknown_keys(
+        data, {"id", "name", "labels", "contextSchema", "allowedTools", "allowedResources", "allowedPrompts"}, path
+    )
     name = r.string(data, "name", path)
     if name is None:
         return None
@@ -430,6 +445,8 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str) -> TaskDefinition |
         context_schema=cast(dict[str, Any], schema),
         labels=r.string_map(data, "labels", path),
         allowed_tools=r.string_list(data, "allowedTools", path),
+        allowed_resources=r.string_list(data, "allowedResources", path),
+        allowed_prompts=r.string_list(data, "allowedPrompts", path),
     )
 
 
@@ -446,7 +463,7 @@ def _schema_problem(schema: Any) -> str | None:
 
 
 def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig | None:
-    r.unknown_keys(data, {"name", "effect", "condition", "tools", "message"}, path)
+    r.unknown_keys(data, {"name", "effect", "condition", "tools", "resources", "prompts", "message"}, path)
     name = r.string(data, "name", path)
     condition = r.string(data, "condition", path)
     effect = r.string(data, "effect", path, default="allow")
@@ -461,6 +478,8 @@ def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig |
         condition=condition,
         tools=r.string_list(data, "tools", path),
         message=r.optional_string(data, "message", path),
+        resources=r.string_list(data, "resources", path),
+        prompts=r.string_list(data, "prompts", path),
     )
 
 
