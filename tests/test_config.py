@@ -115,3 +115,36 @@ def test_keygen_prints_key_and_matching_hash() -> None:
     key, digest = lines["key"].strip(), lines["sha256"].strip()
     assert len(key) > 40
     assert hashlib.sha256(key.encode()).hexdigest() == digest
+
+
+def test_resource_and_prompt_lists_parse_on_identities_and_tasks_like_allowed_tools() -> None:
+    config = parse_config(
+        {
+            "identities": [
+                {"id": "all"},
+                {"id": "some", "allowedResources": ["docs://*"], "allowedPrompts": []},
+            ],
+            "tasks": [{"name": "t", "allowedResources": [], "allowedPrompts": ["crm__*"]}],
+        }
+    )
+    everyone, some = config.identities
+    assert (everyone.allowed_resources, everyone.allowed_prompts) == (None, None)
+    assert (some.allowed_resources, some.allowed_prompts) == (("docs://*",), ())
+    assert (config.tasks[0].allowed_resources, config.tasks[0].allowed_prompts) == ((), ("crm__*",))
+
+
+def test_policies_take_resources_and_prompts_filters() -> None:
+    config = parse_config(
+        {
+            "policies": [
+                {"name": "p", "condition": "true", "resources": ["docs://*"], "prompts": ["crm__*"]},
+                {"name": "q", "condition": "true"},
+            ]
+        }
+    )
+    p, q = config.policies
+    assert (p.tools, p.resources, p.prompts) == (None, ("docs://*",), ("crm__*",))
+    assert (q.resources, q.prompts) == (None, None)
+    assert "policies[0].resources[0]: must be a non-empty string" in problems_of(
+        {"policies": [{"name": "p", "condition": "true", "resources": [""]}]}
+    )
