@@ -1,4 +1,5 @@
-"""Audit: one record per ``tools/call`` decision.
+"""Audit: one record per ``tools/call`` decision, and per ``resources/read``, ``prompts/get`` and
+``completion/complete`` decision (``method`` says which; ``tool`` stays the tool name, empty for the others).
 
 Each record is written twice, for two readers. First, synchronously, as one JSON line on the logger
 ``mcp_gateway.audit``: that copy exists before the call returns, whatever happens to the store. Second, to a capped
@@ -44,8 +45,15 @@ _DROP_WARNING_EVERY = 1000
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One decision. ``outcome`` is "denied", "ok", "tool_error", "upstream_error", "upstream_unavailable",
-    "timeout" or "cancelled"; ``latency_ms`` is the upstream's, None when the call was not forwarded."""
+    """One decision. ``outcome`` is "denied", "ok", "tool_error", "input_required", "upstream_error",
+    "upstream_unavailable", "timeout" or "cancelled"; ``latency_ms`` is the upstream's, None when the call was not
+    forwarded.
+
+    ``method``, ``resource`` and ``prompt`` came after the first records were written, so they have defaults: an old
+    record reads back as a ``tools/call``. ``tool`` is "" on a record of another method, so readers that select by
+    tool name keep seeing only tool calls; ``resource`` holds the URI (``resources/read``, ``ref/resource``
+    completions), ``prompt`` the exposed prompt name (``prompts/get``, ``ref/prompt`` completions).
+    """
 
     time: str
     identity: str
@@ -59,6 +67,9 @@ class AuditRecord:
     latency_ms: float | None
     outcome: str
     args: Mapping[str, Any]
+    method: str = "tools/call"
+    resource: str | None = None
+    prompt: str | None = None
 
     @classmethod
     def begin(
@@ -71,6 +82,9 @@ class AuditRecord:
         upstream: str | None,
         args: Mapping[str, Any],
         decision: Decision,
+        method: str = "tools/call",
+        resource: str | None = None,
+        prompt: str | None = None,
         now: datetime | None = None,
     ) -> AuditRecord:
         """A record stamped at decision time; :meth:`finish` fills in what forwarding the call showed."""
@@ -87,6 +101,9 @@ class AuditRecord:
             latency_ms=None,
             outcome="pending",
             args=args,
+            method=method,
+            resource=resource,
+            prompt=prompt,
         )
 
     def finish(self, *, outcome: str, latency_ms: float | None) -> AuditRecord:

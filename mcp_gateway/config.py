@@ -112,6 +112,9 @@ class PolicyConfig:
     condition: str
     tools: tuple[str, ...] | None = None
     message: str | None = None
+    # Globs over resource URIs / exposed prompt names; None means the policy does not judge that kind at all.
+    resources: tuple[str, ...] | None = None
+    prompts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -500,7 +503,7 @@ def _schema_problem(schema: Any) -> str | None:
 
 
 def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig | None:
-    r.unknown_keys(data, {"name", "effect", "condition", "tools", "message"}, path)
+    r.unknown_keys(data, {"name", "effect", "condition", "tools", "resources", "prompts", "message"}, path)
     name = r.string(data, "name", path)
     condition = r.string(data, "condition", path)
     effect = r.string(data, "effect", path, default="allow")
@@ -515,6 +518,8 @@ def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig |
         condition=condition,
         tools=r.string_list(data, "tools", path),
         message=r.optional_string(data, "message", path),
+        resources=r.string_list(data, "resources", path),
+        prompts=r.string_list(data, "prompts", path),
     )
 
 

@@ -84,6 +84,12 @@ class UpstreamUnavailable(GatewayError):
     code = "upstream_unavailable"
 
 
+POLICY_DENIED = -32003
+"""JSON-RPC code of a ``resources/read``, ``prompts/get`` or ``completion/complete`` that a policy blocked (a blocked
+``tools/call`` answers an ``isError`` result instead). In the implementation-defined server range, clear of the
+codes the MCP SDK uses (-32000 connection closed, -32001 request timeout, -32002 resource not found, -32020..-32042)."""
+
+
 class RpcError(Exception):
     """A JSON-RPC error to send back as-is: from our own checks (unknown tool) or relayed from an upstream."""
 

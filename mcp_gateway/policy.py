@@ -1,7 +1,11 @@
 """CEL policies: compiled once at config load, judged on every ``tools/call``, failing closed.
 
-The rule (DESIGN.md, "Policy"): a policy applies to a tool when it has no ``tools`` list or one of its globs
-matches the exposed tool name. Any applicable ``deny`` whose condition is true blocks the call; then every
+The rule (DESIGN.md, "Policy"): a policy applies to a tool when one of its ``tools`` globs matches the exposed tool
+name, or when it names no filter at all (no ``tools``, ``resources`` or ``prompts``), as every policy written before
+resources and prompts were governed did. It applies to a resource read (or a ``ref/resource`` completion) only when
+one of its ``resources`` globs matches the URI, and to ``prompts/get`` (or a ``ref/prompt`` completion) only when
+one of its ``prompts`` globs matches the exposed prompt name: a policy reading ``request.tool.args`` must not start
+failing closed on every resource read. Any applicable ``deny`` whose condition is true blocks the call; then every
 applicable ``allow`` must be true. A condition that cannot be evaluated (a missing key, a type mismatch, ``task``
 read without a task session, a result that is not a bool) denies: a broken policy must never open a door.
 
@@ -60,7 +64,8 @@ class Decision:
     message: str | None = None
 
     def denial_text(self) -> str:
-        """The text of the ``isError`` tool result the caller gets instead of the upstream's answer."""
+        """What the caller gets instead of the upstream's answer: the text of an ``isError`` tool result, or the
+        message of the JSON-RPC error answering a denied read, get or completion."""
         if self.policy is None:
             return f"Call denied: {self.message or self.reason}"
         return f"Call denied by policy '{self.policy}': {self.message or self.reason}"
@@ -71,7 +76,10 @@ class CompiledPolicy:
     config: PolicyConfig
     program: Program
     selector: re.Pattern[str] | None
+    """Tools judged; None means every tool."""
     reads_task: bool
+    resource_selector: re.Pattern[str] = _NEVER
+    prompt_selector: re.Pattern[str] = _NEVER
 
     @property
     def name(self) -> str:
@@ -79,6 +87,12 @@ class CompiledPolicy:
 
     def applies_to(self, tool_name: str) -> bool:
         return self.selector is None or self.selector.match(tool_name) is not None
+
+    def applies_to_resource(self, uri: str) -> bool:
+        return self.resource_selector.match(uri) is not None
+
+    def applies_to_prompt(self, prompt_name: str) -> bool:
+        return self.prompt_selector.match(prompt_name) is not None
 
     def argument_references(self) -> tuple[str, ...]:
         """Argument names the condition reads as ``request.tool.args.x`` or ``request.tool.args["x"]``."""
@@ -102,12 +116,14 @@ class PolicyResult:
 
 
 class PolicyEngine:
-    """The compiled policies of one config; immutable apart from a cache of which policies apply to which tool."""
+    """The compiled policies of one config; immutable apart from caches of which policies apply to which name."""
 
     def __init__(self, environment: Environment, policies: Sequence[CompiledPolicy]) -> None:
         self._environment = environment
         self.policies = tuple(policies)
         self._applicable: dict[str, tuple[CompiledPolicy, ...]] = {}
+        self._applicable_resources: dict[str, tuple[CompiledPolicy, ...]] = {}
+        self._applicable_prompts: dict[str, tuple[CompiledPolicy, ...]] = {}
 
     @classmethod
     def compile(cls, policies: Sequence[PolicyConfig], backend: Backend | None = None) -> PolicyEngine:
@@ -126,7 +142,14 @@ class PolicyEngine:
                 problems.append(f"{where}: condition must evaluate to a bool, not {program.result_type}")
                 continue
             compiled.append(
-                CompiledPolicy(config, program, _selector(config.tools), bool(_READS_TASK.search(config.condition)))
+                CompiledPolicy(
+                    config,
+                    program,
+                    _tool_selector(config),
+                    bool(_READS_TASK.search(config.condition)),
+                    _selector(config.resources) or _NEVER,
+                    _selector(config.prompts) or _NEVER,
+                )
             )
         if problems:
             raise ConfigError(problems)
@@ -136,11 +159,33 @@ class PolicyEngine:
         """The policies that judge calls of this exposed tool, denies first, each group in config order."""
         found = self._applicable.get(tool_name)
         if found is None:
-            matching = (p for p in self.policies if p.applies_to(tool_name))
-            found = tuple(sorted(matching, key=lambda p: p.config.effect != "deny"))
-            if len(self._applicable) >= _APPLICABLE_CACHE_LIMIT:
-                self._applicable.clear()
-            self._applicable[tool_name] = found
+            found = self._remember(self._applicable, tool_name, [p for p in self.policies if p.applies_to(tool_name)])
+        return found
+
+    def applicable_to_resource(self, uri: str) -> tuple[CompiledPolicy, ...]:
+        """The policies that judge reads of this resource URI, in the same order as :meth:`applicable`."""
+        found = self._applicable_resources.get(uri)
+        if found is None:
+            matching = [p for p in self.policies if p.applies_to_resource(uri)]
+            found = self._remember(self._applicable_resources, uri, matching)
+        return found
+
+    def applicable_to_prompt(self, prompt_name: str) -> tuple[CompiledPolicy, ...]:
+        """The policies that judge gets of this exposed prompt, in the same order as :meth:`applicable`."""
+        found = self._applicable_prompts.get(prompt_name)
+        if found is None:
+            matching = [p for p in self.policies if p.applies_to_prompt(prompt_name)]
+            found = self._remember(self._applicable_prompts, prompt_name, matching)
+        return found
+
+    @staticmethod
+    def _remember(
+        cache: dict[str, tuple[CompiledPolicy, ...]], key: str, matching: list[CompiledPolicy]
+    ) -> tuple[CompiledPolicy, ...]:
+        found = tuple(sorted(matching, key=lambda p: p.config.effect != "deny"))
+        if len(cache) >= _APPLICABLE_CACHE_LIMIT:
+            cache.clear()
+        cache[key] = found
         return found
 
     def evaluate(
@@ -157,7 +202,48 @@ class PolicyEngine:
         policies = self.applicable(tool_name)
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this tool")
-        activation = self._activation(identity, task, tool_name, upstream, args, method, now)
+        request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
+        return self._decide(policies, self._activation(identity, task, request, now), task)
+
+    def evaluate_resource(
+        self,
+        *,
+        identity: Identity,
+        task: TaskContext | None,
+        uri: str,
+        upstream: str,
+        method: str = "resources/read",
+        now: datetime | None = None,
+    ) -> Decision:
+        """The verdict on reading ``uri`` (or completing an argument of it): ``request.resource`` {uri, upstream}."""
+        policies = self.applicable_to_resource(uri)
+        if not policies:
+            return Decision(allowed=True, reason="no policy applies to this resource")
+        request = {"method": method, "resource": {"uri": uri, "upstream": upstream}}
+        return self._decide(policies, self._activation(identity, task, request, now), task)
+
+    def evaluate_prompt(
+        self,
+        *,
+        identity: Identity,
+        task: TaskContext | None,
+        prompt_name: str,
+        upstream: str,
+        arguments: Mapping[str, Any],
+        method: str = "prompts/get",
+        now: datetime | None = None,
+    ) -> Decision:
+        """The verdict on getting a prompt (or completing one of its arguments): ``request.prompt`` {name, upstream,
+        arguments}."""
+        policies = self.applicable_to_prompt(prompt_name)
+        if not policies:
+            return Decision(allowed=True, reason="no policy applies to this prompt")
+        request = {"method": method, "prompt": {"name": prompt_name, "upstream": upstream, "arguments": arguments}}
+        return self._decide(policies, self._activation(identity, task, request, now), task)
+
+    def _decide(
+        self, policies: tuple[CompiledPolicy, ...], activation: Activation, task: TaskContext | None
+    ) -> Decision:
         for policy in policies:
             result = self._judge(policy, activation, task)
             if result.blocks:
@@ -182,7 +268,8 @@ class PolicyEngine:
 
         Each result comes with the Decision it would cause on its own when it blocks, else None.
         """
-        activation = self._activation(identity, task, tool_name, upstream, args, method, now)
+        request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
+        activation = self._activation(identity, task, request, now)
         results = [self._judge(p, activation, task) for p in self.applicable(tool_name)]
         return [(r, _denial(r) if r.blocks else None) for r in results]
 
@@ -211,14 +298,7 @@ class PolicyEngine:
         return warnings
 
     def _activation(
-        self,
-        identity: Identity,
-        task: TaskContext | None,
-        tool_name: str,
-        upstream: str,
-        args: Mapping[str, Any],
-        method: str,
-        now: datetime | None,
+        self, identity: Identity, task: TaskContext | None, request: Mapping[str, Any], now: datetime | None
     ) -> Activation:
         return self._environment.bind(
             {
@@ -226,7 +306,7 @@ class PolicyEngine:
                 "task": None
                 if task is None
                 else {"id": task.task_id, "name": task.task_name, "labels": task.labels, "context": task.context},
-                "request": {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}},
+                "request": request,
                 "now": now or datetime.now(UTC),
             }
         )
@@ -255,13 +335,20 @@ def _denial(result: PolicyResult) -> Decision:
     return Decision(allowed=False, reason=reason, policy=policy.name, message=policy.config.message)
 
 
-def _selector(tools: tuple[str, ...] | None) -> re.Pattern[str] | None:
-    """One regex for all of a policy's globs (fnmatch, case-sensitive like tool names); None means every tool."""
-    if tools is None:
-        return None
-    if not tools:
+def _tool_selector(config: PolicyConfig) -> re.Pattern[str] | None:
+    """The policy's tool filter; a policy that names only ``resources`` or ``prompts`` judges no tool."""
+    if config.tools is None and (config.resources is not None or config.prompts is not None):
         return _NEVER
-    return re.compile("|".join(fnmatch.translate(glob) for glob in tools))
+    return _selector(config.tools)
+
+
+def _selector(globs: tuple[str, ...] | None) -> re.Pattern[str] | None:
+    """One regex for all of a policy's globs (fnmatch, case-sensitive like names and URIs); None when absent."""
+    if globs is None:
+        return None
+    if not globs:
+        return _NEVER
+    return re.compile("|".join(fnmatch.translate(glob) for glob in globs))
 
 
 def _properties(schema: Any) -> set[str]:

@@ -2,8 +2,9 @@
 
 Each handler takes the authenticated caller and the request params and returns the raw result dict; the HTTP
 layer adapts it to the era (``resultType``, cache hints) and frames it. This is where visibility, policy and
-audit meet the upstream catalog: a hidden tool is reported exactly like a missing one, and a call is forwarded
-only after every applicable policy allowed it.
+audit meet the upstream catalog: a hidden tool, resource or prompt is reported exactly like a missing one (the
+answer never depends on whether it exists), and a call, read or get is forwarded only after every applicable policy
+allowed it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 from mcp_gateway.audit import AuditLog, AuditRecord
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
-from mcp_gateway.errors import RpcError, UpstreamUnavailable
+from mcp_gateway.errors import POLICY_DENIED, RpcError, UpstreamUnavailable
 from mcp_gateway.metrics import Metrics
-from mcp_gateway.policy import PolicyEngine, TaskContext
+from mcp_gateway.policy import Decision, PolicyEngine, TaskContext
 from mcp_gateway.sessions import TaskSession
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
@@ -50,6 +51,14 @@ class Caller:
     @property
     def patterns(self) -> tuple[str, ...] | None:
         return Visibility.patterns(self.identity, self.task)
+
+    @property
+    def resource_patterns(self) -> tuple[str, ...] | None:
+        return Visibility.resource_patterns(self.identity, self.task)
+
+    @property
+    def prompt_patterns(self) -> tuple[str, ...] | None:
+        return Visibility.prompt_patterns(self.identity, self.task)
 
     @property
     def owner(self) -> str:
@@ -89,6 +98,16 @@ def forwarded_params(params: Mapping[str, Any], **replace: Any) -> dict[str, Any
     return {**params, **replace}
 
 
+def _completion_arguments(params: Mapping[str, Any], argument: Mapping[str, Any]) -> dict[str, Any]:
+    """A prompt's arguments as a ``completion/complete`` shows them: those filled in so far, plus the partial one."""
+    context = params.get("context")
+    filled = context.get("arguments") if isinstance(context, Mapping) else None
+    arguments = dict(cast(Mapping[str, Any], filled)) if isinstance(filled, Mapping) else {}
+    if isinstance(argument.get("name"), str):
+        arguments[argument["name"]] = argument.get("value")
+    return arguments
+
+
 def _require_str(params: Mapping[str, Any], key: str) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value:
@@ -98,6 +117,15 @@ def _require_str(params: Mapping[str, Any], key: str) -> str:
 
 def _unknown_tool(name: str) -> RpcError:
     return RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+
+
+def unknown_resource(uri: str) -> RpcError:
+    """The one answer for a resource that does not exist or that the caller may not see."""
+    return RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
+
+
+def _unknown_prompt(name: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
 
 
 class Proxy:
@@ -116,6 +144,8 @@ class Proxy:
         self._metrics = metrics
         self._visibility = Visibility()
         self._tool_lists: dict[tuple[int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
+        # (list kind, catalog version, pattern list) -> that list filtered for those patterns.
+        self._lists: dict[tuple[str, int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
         self._param_header_tools: dict[tuple[int, str], bool] = {}
 
     @property
@@ -153,6 +183,29 @@ class Proxy:
             annotated = bool(x_mcp_header_map(schema))
             self._param_header_tools[key] = annotated
         return schema if annotated else None
+
+    def resource_visible(self, caller: Caller, uri: str) -> bool:
+        """Whether ``uri`` (or the ``uriTemplate`` text of a template) matches the caller's ``allowedResources``."""
+        return self._visibility.allows(caller.resource_patterns, uri)
+
+    def _visible_list(
+        self,
+        kind: str,
+        patterns: tuple[str, ...] | None,
+        build: Callable[[Catalog], list[dict[str, Any]]],
+        key_of: Callable[[dict[str, Any]], Any],
+    ) -> list[dict[str, Any]]:
+        """One of the catalog's resource, template or prompt lists filtered for ``patterns``, memoised like
+        :meth:`visible_tools`; ``key_of`` gives the text of an item the patterns are matched against."""
+        catalog = self._catalog()
+        key = (kind, catalog.version, patterns)
+        items = self._lists.get(key)
+        if items is None:
+            if len(self._lists) > 1024:
+                self._lists.clear()
+            items = [item for item in build(catalog) if self._visibility.allows(patterns, str(key_of(item)))]
+            self._lists[key] = items
+        return items
 
     async def list_tools(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
@@ -221,68 +274,167 @@ class Proxy:
 
     async def list_resources(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
-        return {"resources": self._catalog().resource_entries()}
+        resources = self._visible_list(
+            "resources", caller.resource_patterns, Catalog.resource_entries, lambda item: item.get("uri")
+        )
+        return {"resources": resources}
 
     async def list_resource_templates(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
-        return {"resourceTemplates": self._catalog().resource_template_entries()}
+        templates = self._visible_list(
+            "templates", caller.resource_patterns, Catalog.resource_template_entries, lambda t: t.get("uriTemplate")
+        )
+        return {"resourceTemplates": templates}
 
     async def read_resource(
         self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK
     ) -> dict[str, Any]:
         uri = _require_str(params, "uri")
-        connection = self._catalog().resource_owner(uri)
+        connection = self._catalog().resource_owner(uri) if self.resource_visible(caller, uri) else None
         if connection is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
-        return await self._forward(caller, connection, "resources/read", forwarded_params(params), link)
+            raise unknown_resource(uri)
+        decision = self._policies.evaluate_resource(
+            identity=caller.identity, task=caller.task_context(), uri=uri, upstream=connection.name
+        )
+        record = self._record(caller, "resources/read", connection.name, decision, {}, resource=uri)
+        return await self._forward(caller, connection, forwarded_params(params), link, decision, record)
 
     async def list_prompts(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
-        return {"prompts": self._catalog().prompt_entries()}
+        prompts = self._visible_list(
+            "prompts", caller.prompt_patterns, Catalog.prompt_entries, lambda item: item.get("name")
+        )
+        return {"prompts": prompts}
 
     async def get_prompt(self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK) -> dict[str, Any]:
         name = _require_str(params, "name")
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
         entry = self._catalog().prompt(name)
-        if entry is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-        return await self._forward(
-            caller, entry.connection, "prompts/get", forwarded_params(params, name=entry.original_name), link
+        if entry is None or not self._visibility.allows(caller.prompt_patterns, name):
+            raise _unknown_prompt(name)
+        args = cast(dict[str, Any], arguments)
+        decision = self._policies.evaluate_prompt(
+            identity=caller.identity,
+            task=caller.task_context(),
+            prompt_name=name,
+            upstream=entry.upstream_name,
+            arguments=args,
         )
+        record = self._record(caller, "prompts/get", entry.upstream_name, decision, args, prompt=name)
+        params = forwarded_params(params, name=entry.original_name)
+        return await self._forward(caller, entry.connection, params, link, decision, record)
 
     async def complete(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A completion is judged like a use of what it completes: visibility and the prompt or resource policies.
+
+        A ``ref/prompt`` completion shows policies the prompt's arguments so far (``context.arguments``) with the
+        argument being completed set to its partial value.
+        """
         ref = params.get("ref")
         if not isinstance(ref, dict):
             raise RpcError(INVALID_PARAMS, "params.ref must be an object")
         ref = cast(dict[str, Any], ref)
+        argument = params.get("argument")
+        argument = cast(dict[str, Any], argument) if isinstance(argument, dict) else {}
         catalog = self._catalog()
+        task = caller.task_context()
         if ref.get("type") == "ref/prompt" and isinstance(ref.get("name"), str):
-            entry = catalog.prompt(ref["name"])
-            if entry is None:
-                raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref['name']}")
-            new_ref = {**ref, "name": entry.original_name}
-            params = forwarded_params(params, ref=new_ref)
-            return await self._forward(caller, entry.connection, "completion/complete", params)
+            name: str = ref["name"]
+            entry = catalog.prompt(name)
+            if entry is None or not self._visibility.allows(caller.prompt_patterns, name):
+                raise _unknown_prompt(name)
+            decision = self._policies.evaluate_prompt(
+                identity=caller.identity,
+                task=task,
+                prompt_name=name,
+                upstream=entry.upstream_name,
+                arguments=_completion_arguments(params, argument),
+                method="completion/complete",
+            )
+            record = self._record(caller, "completion/complete", entry.upstream_name, decision, argument, prompt=name)
+            params = forwarded_params(params, ref={**ref, "name": entry.original_name})
+            return await self._forward(caller, entry.connection, params, NO_LINK, decision, record)
         if ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
-            connection = catalog.resource_owner(ref["uri"])
+            uri: str = ref["uri"]
+            connection = catalog.resource_owner(uri) if self.resource_visible(caller, uri) else None
             if connection is None:
-                raise RpcError(INVALID_PARAMS, f"Unknown resource: {ref['uri']}")
-            return await self._forward(caller, connection, "completion/complete", forwarded_params(params))
+                raise unknown_resource(uri)
+            decision = self._policies.evaluate_resource(
+                identity=caller.identity, task=task, uri=uri, upstream=connection.name, method="completion/complete"
+            )
+            record = self._record(caller, "completion/complete", connection.name, decision, argument, resource=uri)
+            params = forwarded_params(params)
+            return await self._forward(caller, connection, params, NO_LINK, decision, record)
         raise RpcError(INVALID_PARAMS, "params.ref must be a ref/prompt with a name or a ref/resource with a uri")
+
+    @staticmethod
+    def _record(
+        caller: Caller,
+        method: str,
+        upstream: str,
+        decision: Decision,
+        args: Mapping[str, Any],
+        *,
+        resource: str | None = None,
+        prompt: str | None = None,
+    ) -> AuditRecord:
+        return AuditRecord.begin(
+            identity=caller.identity.id,
+            task_session_id=caller.session.token_id if caller.session else None,
+            task_name=caller.task.name if caller.task else None,
+            tool="",
+            upstream=upstream,
+            args=args,
+            decision=decision,
+            method=method,
+            resource=resource,
+            prompt=prompt,
+        )
 
     async def _forward(
         self,
         caller: Caller,
         connection: UpstreamConnection,
-        method: str,
         params: dict[str, Any],
-        link: ClientLink = NO_LINK,
+        link: ClientLink,
+        decision: Decision,
+        record: AuditRecord,
     ) -> dict[str, Any]:
+        """Forward a resource, prompt or completion request (``record.method``) if its policies allowed it, auditing
+        the outcome.
+
+        A denial is a JSON-RPC error (``POLICY_DENIED``): unlike a tool call, these methods have no result that can
+        carry an error.
+        """
+        if not decision.allowed:
+            if self._bridge is not None:
+                self._bridge.abandon(caller.owner, params.get("requestState"))
+            self._audit.record(record.finish(outcome="denied", latency_ms=None))
+            raise RpcError(POLICY_DENIED, decision.denial_text())
+        started = time.perf_counter()
+        outcome = "ok"
         try:
-            return await self._send(caller, connection, method, params, link)
+            result = await self._send(caller, connection, record.method, params, link)
+            if is_input_required(result):
+                outcome = "input_required"
+            return result
         except UpstreamUnavailable as exc:
+            outcome = "upstream_unavailable"
             raise RpcError(INTERNAL_ERROR, exc.message) from exc
         except TimeoutError as exc:
+            outcome = "timeout"
             raise RpcError(REQUEST_TIMEOUT, "upstream did not answer in time") from exc
+        except RpcError as exc:
+            outcome = "upstream_error" if exc.code != REQUEST_TIMEOUT else "timeout"
+            raise
+        except BaseException:
+            outcome = "cancelled"
+            raise
+        finally:
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+            self._audit.record(record.finish(outcome=outcome, latency_ms=elapsed_ms))
 
     async def _send(
         self, caller: Caller, connection: UpstreamConnection, method: str, params: dict[str, Any], link: ClientLink

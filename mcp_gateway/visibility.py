@@ -1,7 +1,9 @@
-"""Which tools a caller may see, and so call.
+"""Which tools, resources and prompts a caller may see, and so use.
 
-Precedence from the contract: the task's ``allowedTools`` if set, else the identity's, else everything. Patterns
-are globs compiled once into one regex per pattern list; answers are memoised per (pattern list, tool), so the
+Precedence from the contract, the same for each kind: the task's list (``allowedTools``, ``allowedResources``,
+``allowedPrompts``) if set, else the identity's, else everything. Tool and prompt patterns are globs over exposed
+names; resource patterns are globs over URIs (a resource template is judged by its ``uriTemplate`` text). Patterns
+are globs compiled once into one regex per pattern list; answers are memoised per (pattern list, name), so the
 per-request cost is a dict lookup.
 """
 
@@ -28,13 +30,29 @@ class Visibility:
             return task.allowed_tools
         return identity.allowed_tools
 
-    def allows(self, patterns: tuple[str, ...] | None, tool: str) -> bool:
+    @staticmethod
+    def resource_patterns(identity: Identity, task: TaskDefinition | None) -> tuple[str, ...] | None:
+        """The URI globs in force, or None for "every resource"."""
+        if task is not None and task.allowed_resources is not None:
+            return task.allowed_resources
+        return identity.allowed_resources
+
+    @staticmethod
+    def prompt_patterns(identity: Identity, task: TaskDefinition | None) -> tuple[str, ...] | None:
+        """The prompt-name globs in force, or None for "every prompt"."""
+        if task is not None and task.allowed_prompts is not None:
+            return task.allowed_prompts
+        return identity.allowed_prompts
+
+    def allows(self, patterns: tuple[str, ...] | None, name: str) -> bool:
+        """Whether ``name`` (a tool or prompt name, a URI or URI template) matches; the kinds share one cache, as
+        one pattern list means the same thing whichever kind it filters."""
         if patterns is None:
             return True
-        key = (patterns, tool)
+        key = (patterns, name)
         answer = self._answers.get(key)
         if answer is None:
-            answer = self._regex(patterns).fullmatch(tool) is not None
+            answer = self._regex(patterns).fullmatch(name) is not None
             if len(self._answers) < 100_000:
                 self._answers[key] = answer
         return answer

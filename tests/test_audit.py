@@ -80,6 +80,9 @@ def test_record_is_logged_as_one_json_line_with_redacted_args(caplog: pytest.Log
         "latency_ms": 12.5,
         "outcome": "ok",
         "args": {"customer_id": "c-42", "api_key": REDACTED},
+        "method": "tools/call",
+        "resource": None,
+        "prompt": None,
     }
 
 
@@ -113,6 +116,37 @@ def test_record_round_trips_through_json_and_ignores_unknown_fields() -> None:
     original = record(customer_id="c-1").finish(outcome="tool_error", latency_ms=3.0)
     data = json.loads(original.to_json()) | {"added_later": True}
     assert AuditRecord.from_json(json.dumps(data)) == original
+
+
+def test_a_record_written_before_methods_were_audited_reads_back_as_a_tool_call() -> None:
+    old = json.loads(record(customer_id="c-1").finish(outcome="ok", latency_ms=1.0).to_json())
+    for added in ("method", "resource", "prompt"):
+        del old[added]
+    parsed = AuditRecord.from_json(json.dumps(old))
+    assert parsed.method == "tools/call"
+    assert (parsed.tool, parsed.resource, parsed.prompt) == ("crm__get_customer", None, None)
+
+
+def test_a_resource_read_record_names_method_and_uri_and_leaves_tool_empty() -> None:
+    read = AuditRecord.begin(
+        identity="alice",
+        task_session_id=None,
+        task_name=None,
+        tool="",
+        upstream="docs",
+        args={},
+        decision=DENIED,
+        method="resources/read",
+        resource="docs://secret",
+    ).finish(outcome="denied", latency_ms=None)
+    data = json.loads(read.to_json())
+    assert (data["method"], data["resource"], data["prompt"], data["tool"]) == (
+        "resources/read",
+        "docs://secret",
+        None,
+        "",
+    )
+    assert AuditRecord.from_json(read.to_json()) == read
 
 
 def test_text_that_is_not_a_record_is_rejected() -> None:

@@ -194,3 +194,20 @@ tasks:
         "warning: tasks[0] (broad): startableBy lets identity 'narrow' start it, and its allowedPrompts widen what "
         "'narrow' may use on its own",
     ]
+
+
+def test_policies_take_resources_and_prompts_filters() -> None:
+    config = parse_config(
+        {
+            "policies": [
+                {"name": "p", "condition": "true", "resources": ["docs://*"], "prompts": ["crm__*"]},
+                {"name": "q", "condition": "true"},
+            ]
+        }
+    )
+    p, q = config.policies
+    assert (p.tools, p.resources, p.prompts) == (None, ("docs://*",), ("crm__*",))
+    assert (q.resources, q.prompts) == (None, None)
+    assert "policies[0].resources[0]: must be a non-empty string" in problems_of(
+        {"policies": [{"name": "p", "condition": "true", "resources": [""]}]}
+    )

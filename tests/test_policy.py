@@ -262,3 +262,105 @@ def test_trace_reports_every_applicable_policy() -> None:
         ("no-bulk", False, False),
         ("same-customer", False, True),
     ]
+
+
+def read(engine: PolicyEngine, uri: str, task: TaskContext | None = SUPPORT_TASK) -> Decision:
+    return engine.evaluate_resource(identity=ALICE, task=task, uri=uri, upstream="docs")
+
+
+def get_prompt(engine: PolicyEngine, name: str, arguments: Mapping[str, Any] | None = None) -> Decision:
+    upstream = name.split("__")[0]
+    return engine.evaluate_prompt(
+        identity=ALICE, task=SUPPORT_TASK, prompt_name=name, upstream=upstream, arguments=arguments or {}
+    )
+
+
+def test_a_policy_with_no_filter_judges_tools_but_no_resource_or_prompt() -> None:
+    # Written when policies judged only tools: applied to a read it would fail closed on the missing request.tool.
+    legacy = policy("quiet", "request.tool.args.text != 'boom'", effect="deny")
+    engine = PolicyEngine.compile([legacy])
+    assert [p.name for p in engine.applicable("crm__echo")] == ["quiet"]
+    assert engine.applicable_to_resource("docs://anything") == ()
+    assert engine.applicable_to_prompt("crm__summarize") == ()
+    assert read(engine, "docs://anything").allowed
+    assert get_prompt(engine, "crm__summarize").allowed
+
+
+def test_a_resources_filter_judges_matching_uris_and_no_tool() -> None:
+    engine = PolicyEngine.compile(
+        [
+            PolicyConfig(
+                name="no-secrets",
+                effect="deny",
+                condition="request.resource.uri.contains('secret')",
+                resources=("docs://*",),
+                message="secret documents stay secret",
+            )
+        ]
+    )
+    denied = read(engine, "docs://team/secret-plan")
+    assert not denied.allowed and denied.policy == "no-secrets"
+    assert denied.denial_text() == "Call denied by policy 'no-secrets': secret documents stay secret"
+    assert read(engine, "docs://team/plan").allowed
+    assert engine.applicable_to_resource("wiki://secret") == ()
+    assert engine.applicable("docs__read") == ()
+
+
+def test_resource_globs_are_case_sensitive_and_star_crosses_slashes() -> None:
+    engine = PolicyEngine.compile([PolicyConfig(name="d", effect="deny", condition="true", resources=("docs://*",))])
+    assert not read(engine, "docs://a/b/c").allowed
+    assert read(engine, "DOCS://a").allowed
+
+
+def test_a_prompts_filter_judges_matching_prompts_with_their_arguments() -> None:
+    engine = PolicyEngine.compile(
+        [
+            PolicyConfig(
+                name="short-texts",
+                effect="allow",
+                condition="request.method == 'prompts/get' && request.prompt.arguments.text.size() <= 5",
+                prompts=("crm__sum*",),
+            )
+        ]
+    )
+    assert get_prompt(engine, "crm__summarize", {"text": "short"}).allowed
+    assert not get_prompt(engine, "crm__summarize", {"text": "far too long"}).allowed
+    assert get_prompt(engine, "crm__other", {"text": "far too long"}).allowed
+    assert engine.applicable("crm__summarize") == ()
+    assert engine.applicable_to_resource("crm__summarize") == ()
+
+
+def test_a_policy_naming_tools_and_resources_judges_both_kinds() -> None:
+    both = PolicyConfig(
+        name="ops-only",
+        effect="allow",
+        condition="identity.labels.team == 'ops'",
+        tools=("crm__*",),
+        resources=("docs://*",),
+    )
+    engine = PolicyEngine.compile([both])
+    assert not decide(engine, tool="crm__get").allowed
+    assert not read(engine, "docs://x").allowed
+    assert get_prompt(engine, "crm__summarize").allowed
+
+
+def test_a_resource_policy_that_cannot_be_evaluated_denies() -> None:
+    engine = PolicyEngine.compile(
+        [PolicyConfig(name="tasked", effect="allow", condition="task.labels.tier == '1'", resources=("*",))]
+    )
+    assert read(engine, "docs://x").allowed
+    unbound = read(engine, "docs://x", task=None)
+    assert not unbound.allowed and unbound.policy == "tasked" and "failed closed" in unbound.reason
+
+
+def test_resource_requests_show_uri_upstream_and_method_to_conditions() -> None:
+    condition = "request.resource.uri == 'docs://a' && request.resource.upstream == 'docs' && " + (
+        "request.method == 'resources/read'"
+    )
+    engine = PolicyEngine.compile([PolicyConfig(name="exact", effect="allow", condition=condition, resources=("*",))])
+    assert read(engine, "docs://a").allowed
+    assert not read(engine, "docs://b").allowed
+    completing = engine.evaluate_resource(
+        identity=ALICE, task=None, uri="docs://a", upstream="docs", method="completion/complete"
+    )
+    assert not completing.allowed

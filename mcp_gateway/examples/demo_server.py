@@ -42,7 +42,8 @@ client mid-call: confirm_action (elicitation), ask_model (sampling), client_root
 and region_header (an argument mirrored into an Mcp-Param-Region header); write_note changes demo://note and tells
 its subscribers (`resources/subscribe`, or a 2026-07-28 `subscriptions/listen` stream); note_subscriptions lists the
 subscribe and unsubscribe requests received.
-Customers: any id answers; cust-001, cust-002 and cust-003 have names. Also readable as demo://customers/{customer_id}.
+Customers: any id answers; cust-001, cust-002 and cust-003 have names. Also readable as demo://customers/{customer_id};
+customer_reads lists the customer records read that way.
 """
 
 
@@ -217,10 +218,19 @@ def build_server() -> MCPServer:
         """What this server offers."""
         return README
 
+    # What reached this server, so a test can tell a read the gateway refused from one it forwarded.
+    customer_reads: list[str] = []
+
     @server.resource("demo://customers/{customer_id}", name="customer", mime_type="application/json")
     def customer(customer_id: str) -> dict[str, Any]:
         """One customer record."""
+        customer_reads.append(customer_id)
         return _customer(customer_id)
+
+    @server.tool(name="customer_reads")
+    def list_customer_reads() -> str:
+        """The ids of the customer records read as demo://customers/{customer_id}, oldest first."""
+        return "; ".join(customer_reads) or "none"
 
     @server.prompt()
     def summarize(text: str) -> str:

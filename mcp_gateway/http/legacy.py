@@ -27,7 +27,7 @@ from mcp_gateway.http.legacy_calls import LOG_LEVELS, LegacyCalls
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body, sse_event
 from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, answer, progress_sink, progress_token
-from mcp_gateway.proxy import Caller, ClientLink
+from mcp_gateway.proxy import Caller, ClientLink, unknown_resource
 
 _MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
 SESSION_KEY_PREFIX = "mcpsession:"
@@ -116,7 +116,7 @@ class LegacyEra:
         if envelope.method == "logging/setLevel":
             return await self._set_log_level(loaded, envelope)
         if envelope.method in ("resources/subscribe", "resources/unsubscribe"):
-            return await self._subscription(loaded, envelope)
+            return await self._subscription(caller, loaded, envelope)
         handler = self.context.methods.get(envelope.method)
         if handler is None:
             error = method_not_found(envelope.method)
@@ -146,14 +146,19 @@ class LegacyEra:
             lazy=token is None,
         )
 
-    async def _subscription(self, session: LegacySession, envelope: Envelope) -> Response:
-        """Updates reach the session's GET stream; the subscription lives on this replica only."""
+    async def _subscription(self, caller: Caller, session: LegacySession, envelope: Envelope) -> Response:
+        """Updates reach the session's GET stream; the subscription lives on this replica only.
+
+        A URI the caller may not see is refused as unknown whether or not it exists; unsubscribing stays idempotent.
+        """
         uri = envelope.params.get("uri")
         if not isinstance(uri, str) or not uri:
             return _error(envelope.id, INVALID_PARAMS, "params.uri must be a non-empty string", 200)
         subscriptions = self.context.subscriptions
         try:
             if envelope.method == "resources/subscribe":
+                if not self.context.proxy.resource_visible(caller, uri):
+                    raise unknown_resource(uri)
                 await subscriptions.subscribe(_target(session.id), uri, idle_lifetime=self._ttl)
             else:
                 await subscriptions.unsubscribe(_target(session.id), uri)

@@ -80,7 +80,7 @@ class ModernEra:
         if envelope.method == "server/discover":
             return json_response(rpc_result_body(envelope.id, self.discover_result()))
         if envelope.method == "subscriptions/listen":
-            return self._listen(request, envelope)
+            return self._listen(request, caller, envelope)
         if handler is None:
             error = method_not_found(envelope.method)
             return _rejection(envelope.id, error["code"], error["message"])
@@ -118,7 +118,7 @@ class ModernEra:
             return None
         return _rejection(None, rejection.code, rejection.message, rejection.data)
 
-    def _listen(self, request: Request, envelope: Envelope) -> Response:
+    def _listen(self, request: Request, caller: Caller, envelope: Envelope) -> Response:
         requested = envelope.params.get("notifications")
         if not isinstance(requested, Mapping):
             return _rejection(envelope.id, INVALID_PARAMS, "subscriptions/listen requires params.notifications")
@@ -130,6 +130,8 @@ class ModernEra:
             message = "params.notifications.resourceSubscriptions must be a list of URIs"
             return _rejection(envelope.id, INVALID_PARAMS, message)
         context = self.context
+        # A URI the caller may not see is left out of the acknowledgment, as one that no upstream takes.
+        uris = [uri for uri in uris if context.proxy.resource_visible(caller, uri)]
         return ListenStream(context.notifier, context.subscriptions, envelope.id, honored_filter(requested), uris)
 
     def discover_result(self) -> dict[str, Any]:
