@@ -50,6 +50,8 @@ TASKS = [
         "name": "Take notes",
         "allowedResources": [NOTE, "demo://customers/*"],
         "allowedPrompts": ["demo__summarize"],
+        # The task's lists are broader than reader's own: only an explicit startableBy lets reader open it.
+        "startableBy": {"identities": ["reader"]},
         "contextSchema": {"type": "object"},
     }
 ]
