@@ -242,9 +242,27 @@ _OPERATIONS: dict[str, Callable[[RedisStore], Awaitable[object]]] = {
 }
 
 
+async def test_a_store_that_answered_is_available(store: Store) -> None:
+    await store.ping()
+    assert store.available
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_a_store_that_failed_is_unavailable(scheme: str) -> None:
+    store = RedisStore.from_url(f"{scheme}://127.0.0.1:{free_port()}/0", "gw:")
+    try:
+        assert not store.available  # nothing known yet: fail closed
+        with pytest.raises(StoreUnavailable):
+            await store.get("k")
+        assert not store.available
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
 @pytest.mark.parametrize("operation", sorted(_OPERATIONS))
-async def test_unreachable_redis_raises_store_unavailable_promptly(operation: str) -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "gw:")
+async def test_unreachable_redis_raises_store_unavailable_promptly(operation: str, scheme: str) -> None:
+    store = RedisStore.from_url(f"{scheme}://127.0.0.1:{free_port()}/0", "gw:")
     started = time.monotonic()
     try:
         with pytest.raises(StoreUnavailable, match="unavailable"):

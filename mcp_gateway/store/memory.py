@@ -60,6 +60,10 @@ class MemoryStore:
     def description(self) -> str:
         return "memory:// (this process only)"
 
+    @property
+    def available(self) -> bool:
+        return True
+
     def _live(self, key: str) -> _Slot | None:
         slot = self._slots.get(key)
         if slot is None:
