@@ -55,6 +55,10 @@ class _Routes:
         assert self._gateway is not None, "the gateway lifespan has not started"
         return self._gateway
 
+    def end_streams(self) -> None:
+        if self._gateway is not None:
+            self._gateway.notifier.close()
+
     def _store_down(self) -> Response | None:
         """The 503 to answer while the store is unavailable (fail closed), else None."""
         store = self.gateway.store
@@ -90,6 +94,13 @@ class _Routes:
         return Response(metrics.render(), media_type=metrics.content_type)
 
 
+def end_streams(app: Starlette) -> None:
+    """End every legacy GET stream and ``subscriptions/listen`` stream, and any opened from now on: the server is
+    shutting down, and those streams would otherwise hold it open forever (calls in flight are left to finish)."""
+    routes: _Routes = app.state.routes
+    routes.end_streams()
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
 
@@ -99,7 +110,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             routes.bind(gateway)
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
             Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
@@ -111,3 +122,5 @@ def create_app(config: GatewayConfig) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    app.state.routes = routes
+    return app
