@@ -100,6 +100,16 @@ def _unknown_tool(name: str) -> RpcError:
     return RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
 
 
+def _tool_not_found(catalog: Catalog, name: str) -> RpcError:
+    """For a visible name: unknown, unless it belongs to a configured upstream that has not connected yet."""
+    connection = catalog.unconnected_upstream(name)
+    if connection is None:
+        return _unknown_tool(name)
+    reason = f": {connection.last_error}" if connection.last_error else ""
+    message = f"upstream {connection.name!r} is not connected{reason}"
+    return RpcError(INTERNAL_ERROR, message, {"upstream": connection.name})
+
+
 class Proxy:
     def __init__(
         self,
@@ -163,9 +173,12 @@ class Proxy:
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
-        entry = self._catalog().tool(name)
-        if entry is None or not self._visibility.allows(caller.patterns, name):
-            raise _unknown_tool(name)
+        catalog = self._catalog()
+        entry = catalog.tool(name)
+        visible = self._visibility.allows(caller.patterns, name)
+        if entry is None or not visible:
+            # What the caller could not see even if its upstream were up answers exactly like what does not exist.
+            raise _tool_not_found(catalog, name) if visible else _unknown_tool(name)
         args = cast(dict[str, Any], arguments)
         decision = self._policies.evaluate(
             identity=caller.identity,
