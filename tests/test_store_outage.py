@@ -126,7 +126,9 @@ async def status_within(http: httpx.AsyncClient, base: str, status: int, seconds
     return time.monotonic() - started
 
 
-async def test_an_outage_is_noticed_within_seconds_and_so_is_the_recovery(tmp_path: Path) -> None:
+async def test_an_outage_is_noticed_within_seconds_and_so_is_the_recovery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     process, url = start_redis(tmp_path)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     try:
@@ -135,11 +137,19 @@ async def test_an_outage_is_noticed_within_seconds_and_so_is_the_recovery(tmp_pa
             stop_redis(process)
             await status_within(http, base, 503, 3)
             assert (await http.get(f"{base}/readyz")).status_code == 503
+            for _ in range(20):
+                assert_store_unavailable(await echo_call(http, base))
             process, _ = start_redis(tmp_path, port)
             await status_within(http, base, 200, 3)
             assert (await http.get(f"{base}/readyz")).status_code == 200
     finally:
         stop_redis(process)
+    # One line when the outage is noticed, one when it ends: never a line per refused request.
+    outage = [r for r in caplog.records if r.name == "mcp_gateway.store.health"]
+    assert [r.levelno for r in outage] == [logging.ERROR, logging.WARNING]
+    assert "until it is back" in outage[0].getMessage()
+    assert "answers again" in outage[1].getMessage()
+    assert not [r for r in caplog.records if "refusing a request" in r.getMessage() and r.levelno >= logging.WARNING]
 
 
 async def test_a_healthy_store_costs_no_round_trip_per_call(redis_url: str, key_prefix: str) -> None:
