@@ -115,3 +115,9 @@ def test_keygen_prints_key_and_matching_hash() -> None:
     key, digest = lines["key"].strip(), lines["sha256"].strip()
     assert len(key) > 40
     assert hashlib.sha256(key.encode()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("level", ["debug", "Info", "WARNING"])
+def test_log_level_is_accepted_in_any_case(level: str) -> None:
+    result = run_cli("--log-level", level, "keygen")
+    assert result.returncode == 0, result.stderr
