@@ -1,4 +1,9 @@
-"""Starlette app factory: routes and lifespan, nothing else."""
+"""Starlette app factory: routes and lifespan, nothing else.
+
+One rule for a store outage lives here: while the store is unavailable (its last PING went unanswered, a bool read,
+no round trip) every ``/mcp`` and ``/v1`` request is refused with 503 before anything else runs, whether or not it
+would have touched the store; health and metrics still answer.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.errors import StoreUnavailable
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
-from mcp_gateway.http.responses import json_response
+from mcp_gateway.http.responses import error_response, json_response
 from mcp_gateway.http.tasks_api import TasksApi
 
 
@@ -49,21 +55,32 @@ class _Routes:
         assert self._gateway is not None, "the gateway lifespan has not started"
         return self._gateway
 
+    def end_streams(self) -> None:
+        if self._gateway is not None:
+            self._gateway.notifier.close()
+
+    def _store_down(self) -> Response | None:
+        """The 503 to answer while the store is unavailable (fail closed), else None."""
+        store = self.gateway.store
+        if store.available:
+            return None
+        return error_response(StoreUnavailable(f"store {store.description} is unavailable (last PING unanswered)"))
+
     async def mcp(self, request: Request) -> Response:
         assert self._mcp is not None
-        return await self._mcp(request)
+        return self._store_down() or await self._mcp(request)
 
     async def create_session(self, request: Request) -> Response:
         assert self._tasks is not None
-        return await self._tasks.create(request)
+        return self._store_down() or await self._tasks.create(request)
 
     async def current_session(self, request: Request) -> Response:
         assert self._tasks is not None
-        return await self._tasks.current(request)
+        return self._store_down() or await self._tasks.current(request)
 
     async def session_by_id(self, request: Request) -> Response:
         assert self._tasks is not None
-        return await self._tasks.by_id(request)
+        return self._store_down() or await self._tasks.by_id(request)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -77,6 +94,13 @@ class _Routes:
         return Response(metrics.render(), media_type=metrics.content_type)
 
 
+def end_streams(app: Starlette) -> None:
+    """End every legacy GET stream and ``subscriptions/listen`` stream, and any opened from now on: the server is
+    shutting down, and those streams would otherwise hold it open forever (calls in flight are left to finish)."""
+    routes: _Routes = app.state.routes
+    routes.end_streams()
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
 
@@ -86,7 +110,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             routes.bind(gateway)
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
             Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
@@ -98,3 +122,5 @@ def create_app(config: GatewayConfig) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    app.state.routes = routes
+    return app

@@ -1,9 +1,10 @@
 """``mcp-gateway check``: everything that can be wrong with a config, found in one run.
 
 Parsing already collected every structural problem (``load_config`` raised them). This adds what needs more than
-the file: policies compiled (syntax and type errors with position), upstreams connected and their tools merged
-(unreachable upstreams and name clashes), and warnings for patterns and policy arguments that match nothing, and for
-every identity a task's ``startableBy`` lets widen itself through that task's lists (found without upstreams).
+the file: policies compiled (syntax and type errors with position), the store reached (named by host and port, never
+with its password), upstreams connected and their tools merged (unreachable upstreams and name clashes), warnings
+for patterns and policy arguments that match nothing, and for every identity a task's ``startableBy`` lets widen
+itself through that task's lists (found without upstreams).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 import anyio
 
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.errors import ConfigError, StoreUnavailable
 from mcp_gateway.policy import PolicyEngine
 from mcp_gateway.scopes import may_start, widened_lists
+from mcp_gateway.store import open_store
 from mcp_gateway.upstreams.catalog import build_catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.visibility import Visibility
@@ -31,6 +33,7 @@ async def check_config(config: GatewayConfig, connect_upstreams: bool = True) ->
         problems.extend(exc.problems)
         policies = None
     warnings.extend(_widening_starts(config))
+    await _reach_store(config, problems)
     if not connect_upstreams or not config.upstreams:
         return problems, warnings
 
@@ -64,6 +67,17 @@ def _widening_starts(config: GatewayConfig) -> list[str]:
                     f"widen what {identity.id!r} may use on its own"
                 )
     return found
+
+
+async def _reach_store(config: GatewayConfig, problems: list[str]) -> None:
+    """PING the configured store once; the problem names it as ``description`` does (no user info, no query)."""
+    store = open_store(config.store_url, config.store_prefix)
+    try:
+        await store.ping()
+    except StoreUnavailable as exc:
+        problems.append(f"store.url: {exc.message}")
+    finally:
+        await store.close()
 
 
 async def _list_tools(config: GatewayConfig, problems: list[str]) -> dict[str, Any] | None:

@@ -32,8 +32,9 @@ def _load(path: str) -> GatewayConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mcp_gateway.app import create_app
+    from mcp_gateway.app import create_app, end_streams
     from mcp_gateway.policy import PolicyEngine
+    from mcp_gateway.serving import serve
 
     config = _load(args.config)
     host = args.host or config.server.host
@@ -42,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Compiled again by the app; doing it here first turns a bad policy into a clean exit 2 before any socket.
         PolicyEngine.compile(config.policies)
         app = create_app(config)
-        uvicorn.run(
+        uvicorn_config = uvicorn.Config(
             app,
             host=host,
             port=port,
@@ -50,13 +51,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             lifespan="on",
             server_header=False,
+            timeout_graceful_shutdown=config.server.shutdown_grace,
         )
+        return serve(uvicorn_config, lambda: end_streams(app))
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
-    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -111,7 +113,9 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP-native gateway.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="any case"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")

@@ -135,6 +135,8 @@ class ServerConfig:
     tool_separator: str = DEFAULT_SEPARATOR
     # How long an idle legacy Mcp-Session-Id lives in the store.
     mcp_session_ttl: int = 3600
+    # On SIGTERM, how long calls in flight may take to finish before they are cancelled (idle streams end at once).
+    shutdown_grace: int = 25
 
 
 @dataclass(frozen=True)
@@ -524,7 +526,8 @@ def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig |
 
 
 def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
-    r.unknown_keys(data, {"host", "port", "maxBodyBytes", "allowedOrigins", "toolSeparator", "mcpSessionTtl"}, path)
+    allowed = {"host", "port", "maxBodyBytes", "allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace"}
+    r.unknown_keys(data, allowed, path)
     separator = r.string(data, "toolSeparator", path, default=DEFAULT_SEPARATOR) or DEFAULT_SEPARATOR
     return ServerConfig(
         host=r.string(data, "host", path, default="127.0.0.1") or "127.0.0.1",
@@ -533,6 +536,7 @@ def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
         allowed_origins=r.string_list(data, "allowedOrigins", path) or (),
         tool_separator=separator,
         mcp_session_ttl=r.integer(data, "mcpSessionTtl", path, 3600, minimum=1),
+        shutdown_grace=r.integer(data, "shutdownGrace", path, 25),
     )
 
 

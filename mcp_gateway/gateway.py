@@ -3,6 +3,10 @@
 Start-up order matters for failing early: policies compile first (a bad policy never reaches a socket), then the
 store opens, then upstreams connect and the merged catalog is built (a name clash stops start-up). Nothing here is
 rebuilt per request.
+
+An unreachable store does not stop start-up: the gateway starts degraded, says so in one log line, reports not ready
+on ``/readyz`` and refuses every ``/mcp`` and ``/v1`` request with 503 until the store answers (an orchestrator
+starting Redis and the gateway together should not need an ordering).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from mcp_gateway.audit import AuditLog
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.bridge import InputBridge
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.errors import GatewayError
+from mcp_gateway.errors import GatewayError, StoreUnavailable
 from mcp_gateway.http.legacy import SESSION_KEY_PREFIX
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
@@ -108,6 +112,14 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     audit = AuditLog(config.audit, None if config.store_url.startswith("memory://") else store)
     connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
     try:
+        try:
+            await store.ping()
+        except StoreUnavailable as exc:
+            logger.error(
+                "%s: starting anyway, degraded: /readyz answers 503, and so does every /mcp and /v1 request until "
+                "the store answers",
+                exc.message,
+            )
         async with audit.running(), anyio.create_task_group() as tg:
             tg.start_soon(store.serve)
             for connection in connections:

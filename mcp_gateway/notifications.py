@@ -5,6 +5,8 @@ the client that subscribed to the resource (its ``target``: a legacy session, or
 
 Slow subscribers lose messages rather than stall the publisher: a ``list_changed`` hint is idempotent, so a dropped
 one is repaired by the next list the client asks for, and an update only says "read it again".
+
+At shutdown ``close`` ends every stream, so that no idle client holds the server open.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 class Notifier:
     def __init__(self) -> None:
         self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], Hashable | None] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """End every subscriber's stream (its ``receive`` raises ``EndOfStream``), and any subscribed from now on."""
+        self._closed = True
+        for subscriber in list(self._subscribers):
+            subscriber.close()
 
     @asynccontextmanager
     async def subscribe(
@@ -27,7 +36,10 @@ class Notifier:
     ) -> AsyncIterator[MemoryObjectReceiveStream[dict[str, Any]]]:
         """A stream of what is published to everyone, plus what is published to ``target``."""
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](32)
-        self._subscribers[sender] = target
+        if self._closed:
+            sender.close()
+        else:
+            self._subscribers[sender] = target
         try:
             async with receiver:
                 yield receiver

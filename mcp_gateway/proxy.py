@@ -128,6 +128,18 @@ def _unknown_prompt(name: str) -> RpcError:
     return RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
 
 
+def _tool_not_found(catalog: Catalog, name: str) -> RpcError:
+    """For a visible name: unknown, unless it belongs to a configured upstream that has not connected yet.
+
+    The connection's last error stays in the operator's log: it can name internal hosts, paths or commands.
+    """
+    connection = catalog.unconnected_upstream(name)
+    if connection is None:
+        return _unknown_tool(name)
+    message = f"upstream {connection.name!r} is not connected"
+    return RpcError(INTERNAL_ERROR, message, {"upstream": connection.name})
+
+
 class Proxy:
     def __init__(
         self,
@@ -216,9 +228,12 @@ class Proxy:
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
-        entry = self._catalog().tool(name)
-        if entry is None or not self._visibility.allows(caller.patterns, name):
-            raise _unknown_tool(name)
+        catalog = self._catalog()
+        entry = catalog.tool(name)
+        visible = self._visibility.allows(caller.patterns, name)
+        if entry is None or not visible:
+            # What the caller could not see even if its upstream were up answers exactly like what does not exist.
+            raise _tool_not_found(catalog, name) if visible else _unknown_tool(name)
         args = cast(dict[str, Any], arguments)
         decision = self._policies.evaluate(
             identity=caller.identity,

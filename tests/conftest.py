@@ -41,8 +41,8 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port found")
 
 
-def _start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def _start_redis(workdir: Path, *extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or free_port()
     log = workdir / "redis.log"
     args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(workdir), "--logfile", str(log), *extra]
@@ -65,6 +65,15 @@ def _start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], s
                 time.sleep(0.05)
     finally:
         client.close()
+
+
+def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway standalone ``redis-server`` (on ``port``: to bring one back after an outage); see ``stop_redis``."""
+    return _start_redis(workdir, port=port)
+
+
+def stop_redis(process: subprocess.Popen[bytes]) -> None:
+    _stop(process)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

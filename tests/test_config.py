@@ -211,3 +211,9 @@ def test_policies_take_resources_and_prompts_filters() -> None:
     assert "policies[0].resources[0]: must be a non-empty string" in problems_of(
         {"policies": [{"name": "p", "condition": "true", "resources": [""]}]}
     )
+
+
+@pytest.mark.parametrize("level", ["debug", "Info", "WARNING"])
+def test_log_level_is_accepted_in_any_case(level: str) -> None:
+    result = run_cli("--log-level", level, "keygen")
+    assert result.returncode == 0, result.stderr

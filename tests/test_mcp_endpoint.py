@@ -10,7 +10,8 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.harness import DEMO_KEY, OTHER_KEY, make_config, mcp_client, serve_gateway
+from tests.conftest import free_port
+from tests.harness import DEMO_KEY, DEMO_UPSTREAM, OTHER_KEY, make_config, mcp_client, serve_gateway
 
 MODERN = "2026-07-28"
 ERAS = ["legacy", MODERN]
@@ -316,3 +317,36 @@ async def test_results_carry_the_gateway_stamp_not_the_upstreams(gateway: str) -
     legacy_result = legacy.json()["result"]
     assert not any(key.startswith("io.modelcontextprotocol/") for key in legacy_result.get("_meta", {}))
     assert legacy_result["content"] == modern.json()["result"]["content"]
+
+
+@pytest.fixture(scope="module")
+async def gateway_with_offline_upstream() -> AsyncIterator[str]:
+    """The demo upstream, and a configured HTTP upstream on a port nothing listens on (never connects)."""
+    offline = {"name": "offline", "transport": "streamable-http", "url": f"http://127.0.0.1:{free_port()}/mcp"}
+    async with serve_gateway(make_config(upstreams=[DEMO_UPSTREAM, offline])) as url:
+        yield url
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_tool_of_an_upstream_that_never_connected_answers_not_connected_naming_it(
+    gateway_with_offline_upstream: str, mode: str
+) -> None:
+    async with mcp_client(gateway_with_offline_upstream, DEMO_KEY, mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("offline__search", {})
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("demo__no_such_tool", {})
+    assert caught.value.error.code == -32603
+    assert caught.value.error.message.startswith("upstream 'offline' is not connected")
+    assert caught.value.error.data == {"upstream": "offline"}
+    assert unknown.value.error.message == "Unknown tool: demo__no_such_tool"
+
+
+async def test_a_tool_of_an_unconnected_upstream_the_caller_could_not_see_is_unknown(
+    gateway_with_offline_upstream: str,
+) -> None:
+    async with mcp_client(gateway_with_offline_upstream, OTHER_KEY) as client:  # sees demo__e* only
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("offline__search", {})
+    assert caught.value.error.code == -32602
+    assert caught.value.error.message == "Unknown tool: offline__search"

@@ -175,6 +175,32 @@ async def test_ping_answers(store: Store) -> None:
     await store.ping()
 
 
+# --- memory specifics ---
+
+
+async def test_memory_store_frees_expired_keys_at_the_next_write() -> None:
+    store = MemoryStore()
+    await store.set_many({f"short-{i}": b"v" for i in range(5000)}, 1)
+    for i in range(3000):
+        await store.set(f"brief-{i}", b"v", 1)
+    await store.set("long", b"v", 60)
+    assert len(store) == 8001
+    await anyio.sleep(1.1)
+    await store.set("next", b"v", 60)
+    assert len(store) == 2
+    assert await store.get("long") == b"v"
+
+
+async def test_memory_store_keeps_a_touched_key_past_its_first_deadline() -> None:
+    store = MemoryStore()
+    await store.set("session", b"v", 0.1)
+    for _ in range(3):
+        await anyio.sleep(0.06)
+        assert await store.get_touch("session", 0.1) == b"v"
+        await store.set("other", b"v", 60)  # a write drops what is due, not what was touched
+    assert await store.get("session") == b"v"
+
+
 # --- Redis specifics ---
 
 
@@ -242,9 +268,27 @@ _OPERATIONS: dict[str, Callable[[RedisStore], Awaitable[object]]] = {
 }
 
 
+async def test_a_store_that_answered_is_available(store: Store) -> None:
+    await store.ping()
+    assert store.available
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_a_store_that_failed_is_unavailable(scheme: str) -> None:
+    store = RedisStore.from_url(f"{scheme}://127.0.0.1:{free_port()}/0", "gw:")
+    try:
+        assert not store.available  # nothing known yet: fail closed
+        with pytest.raises(StoreUnavailable):
+            await store.get("k")
+        assert not store.available
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
 @pytest.mark.parametrize("operation", sorted(_OPERATIONS))
-async def test_unreachable_redis_raises_store_unavailable_promptly(operation: str) -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "gw:")
+async def test_unreachable_redis_raises_store_unavailable_promptly(operation: str, scheme: str) -> None:
+    store = RedisStore.from_url(f"{scheme}://127.0.0.1:{free_port()}/0", "gw:")
     started = time.monotonic()
     try:
         with pytest.raises(StoreUnavailable, match="unavailable"):

@@ -243,6 +243,12 @@ class _NotificationStream(EventStream):
             tg.start_soon(watch_disconnect)
             while True:
                 with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
-                    note = await notes.receive()
+                    try:
+                        note = await notes.receive()
+                    except anyio.EndOfStream:
+                        break
                 chunk = b": keepalive\r\n\r\n" if waited.cancelled_caught else sse_event(note)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # The notifier closed: the server is shutting down, so the stream ends cleanly and the client reconnects.
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()

@@ -93,11 +93,18 @@ class ListenStream(EventStream):
                 await self._send(send, "notifications/subscriptions/acknowledged", {"notifications": honored})
                 while True:
                     with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
-                        note = await notes.receive()
+                        try:
+                            note = await notes.receive()
+                        except anyio.EndOfStream:
+                            break
                     if waited.cancelled_caught:
                         await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
                     elif note["method"] in self._methods or note["method"] == UPDATED:
                         await self._send(send, note["method"], dict(note.get("params", {})))
+                # The notifier closed: the server is shutting down, so the stream ends cleanly and the client
+                # listens again (on another replica).
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._subscriptions.drop(self._target)

@@ -30,8 +30,9 @@ def error_response(error: GatewayError) -> Response:
     """``{"error": <stable code>, "message": <human text>}`` with the contract's status and auth challenge."""
     message = error.message
     if isinstance(error, StoreUnavailable):
-        # The detail names internal hosts: it goes to the operator's log, the client gets the fact only.
-        logger.warning("refusing a request, fail closed: %s", error.message)
+        # The detail names internal hosts: the client gets the fact only. The operator's log already has each outage
+        # once (store/health.py); a line per refused request would flood it while the store is down.
+        logger.debug("refusing a request, fail closed: %s", error.message)
         message = "the session store is unreachable; the request was refused"
     body: dict[str, Any] = {"error": error.code, "message": message}
     if error.details is not None:

@@ -26,6 +26,14 @@ class Store(Protocol):
         """Where the data lives, safe to log (no password)."""
         ...
 
+    @property
+    def available(self) -> bool:
+        """Whether the backend answered lately, known without a round trip (read on every request to fail closed).
+
+        Kept current while ``serve`` runs (see ``health.py``); a store that cannot fail is always available.
+        """
+        ...
+
     async def get(self, key: str) -> bytes | None: ...
 
     async def get_cached(self, key: str) -> bytes | None:

@@ -2,12 +2,15 @@
 
 It exists so a single gateway runs without Redis (``memory://``) and so the contract tests can hold the Redis store
 to the same behaviour. Lifetimes run on the monotonic clock, so a wall-clock jump neither revives nor kills keys
-early; expired keys are dropped when read and swept now and then so keys nobody reads again do not pile up.
+early. Expired keys are dropped when read, and every write first drops the keys whose deadline has passed, soonest
+first from a heap of deadlines, so keys nobody reads again do not pile up (O(log n) per key dropped, one comparison
+when none is due).
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
 import time
 from collections import deque
@@ -18,7 +21,8 @@ from itertools import islice
 from mcp_gateway.store.base import StreamEntry
 
 _STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
-_FIRST_SWEEP_AT = 1024
+_HEAP_SLACK = 1024
+"""Stale heap entries (keys rewritten or touched since) tolerated beyond one per live key before a rebuild."""
 
 StreamId = tuple[int, int]
 
@@ -54,11 +58,20 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._slots: dict[str, _Slot] = {}
-        self._next_sweep = _FIRST_SWEEP_AT
+        # (deadline, key) for every deadline set; an entry whose key has since got another deadline is stale.
+        self._deadlines: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        """How many keys are held, expired ones not yet dropped included."""
+        return len(self._slots)
 
     @property
     def description(self) -> str:
         return "memory:// (this process only)"
+
+    @property
+    def available(self) -> bool:
+        return True
 
     def _live(self, key: str) -> _Slot | None:
         slot = self._slots.get(key)
@@ -69,15 +82,22 @@ class MemoryStore:
             return None
         return slot
 
-    def _sweep_if_due(self) -> None:
-        """Drop expired keys once the table has doubled since the last sweep: amortised O(1) per write."""
-        if len(self._slots) < self._next_sweep:
-            return
+    def _drop_expired(self) -> None:
+        """Drop every key whose deadline has passed, soonest first."""
+        heap = self._deadlines
         now = self._clock()
-        expired = [k for k, s in self._slots.items() if s.deadline is not None and s.deadline <= now]
-        for key in expired:
-            del self._slots[key]
-        self._next_sweep = max(_FIRST_SWEEP_AT, 2 * len(self._slots))
+        while heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            slot = self._slots.get(key)
+            if slot is not None and slot.deadline is not None and slot.deadline <= now:
+                del self._slots[key]
+
+    def _expires(self, key: str, deadline: float) -> None:
+        heapq.heappush(self._deadlines, (deadline, key))
+        if len(self._deadlines) > 2 * len(self._slots) + _HEAP_SLACK:
+            # Mostly stale entries: rebuild from the live deadlines, O(n) once per n writes.
+            self._deadlines = [(s.deadline, k) for k, s in self._slots.items() if s.deadline is not None]
+            heapq.heapify(self._deadlines)
 
     async def get(self, key: str) -> bytes | None:
         slot = self._live(key)
@@ -89,15 +109,18 @@ class MemoryStore:
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
-        self._slots[key] = _Slot(value, self._clock() + ttl_seconds)
-        self._sweep_if_due()
+        self._drop_expired()
+        deadline = self._clock() + ttl_seconds
+        self._slots[key] = _Slot(value, deadline)
+        self._expires(key, deadline)
 
     async def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
+        self._drop_expired()
         deadline = self._clock() + ttl_seconds
         for key, value in items.items():
             self._slots[key] = _Slot(value, deadline)
-        self._sweep_if_due()
+            self._expires(key, deadline)
 
     async def delete(self, *keys: str) -> int:
         existed = 0
@@ -109,9 +132,12 @@ class MemoryStore:
 
     async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
         _check_ttl(ttl_seconds)
+        self._drop_expired()
         value = await self.get(key)
         if value is not None:
-            self._slots[key].deadline = self._clock() + ttl_seconds
+            deadline = self._clock() + ttl_seconds
+            self._slots[key].deadline = deadline
+            self._expires(key, deadline)
         return value
 
     def _stream(self, key: str) -> _Stream | None:
@@ -130,6 +156,7 @@ class MemoryStore:
     async def append_stream(self, stream: str, fields: Mapping[str, str], maxlen: int) -> str:
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
+        self._drop_expired()
         log = self._stream(stream) or self._new_stream(stream)
         # Ids follow Redis: wall-clock milliseconds, with a sequence that keeps them increasing within a millisecond
         # or when the clock steps back.

@@ -3,7 +3,12 @@
 This is what lets replicas agree: a task session revoked on one is gone for all. Every operation is one round trip
 (``set_many`` is one pipeline) and is bounded twice, by the socket timeouts and by an overall deadline that also
 covers the client's own retries, so a dead or black-holed Redis turns into ``StoreUnavailable`` in seconds and
-callers fail closed instead of hanging.
+callers fail closed instead of hanging. Whatever the client raises (redis-py's Cluster client has errors outside
+``RedisError``, and ``RuntimeError``/``AttributeError`` while it rebuilds its slot map) is ``StoreUnavailable``: a
+store failure is a 503, never a 500.
+
+While ``serve`` runs, the store PINGs Redis every second, so ``available`` (read on every request, no round trip)
+says whether the last answer came; see ``health.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from mcp_gateway.errors import StoreUnavailable
+from mcp_gateway.errors import StoreUnavailable, describe
 from mcp_gateway.store.base import StreamEntry
+from mcp_gateway.store.health import StoreHealth
 from mcp_gateway.store.memory import parse_stream_id
 from mcp_gateway.store.tracking import TrackedKeys
 
@@ -32,6 +37,8 @@ STANDALONE_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 DEFAULT_SOCKET_TIMEOUT = 2.0
 DEFAULT_OPERATION_TIMEOUT = 5.0
+HEALTH_PING_TIMEOUT = 1.0
+"""The background PING's own bound: a silent Redis is noticed within interval + this."""
 
 
 def redacted_url(url: str) -> str:
@@ -90,6 +97,7 @@ class RedisStore:
         self._operation_timeout = operation_timeout
         # MULTI cannot span hash slots, so in Cluster mode a pipeline is only batching, never a transaction.
         self._transactional = not isinstance(client, RedisCluster)
+        self._health = StoreHealth(self._ping_briefly, description)
 
     @classmethod
     def from_url(
@@ -127,17 +135,24 @@ class RedisStore:
     def description(self) -> str:
         return self._description
 
+    @property
+    def available(self) -> bool:
+        return self._health.available
+
     @asynccontextmanager
-    async def _reaching(self, operation: str) -> AsyncIterator[None]:
-        """Bound one operation in time and turn every way Redis can fail into ``StoreUnavailable``."""
+    async def _reaching(self, operation: str, within: float | None = None) -> AsyncIterator[None]:
+        """Bound one operation in time and turn every way the client can fail into ``StoreUnavailable``.
+
+        Only client calls run inside, so any exception here is the store failing (``TimeoutError`` from the
+        deadline included); cancellation is a ``BaseException`` and passes through.
+        """
         try:
-            with anyio.fail_after(self._operation_timeout):
+            with anyio.fail_after(self._operation_timeout if within is None else within):
                 yield
-        except (RedisError, OSError) as exc:
-            # OSError includes TimeoutError, raised by fail_after and by the socket layer alike.
-            raise StoreUnavailable(
-                f"store {self._description} is unavailable ({operation}: {exc or type(exc).__name__})"
-            ) from exc
+        except Exception as exc:
+            error = StoreUnavailable(f"store {self._description} is unavailable ({operation}: {describe(exc)})")
+            self._health.failed(error.message)
+            raise error from exc
 
     def _key(self, key: str) -> str:
         return self._prefix + key
@@ -163,8 +178,10 @@ class RedisStore:
         return self._tracked is not None and self._tracked.tracking
 
     async def serve(self) -> None:
-        if self._tracked is not None:
-            await self._tracked.run()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._health.run)
+            if self._tracked is not None:
+                tg.start_soon(self._tracked.run)
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         millis = _ttl_millis(ttl_seconds)
@@ -221,11 +238,16 @@ class RedisStore:
     async def ping(self) -> None:
         async with self._reaching("PING"):
             await self._client.ping()
+        self._health.answered()
+
+    async def _ping_briefly(self) -> None:
+        async with self._reaching("PING", HEALTH_PING_TIMEOUT):
+            await self._client.ping()
 
     async def close(self) -> None:
         try:
             with anyio.fail_after(self._operation_timeout):
                 await self._client.aclose()
-        except (RedisError, OSError):
+        except Exception:
             # Closing is best effort: the process is shutting down or the connection is already gone.
             pass

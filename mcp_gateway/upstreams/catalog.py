@@ -66,6 +66,8 @@ class Catalog:
     _templates: tuple[_TemplateRoute, ...] = ()
     _resources: tuple[dict[str, Any], ...] = ()
     _resource_templates: tuple[dict[str, Any], ...] = ()
+    _unlisted: tuple[tuple[str, UpstreamConnection], ...] = ()
+    """(``{upstream}{separator}``, connection) of each prefixed upstream with no tools listed: maybe never connected."""
 
     def tools(self) -> tuple[Entry, ...]:
         """Every tool, sorted by exposed name."""
@@ -73,6 +75,16 @@ class Catalog:
 
     def tool(self, name: str) -> Entry | None:
         return self._tools.get(name)
+
+    def unconnected_upstream(self, name: str) -> UpstreamConnection | None:
+        """The upstream a tool ``name`` would belong to, when it is not connected and has never listed a tool.
+
+        Its tools are then unknown rather than absent, so a call deserves "not connected", not "unknown tool".
+        """
+        for prefix, connection in self._unlisted:
+            if name.startswith(prefix) and not connection.ready:
+                return connection
+        return None
 
     def tool_entries(self) -> list[dict[str, Any]]:
         """The tool definitions for ``tools/list``, sorted by exposed name."""
@@ -155,6 +167,7 @@ def build_catalog(
         _templates=tuple(routes),
         _resources=tuple(resources[uri] for uri in sorted(resources)),
         _resource_templates=tuple(templates[key] for key in sorted(templates)),
+        _unlisted=tuple((f"{c.name}{separator}", c) for c in connections if c.config.prefix and not c.lists.tools),
     )
 
 
