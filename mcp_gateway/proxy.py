@@ -29,6 +29,7 @@ from mcp_gateway.sessions import TaskSession
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.downstream import Downstream
+from mcp_gateway.upstreams.encoding import UnforwardableRequest
 from mcp_gateway.upstreams.raw import hop_result
 from mcp_gateway.visibility import Visibility
 
@@ -207,6 +208,9 @@ class Proxy:
         except TimeoutError as exc:
             outcome = "timeout"
             raise RpcError(REQUEST_TIMEOUT, f"upstream {entry.upstream_name!r} did not answer in time") from exc
+        except UnforwardableRequest:
+            outcome = "invalid_params"
+            raise
         except RpcError as exc:
             outcome = "upstream_error" if exc.code != REQUEST_TIMEOUT else "timeout"
             raise
@@ -215,9 +219,10 @@ class Proxy:
             raise
         finally:
             elapsed = time.perf_counter() - started
+            # First: nothing else in this block may stand between a forwarded call and its record.
+            self._audit.record(record.finish(outcome=outcome, latency_ms=round(elapsed * 1000, 3)))
             self._metrics.upstream_latency.labels(entry.upstream_name).observe(elapsed)
             self._metrics.tool_calls.labels(entry.upstream_name, "allow", outcome).inc()
-            self._audit.record(record.finish(outcome=outcome, latency_ms=round(elapsed * 1000, 3)))
 
     async def list_resources(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
