@@ -164,7 +164,7 @@ class AuditLog:
             line, size = _encodable(record, args)
             if size > self._config.max_record_bytes:
                 args_size = size - _encodable(record, {})[1] + 2
-                line, size = _encodable(record, {"truncated": True, "length": args_size})
+                line = _encodable(record, {"truncated": True, "length": args_size})[0]
             return line
         # Belt and braces: the filter bounds depth and size, but a record must be written whatever the arguments hold.
         except Exception as exc:

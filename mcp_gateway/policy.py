@@ -157,7 +157,12 @@ class PolicyEngine:
         policies = self.applicable(tool_name)
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this tool")
-        activation = self._activation(identity, task, tool_name, upstream, args, method, now)
+        try:
+            activation = self._activation(identity, task, tool_name, upstream, args, method, now)
+        except RecursionError:
+            # The arguments become CEL values recursively; ones nested past the interpreter's limit cannot be judged,
+            # so the call is refused (fail closed) and audited like any denial.
+            return Decision(allowed=False, reason="the arguments nest too deeply to evaluate policies")
         for policy in policies:
             result = self._judge(policy, activation, task)
             if result.blocks:

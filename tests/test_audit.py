@@ -343,3 +343,15 @@ async def test_deep_arguments_to_a_stdio_upstream_fail_alone_and_are_audited(
     assert caught.value.code == -32602
     assert result["content"][0]["text"] == "ok"
     assert [json.loads(line)["outcome"] for line in audit_lines(caplog)] == ["invalid_params", "ok"]
+
+
+async def test_arguments_too_deep_for_policies_are_denied_and_audited(caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(upstreams=[DEMO_UPSTREAM])
+    async with running_gateway(config) as gateway:
+        with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+            params = {"name": "demo__get_customer", "arguments": {"customer_id": "c-1", "deep": nested(2000)}}
+            result = await gateway.proxy.call_tool(caller_of(config), params)
+    assert result["isError"] is True
+    assert "nest too deeply to evaluate policies" in result["content"][0]["text"]
+    [line] = audit_lines(caplog)
+    assert (json.loads(line)["decision"], json.loads(line)["outcome"]) == ("deny", "denied")
