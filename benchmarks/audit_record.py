@@ -44,7 +44,7 @@ def main() -> None:
     records.addHandler(logging.StreamHandler(open(os.devnull, "w")))  # noqa: SIM115 - lives as long as the run
     config = AuditConfig()
     audit = AuditLog(config)
-    args_filter = ArgumentFilter(config.redact_keys, config.max_arg_bytes)
+    args_filter = ArgumentFilter(config.redact_keys, config.max_arg_bytes, config.max_record_bytes)
     for name, args, number in (("typical", TYPICAL, 20_000), ("1 MB", BIG, 100)):
         record = AuditRecord.begin(
             identity="alice",

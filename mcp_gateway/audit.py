@@ -132,7 +132,7 @@ class AuditLog:
         flush_timeout: float = 5.0,
     ) -> None:
         self._config = config
-        self._args = ArgumentFilter(config.redact_keys, config.max_arg_bytes)
+        self._args = ArgumentFilter(config.redact_keys, config.max_arg_bytes, config.max_record_bytes)
         self._store = store
         self._write_timeout = write_timeout
         self._flush_timeout = flush_timeout

@@ -14,7 +14,9 @@ containers it walks:
 - a key longer than ``audit.maxArgBytes`` is written as ``"truncated:<length>:<sha256>"``, a value of a type JSON
   lacks as its text, bounded like any string.
 
-The walk recurses at most ``MAX_DEPTH`` levels, so no input can exhaust the interpreter's stack here.
+The walk recurses at most ``MAX_DEPTH`` levels, so no input can exhaust the interpreter's stack here, and it stops
+as soon as the containers it met hold more items than a record of ``max_record_bytes`` could show (every item takes
+at least two bytes of JSON): such arguments are recorded as ``{"truncated": true}`` without a full copy.
 """
 
 from __future__ import annotations
@@ -39,22 +41,39 @@ _MEMO_KEY_LENGTH = 128
 _DIGITS_PER_BIT = 0.302
 
 
+class _OverBudget(Exception):
+    """The arguments hold more items than a record could show."""
+
+
 class ArgumentFilter:
     """Turns a call's arguments into what its audit record holds; built once per configuration."""
 
-    def __init__(self, redact_keys: Sequence[str], max_value_bytes: int) -> None:
+    def __init__(self, redact_keys: Sequence[str], max_value_bytes: int, max_record_bytes: int) -> None:
         self._matcher = (
             re.compile("|".join(fnmatch.translate(p) for p in redact_keys), re.IGNORECASE) if redact_keys else None
         )
         self._max_bytes = max_value_bytes
         self._max_int_bits = int(max_value_bytes / _DIGITS_PER_BIT)
+        self._max_items = max_record_bytes // 2
+        self._items = 0
         # Keys seen before that are kept as they are, and whether their values are redacted.
         self._known_keys: dict[str, bool] = {}
 
     def __call__(self, args: Mapping[Any, Any]) -> dict[str, Any]:
-        return self._mapping(args, 1)
+        self._items = 0
+        try:
+            return self._mapping(args, 1)
+        except _OverBudget:
+            return {"truncated": True}
+
+    def _count(self, items: int) -> None:
+        """Account for a container's items (one addition per container, not per item)."""
+        self._items += items
+        if self._items > self._max_items:
+            raise _OverBudget
 
     def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        self._count(len(value))
         # The hot path: known short keys and small scalars are handled inline, without a call per item.
         known_keys = self._known_keys
         small = self._max_bytes // 4
@@ -85,6 +104,7 @@ class ArgumentFilter:
                 return _structure_summary(value)
             if isinstance(value, Mapping):
                 return self._mapping(value, depth + 1)
+            self._count(len(value))
             return [self._value(item, depth + 1) for item in value]
         return self._text(value)
 

@@ -47,7 +47,7 @@ def record(decision: Decision = ALLOWED, **args: object) -> AuditRecord:
 
 
 def redact(args: Mapping[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
-    return ArgumentFilter(patterns, AuditConfig().max_arg_bytes)(args)
+    return ArgumentFilter(patterns, AuditConfig().max_arg_bytes, AuditConfig().max_record_bytes)(args)
 
 
 def test_redaction_replaces_matching_keys_at_any_depth() -> None:
@@ -252,6 +252,14 @@ def test_arguments_nested_deeper_than_the_limit_are_summarised(caplog: pytest.Lo
         kept = kept["a"]
     assert kept["truncated"] is True
     assert set(kept) <= {"truncated", "length", "sha256"}
+
+
+def test_arguments_with_more_items_than_a_record_can_show_stop_the_walk(caplog: pytest.LogCaptureFixture) -> None:
+    wide = {"rows": [{"id": n} for n in range(100_000)]}
+    assert redact(wide, ()) == {"truncated": True}
+    line, data = logged(caplog, AuditLog(AuditConfig()), **wide)
+    assert data["args"] == {"truncated": True}
+    assert len(line) < 1024
 
 
 def test_long_keys_are_recorded_as_their_length_and_sha256() -> None:
