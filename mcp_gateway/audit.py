@@ -8,27 +8,27 @@ The stream write must never slow down or fail a call, so records go through a bo
 background task; when the queue is full a record is dropped from the stream (never from the log) and counted.
 
 Records hold names and ids as plain strings, not references, so they stay readable after the identity or task
-definition is deleted. Arguments are redacted by key before the record is written anywhere.
+definition is deleted. Arguments are redacted and bounded (``audit_args.py``) before the record is written anywhere,
+and a whole record is capped at ``audit.maxRecordBytes``: recording must never fail, slow down or bloat a call,
+whatever its arguments hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from mcp_gateway.audit_args import ArgumentFilter
 from mcp_gateway.config import AuditConfig
-from mcp_gateway.errors import StoreUnavailable
+from mcp_gateway.errors import StoreUnavailable, describe
 from mcp_gateway.policy import Decision
 from mcp_gateway.store.base import Store
 
@@ -39,14 +39,14 @@ if TYPE_CHECKING:
 records_logger = logging.getLogger("mcp_gateway.audit")
 logger = logging.getLogger("mcp_gateway.audit_writer")
 
-REDACTED = "[REDACTED]"
 _DROP_WARNING_EVERY = 1000
 
 
 @dataclass(frozen=True)
 class AuditRecord:
     """One decision. ``outcome`` is "denied", "ok", "tool_error", "input_required", "upstream_error",
-    "upstream_unavailable", "timeout" or "cancelled"; ``latency_ms`` is the upstream's, None when the call was not
+    "upstream_unavailable", "invalid_params" (the arguments could not be encoded for the upstream, so nothing was
+    sent), "timeout" or "cancelled"; ``latency_ms`` is the upstream's, None when the call was not
     forwarded.
 
     ``method``, ``resource`` and ``prompt`` came after the first records were written, so they have defaults: an old
@@ -109,16 +109,17 @@ class AuditRecord:
     def finish(self, *, outcome: str, latency_ms: float | None) -> AuditRecord:
         return dataclasses.replace(self, outcome=outcome, latency_ms=latency_ms)
 
-    def to_json(self, args: Mapping[str, Any] | None = None) -> str:
+    def to_json(self, args: Mapping[str, Any] | None = None, *, ascii_only: bool = False) -> str:
         """The record as one JSON line, with ``args`` in place of the record's own when given (redacted ones).
 
         Built field by field: ``dataclasses.asdict`` deep-copies the arguments first, which showed in profiles.
+        ``ascii_only`` escapes every non-ASCII character, lone surrogates included, which UTF-8 cannot carry.
         """
         data = {name: getattr(self, name) for name in _FIELD_NAMES}
         if args is not None:
             data["args"] = args
         # default=str: arguments come from JSON, but a record must never fail to serialise over an odd value.
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=ascii_only, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> AuditRecord:
@@ -135,35 +136,6 @@ class AuditRecord:
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(AuditRecord))
 
 
-def redact(args: Mapping[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
-    """A copy of ``args`` where the value of every key matching a glob (case-insensitive), at any depth, is
-    replaced by ``"[REDACTED]"``. Matching is by key because secrets are named (``password``, ``api_key``); values
-    are not inspected."""
-    matcher = _matcher(tuple(patterns))
-    return {key: _redact_item(key, value, matcher) for key, value in args.items()}
-
-
-@lru_cache(maxsize=32)
-def _matcher(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not patterns:
-        return None
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns), re.IGNORECASE)
-
-
-def _redact_item(key: Any, value: Any, matcher: re.Pattern[str] | None) -> Any:
-    if matcher is not None and matcher.match(str(key)):
-        return REDACTED
-    return _redact_value(value, matcher)
-
-
-def _redact_value(value: Any, matcher: re.Pattern[str] | None) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _redact_item(key, item, matcher) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(item, matcher) for item in value]
-    return value
-
-
 class AuditLog:
     """Writes records to the log at once and to the store stream in the background while :meth:`running`."""
 
@@ -177,6 +149,7 @@ class AuditLog:
         flush_timeout: float = 5.0,
     ) -> None:
         self._config = config
+        self._args = ArgumentFilter(config.redact_keys, config.max_arg_bytes, config.max_record_bytes)
         self._store = store
         self._write_timeout = write_timeout
         self._flush_timeout = flush_timeout
@@ -186,8 +159,8 @@ class AuditLog:
         self._failing = False
 
     def record(self, record: AuditRecord) -> None:
-        """Log the record now and queue it for the store; never blocks and never raises over the store."""
-        line = record.to_json(redact(record.args, self._config.redact_keys))
+        """Log the record now and queue it for the store; never blocks and never raises."""
+        line = self._line(record)
         records_logger.info(line)
         if self._store is None:
             return
@@ -197,6 +170,23 @@ class AuditLog:
             self._drop("the audit queue is full")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._drop("the audit writer has stopped")
+
+    def _line(self, record: AuditRecord) -> str:
+        """The record as it is written: arguments filtered, valid UTF-8, at most ``maxRecordBytes`` long.
+
+        Over the cap, the arguments give way to ``{"truncated": true, "length": N}`` (N: the bytes they took).
+        """
+        try:
+            args = self._args(record.args)
+            line, size = _encodable(record, args)
+            if size > self._config.max_record_bytes:
+                args_size = size - _encodable(record, {})[1] + 2
+                line = _encodable(record, {"truncated": True, "length": args_size})[0]
+            return line
+        # Belt and braces: the filter bounds depth and size, but a record must be written whatever the arguments hold.
+        except Exception as exc:
+            logger.warning("audit record for %s: arguments could not be encoded (%s)", record.tool, describe(exc))
+            return record.to_json({"truncated": True}, ascii_only=True)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[AuditLog]:
@@ -225,7 +215,12 @@ class AuditLog:
     async def _write(self, store: Store, line: str) -> None:
         try:
             with anyio.fail_after(self._write_timeout):
-                await store.append_stream(self._config.stream_key, {"record": line}, self._config.stream_maxlen)
+                await store.append_stream(
+                    self._config.stream_key,
+                    {"record": line},
+                    self._config.stream_maxlen,
+                    max_bytes=self._config.stream_max_bytes,
+                )
         # Whatever the store raises, the record is already in the log and the writer must keep going.
         except Exception as exc:
             self.failed += 1
@@ -247,6 +242,18 @@ class AuditLog:
                 why,
                 self.dropped,
             )
+
+
+def _encodable(record: AuditRecord, args: Mapping[str, Any]) -> tuple[str, int]:
+    """The record's line and its size in UTF-8 bytes; non-ASCII text is escaped only when UTF-8 cannot carry it."""
+    line = record.to_json(args)
+    if line.isascii():
+        return line, len(line)
+    try:
+        return line, len(line.encode())
+    except UnicodeEncodeError:
+        line = record.to_json(args, ascii_only=True)
+        return line, len(line)
 
 
 def _iso_utc(moment: datetime) -> str:

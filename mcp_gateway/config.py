@@ -123,6 +123,12 @@ class AuditConfig:
     redact_keys: tuple[str, ...] = ("*password*", "*secret*", "*token*", "*api_key*", "*apikey*", "authorization")
     stream_key: str = "audit"
     stream_maxlen: int = 100_000
+    # A string argument longer than this (UTF-8 bytes) is recorded as its length and SHA-256 (audit_args.py).
+    max_arg_bytes: int = 1024
+    # One record's hard cap in bytes; over it, the arguments are recorded as their size only.
+    max_record_bytes: int = 16 * 1024
+    # The store stream's cap in bytes, beside stream_maxlen's in entries (exact in memory, approximate in Redis).
+    stream_max_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -541,12 +547,17 @@ def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
 
 
 def _parse_audit(r: _Reader, data: dict[str, Any], path: str) -> AuditConfig:
-    r.unknown_keys(data, {"redactKeys", "streamKey", "streamMaxLen"}, path)
+    keys = {"redactKeys", "streamKey", "streamMaxLen", "maxArgBytes", "maxRecordBytes", "streamMaxBytes"}
+    r.unknown_keys(data, keys, path)
     default = AuditConfig()
     return AuditConfig(
         redact_keys=r.string_list(data, "redactKeys", path) or default.redact_keys,
         stream_key=r.string(data, "streamKey", path, default=default.stream_key) or default.stream_key,
         stream_maxlen=r.integer(data, "streamMaxLen", path, default.stream_maxlen, minimum=1),
+        max_arg_bytes=r.integer(data, "maxArgBytes", path, default.max_arg_bytes, minimum=1),
+        # Room for the record's own fields (identity, tool, reason...) beside a summary of its arguments.
+        max_record_bytes=r.integer(data, "maxRecordBytes", path, default.max_record_bytes, minimum=1024),
+        stream_max_bytes=r.integer(data, "streamMaxBytes", path, default.stream_max_bytes, minimum=1),
     )
 
 

@@ -203,7 +203,7 @@ class PolicyEngine:
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this tool")
         request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
-        return self._decide(policies, self._activation(identity, task, request, now), task)
+        return self._decide(policies, identity, task, request, now)
 
     def evaluate_resource(
         self,
@@ -220,7 +220,7 @@ class PolicyEngine:
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this resource")
         request = {"method": method, "resource": {"uri": uri, "upstream": upstream}}
-        return self._decide(policies, self._activation(identity, task, request, now), task)
+        return self._decide(policies, identity, task, request, now)
 
     def evaluate_prompt(
         self,
@@ -239,11 +239,22 @@ class PolicyEngine:
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this prompt")
         request = {"method": method, "prompt": {"name": prompt_name, "upstream": upstream, "arguments": arguments}}
-        return self._decide(policies, self._activation(identity, task, request, now), task)
+        return self._decide(policies, identity, task, request, now)
 
     def _decide(
-        self, policies: tuple[CompiledPolicy, ...], activation: Activation, task: TaskContext | None
+        self,
+        policies: tuple[CompiledPolicy, ...],
+        identity: Identity,
+        task: TaskContext | None,
+        request: Mapping[str, Any],
+        now: datetime | None,
     ) -> Decision:
+        try:
+            activation = self._activation(identity, task, request, now)
+        except RecursionError:
+            # The arguments become CEL values recursively; ones nested past the interpreter's limit cannot be judged,
+            # so the request is refused (fail closed) and audited like any denial.
+            return Decision(allowed=False, reason="the arguments nest too deeply to evaluate policies")
         for policy in policies:
             result = self._judge(policy, activation, task)
             if result.blocks:

@@ -30,6 +30,7 @@ from mcp_gateway.sessions import TaskSession
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.downstream import Downstream
+from mcp_gateway.upstreams.encoding import UnforwardableRequest
 from mcp_gateway.upstreams.raw import hop_result
 from mcp_gateway.visibility import Visibility
 
@@ -258,34 +259,8 @@ class Proxy:
             self._audit.record(record.finish(outcome="denied", latency_ms=None))
             return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
 
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            result = await self._send(
-                caller, entry.connection, "tools/call", forwarded_params(params, name=entry.original_name), link
-            )
-            if result.get("isError") is True:
-                outcome = "tool_error"
-            elif is_input_required(result):
-                outcome = "input_required"
-            return result
-        except UpstreamUnavailable as exc:
-            outcome = "upstream_unavailable"
-            raise RpcError(INTERNAL_ERROR, exc.message) from exc
-        except TimeoutError as exc:
-            outcome = "timeout"
-            raise RpcError(REQUEST_TIMEOUT, f"upstream {entry.upstream_name!r} did not answer in time") from exc
-        except RpcError as exc:
-            outcome = "upstream_error" if exc.code != REQUEST_TIMEOUT else "timeout"
-            raise
-        except BaseException:
-            outcome = "cancelled"
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            self._metrics.upstream_latency.labels(entry.upstream_name).observe(elapsed)
-            self._metrics.tool_calls.labels(entry.upstream_name, "allow", outcome).inc()
-            self._audit.record(record.finish(outcome=outcome, latency_ms=round(elapsed * 1000, 3)))
+        params = forwarded_params(params, name=entry.original_name)
+        return await self._forward_recorded(caller, entry.connection, params, link, record)
 
     async def list_resources(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
@@ -428,11 +403,25 @@ class Proxy:
                 self._bridge.abandon(caller.owner, params.get("requestState"))
             self._audit.record(record.finish(outcome="denied", latency_ms=None))
             raise RpcError(POLICY_DENIED, decision.denial_text())
+        return await self._forward_recorded(caller, connection, params, link, record)
+
+    async def _forward_recorded(
+        self,
+        caller: Caller,
+        connection: UpstreamConnection,
+        params: dict[str, Any],
+        link: ClientLink,
+        record: AuditRecord,
+    ) -> dict[str, Any]:
+        """Forward one allowed request (``record.method``); on every path its audit record gets the outcome and, for
+        a tool call, the metrics count it."""
         started = time.perf_counter()
         outcome = "ok"
         try:
             result = await self._send(caller, connection, record.method, params, link)
-            if is_input_required(result):
+            if result.get("isError") is True:
+                outcome = "tool_error"
+            elif is_input_required(result):
                 outcome = "input_required"
             return result
         except UpstreamUnavailable as exc:
@@ -440,7 +429,10 @@ class Proxy:
             raise RpcError(INTERNAL_ERROR, exc.message) from exc
         except TimeoutError as exc:
             outcome = "timeout"
-            raise RpcError(REQUEST_TIMEOUT, "upstream did not answer in time") from exc
+            raise RpcError(REQUEST_TIMEOUT, f"upstream {connection.name!r} did not answer in time") from exc
+        except UnforwardableRequest:
+            outcome = "invalid_params"
+            raise
         except RpcError as exc:
             outcome = "upstream_error" if exc.code != REQUEST_TIMEOUT else "timeout"
             raise
@@ -448,8 +440,12 @@ class Proxy:
             outcome = "cancelled"
             raise
         finally:
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-            self._audit.record(record.finish(outcome=outcome, latency_ms=elapsed_ms))
+            elapsed = time.perf_counter() - started
+            # First: nothing else in this block may stand between a forwarded request and its record.
+            self._audit.record(record.finish(outcome=outcome, latency_ms=round(elapsed * 1000, 3)))
+            if record.method == "tools/call":
+                self._metrics.upstream_latency.labels(connection.name).observe(elapsed)
+                self._metrics.tool_calls.labels(connection.name, "allow", outcome).inc()
 
     async def _send(
         self, caller: Caller, connection: UpstreamConnection, method: str, params: dict[str, Any], link: ClientLink

@@ -1,18 +1,28 @@
-"""Audit records: redacted, logged at once as JSON, and carried to the store stream without slowing the call."""
+"""Audit records: redacted, bounded, logged at once as JSON, and carried to the store stream without slowing the
+call; on a running gateway, written for every call whatever its arguments hold."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from mcp_gateway.audit import REDACTED, AuditLog, AuditRecord, read_recent, redact
-from mcp_gateway.config import AuditConfig
+from mcp_gateway.audit import AuditLog, AuditRecord, read_recent
+from mcp_gateway.audit_args import MAX_DEPTH, REDACTED, ArgumentFilter
+from mcp_gateway.config import AuditConfig, parse_config
+from mcp_gateway.errors import RpcError
+from mcp_gateway.gateway import running_gateway
 from mcp_gateway.policy import Decision
+from mcp_gateway.proxy import Caller
 from mcp_gateway.store import MemoryStore, RedisStore, Store
 from tests.conftest import free_port
+from tests.harness import BASE_CONFIG, DEMO_UPSTREAM, make_config
+from tests.test_upstreams import demo_http_server, nested
 
 STREAM = AuditConfig(stream_key="audit-test", stream_maxlen=100)
 DENIED = Decision(allowed=False, reason="allow policy 'same-customer' does not hold", policy="same-customer")
@@ -34,6 +44,10 @@ def record(decision: Decision = ALLOWED, **args: object) -> AuditRecord:
         decision=decision,
         now=datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
     )
+
+
+def redact(args: Mapping[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
+    return ArgumentFilter(patterns, AuditConfig().max_arg_bytes, AuditConfig().max_record_bytes)(args)
 
 
 def test_redaction_replaces_matching_keys_at_any_depth() -> None:
@@ -233,3 +247,153 @@ async def test_records_after_shutdown_are_still_logged(caplog: pytest.LogCapture
         audit.record(record().finish(outcome="ok", latency_ms=1.0))
     assert len(audit_lines(caplog)) == 1
     assert audit.dropped == 1
+
+
+# --- bounded records ---
+
+
+def summary_of(text: str) -> dict[str, Any]:
+    data = text.encode()
+    return {"truncated": True, "length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def logged(caplog: pytest.LogCaptureFixture, audit: AuditLog, **args: Any) -> tuple[str, dict[str, Any]]:
+    with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+        audit.record(record(**args).finish(outcome="ok", latency_ms=1.0))
+    line = audit_lines(caplog)[-1]
+    return line, json.loads(line)
+
+
+def test_megabyte_argument_is_recorded_as_its_length_and_sha256(caplog: pytest.LogCaptureFixture) -> None:
+    blob = "é" + "x" * (1024 * 1024)
+    line, data = logged(caplog, AuditLog(AuditConfig()), blob=blob, password="hunter2", customer_id="c-42")
+    assert len(line.encode()) < AuditConfig().max_record_bytes
+    assert data["args"] == {"blob": summary_of(blob), "password": REDACTED, "customer_id": "c-42"}
+
+
+def test_argument_within_the_byte_budget_is_kept_whole() -> None:
+    limit = AuditConfig().max_arg_bytes
+    assert redact({"a": "x" * limit, "b": "é" * (limit // 2)}, ()) == {"a": "x" * limit, "b": "é" * (limit // 2)}
+    assert redact({"a": "é" * (limit // 2 + 1)}, ()) == {"a": summary_of("é" * (limit // 2 + 1))}
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 5000])
+def test_arguments_nested_deeper_than_the_limit_are_summarised(caplog: pytest.LogCaptureFixture, depth: int) -> None:
+    _, data = logged(caplog, AuditLog(AuditConfig()), deep=nested(depth), token="t")
+    assert data["args"]["token"] == REDACTED
+    kept = data["args"]["deep"]
+    for _ in range(MAX_DEPTH - 1):
+        kept = kept["a"]
+    assert kept["truncated"] is True
+    assert set(kept) <= {"truncated", "length", "sha256"}
+
+
+def test_arguments_with_more_items_than_a_record_can_show_stop_the_walk(caplog: pytest.LogCaptureFixture) -> None:
+    wide = {"rows": [{"id": n} for n in range(100_000)]}
+    assert redact(wide, ()) == {"truncated": True}
+    line, data = logged(caplog, AuditLog(AuditConfig()), **wide)
+    assert data["args"] == {"truncated": True}
+    assert len(line) < 1024
+
+
+def test_long_keys_are_recorded_as_their_length_and_sha256() -> None:
+    key = "k" * 5000
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert redact({key: 1}, ()) == {f"truncated:5000:{digest}": 1}
+
+
+def test_record_over_its_cap_keeps_only_the_size_of_its_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    config = AuditConfig(max_record_bytes=4096)
+    line, data = logged(caplog, AuditLog(config), **{f"arg{n}": "x" * 1000 for n in range(20)})
+    assert len(line) <= config.max_record_bytes
+    assert data["args"]["truncated"] is True
+    assert data["args"]["length"] > 20 * 1000
+    assert data["outcome"] == "ok"
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def test_odd_values_never_break_a_record(caplog: pytest.LogCaptureFixture) -> None:
+    odd = {"surrogate": "\ud800", "huge": 10**5000, "bytes": b"\x00", "set": {1}, "object": Unprintable()}
+    line, data = logged(caplog, AuditLog(AuditConfig()), **odd, keys={1: "one", None: "none"})
+    line.encode()  # valid UTF-8: a lone surrogate is escaped, not written raw
+    assert data["args"]["surrogate"] == "\ud800"
+    assert data["args"]["huge"] == {"truncated": True}
+    assert data["args"]["object"] == {"truncated": True}
+    assert data["args"]["keys"] == {"1": "one", "None": "none"}
+
+
+async def test_stream_stays_under_its_byte_cap_after_many_large_records(store: Store) -> None:
+    config = AuditConfig(stream_key="audit-bytes", max_arg_bytes=4000, stream_max_bytes=64 * 1024)
+    audit = AuditLog(config, store)
+    async with audit.running():
+        for n in range(200):
+            audit.record(record(n=n, blob="x" * 3999).finish(outcome="ok", latency_ms=1.0))
+    entries = await store.read_stream("audit-bytes", 1000)
+    assert sum(len(entry.fields["record"]) + len("record") for entry in entries) <= config.stream_max_bytes
+    kept = [AuditRecord.from_json(entry.fields["record"]).args["n"] for entry in entries]
+    assert kept[-1] == 199
+    assert len(kept) >= 8
+
+
+def test_audit_limits_are_read_from_config() -> None:
+    raw = {**BASE_CONFIG, "audit": {"maxArgBytes": 64, "maxRecordBytes": 2048, "streamMaxBytes": 1 << 20}}
+    config = parse_config(raw).audit
+    assert (config.max_arg_bytes, config.max_record_bytes, config.stream_max_bytes) == (64, 2048, 1 << 20)
+
+
+# --- on a running gateway ---
+
+
+def caller_of(config: Any) -> Caller:
+    return Caller(identity=next(i for i in config.identities if i.id == "demo-agent"))
+
+
+async def test_call_with_arguments_600_levels_deep_to_an_http_upstream_is_audited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with demo_http_server(free_port()) as url:
+        config = make_config(upstreams=[{"name": "web", "url": url}])
+        async with running_gateway(config) as gateway:
+            with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+                params = {"name": "web__echo", "arguments": {"text": "deep", "deep": nested(600)}}
+                result = await gateway.proxy.call_tool(caller_of(config), params)
+    assert result["content"][0]["text"] == "deep"
+    [line] = audit_lines(caplog)
+    data = json.loads(line)
+    assert (data["tool"], data["outcome"], data["args"]["text"]) == ("web__echo", "ok", "deep")
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+async def test_deep_arguments_to_a_stdio_upstream_fail_alone_and_are_audited(
+    caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    config = make_config(upstreams=[DEMO_UPSTREAM])
+    async with running_gateway(config) as gateway:
+        [connection] = gateway.connections
+        with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+            params = {"name": "demo__echo", "arguments": {"text": "deep", "deep": nested(depth)}}
+            with pytest.raises(RpcError, match="nest too deeply") as caught:
+                await gateway.proxy.call_tool(caller_of(config), params)
+            result = await gateway.proxy.call_tool(
+                caller_of(config), {"name": "demo__echo", "arguments": {"text": "ok"}}
+            )
+        assert (connection.ready, connection.generation) == (True, 1)
+    assert caught.value.code == -32602
+    assert result["content"][0]["text"] == "ok"
+    assert [json.loads(line)["outcome"] for line in audit_lines(caplog)] == ["invalid_params", "ok"]
+
+
+async def test_arguments_too_deep_for_policies_are_denied_and_audited(caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(upstreams=[DEMO_UPSTREAM])
+    async with running_gateway(config) as gateway:
+        with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+            params = {"name": "demo__get_customer", "arguments": {"customer_id": "c-1", "deep": nested(2000)}}
+            result = await gateway.proxy.call_tool(caller_of(config), params)
+    assert result["isError"] is True
+    assert "nest too deeply to evaluate policies" in result["content"][0]["text"]
+    [line] = audit_lines(caplog)
+    assert (json.loads(line)["decision"], json.loads(line)["outcome"]) == ("deny", "denied")

@@ -13,6 +13,7 @@ import redis
 
 from mcp_gateway.errors import StoreUnavailable
 from mcp_gateway.store import MemoryStore, RedisStore, Store, open_store
+from mcp_gateway.store.base import entry_size
 from tests.conftest import free_port
 
 # --- values and lifetimes ---
@@ -139,6 +140,39 @@ async def test_stream_is_capped_at_maxlen(store: Store) -> None:
         await store.append_stream("log", {"n": str(i)}, maxlen=4)
     entries = await store.read_stream("log", count=100)
     assert [e.fields["n"] for e in entries] == ["6", "7", "8", "9"]
+
+
+async def test_stream_is_capped_in_bytes_keeping_the_newest_entries(store: Store) -> None:
+    cap = 64 * 1024
+    ids = [
+        await store.append_stream("log", {"n": str(i), "v": "é" * 2000}, maxlen=1000, max_bytes=cap) for i in range(100)
+    ]
+    entries = await store.read_stream("log", count=1000)
+    assert sum(entry_size(e.fields) for e in entries) <= cap
+    assert [e.id for e in entries] == ids[-len(entries) :]
+    # Redis trims by its own memory usage estimate, to three quarters of the cap: fewer entries, never none.
+    assert len(entries) >= 8
+
+
+async def test_stream_grown_without_a_byte_cap_is_trimmed_at_the_first_capped_append(store: Store) -> None:
+    for i in range(50):
+        await store.append_stream("log", {"n": str(i), "v": "x" * 4000}, maxlen=1000)
+    last = await store.append_stream("log", {"n": "50", "v": "x" * 4000}, maxlen=1000, max_bytes=40_000)
+    entries = await store.read_stream("log", count=1000)
+    assert sum(entry_size(e.fields) for e in entries) <= 40_000
+    assert entries[-1].id == last
+
+
+async def test_stream_keeps_its_newest_entry_even_when_it_alone_exceeds_the_byte_cap(store: Store) -> None:
+    await store.append_stream("log", {"v": "small"}, maxlen=10, max_bytes=1000)
+    newest = await store.append_stream("log", {"v": "x" * 5000}, maxlen=10, max_bytes=1000)
+    assert [e.id for e in await store.read_stream("log", count=10)] == [newest]
+
+
+@pytest.mark.parametrize("max_bytes", [0, -1])
+async def test_non_positive_stream_byte_cap_is_refused(store: Store, max_bytes: int) -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        await store.append_stream("log", {"n": "1"}, maxlen=10, max_bytes=max_bytes)
 
 
 async def test_stream_read_after_an_id_gives_the_following_entries(store: Store) -> None:

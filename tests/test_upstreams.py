@@ -25,6 +25,7 @@ from mcp_gateway.config import HttpTransport, StdioTransport, UpstreamConfig
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.upstreams.backoff import Backoff
 from mcp_gateway.upstreams.connection import UpstreamConnection, UpstreamTimeout
+from mcp_gateway.upstreams.encoding import UnforwardableRequest
 from mcp_gateway.upstreams.lists import ListKind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -488,3 +489,56 @@ async def test_everything_server_lists_calls_and_reports_progress(everything: Up
             "tools/call", {"name": "trigger-long-running-operation", "arguments": arguments}, on_progress=on_progress
         )
     assert seen == [1.0, 2.0, 3.0]
+
+
+def nested(depth: int) -> Any:
+    """An object ``depth`` levels deep, built without recursion."""
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def slow_count(connection: UpstreamConnection, results: list[str]) -> None:
+    """Another caller's call, in flight while the bad one fails."""
+    result = await connection.request("tools/call", {"name": "count_slowly", "arguments": {"n": 5, "delay": 0.1}})
+    results.append(result["content"][0]["text"])
+
+
+async def assert_fails_alone(connection: UpstreamConnection, arguments: dict[str, Any], message: str) -> None:
+    """The request fails with -32602 while a call in flight and the next call succeed, on the same session."""
+    generation = connection.generation
+    results: list[str] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow_count, connection, results)
+        await anyio.sleep(0.1)
+        with pytest.raises(UnforwardableRequest, match=message) as caught:
+            await connection.request("tools/call", {"name": "echo", "arguments": arguments})
+    assert caught.value.code == -32602
+    assert results == ["counted to 5"]
+    assert (await connection.request("tools/call", echo("next")))["content"][0]["text"] == "next"
+    assert connection.ready
+    assert connection.generation == generation
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "auto"])
+@pytest.mark.parametrize("depth", [300, 1000])
+async def test_params_too_deep_to_encode_fail_alone_over_stdio(protocol: str, depth: int) -> None:
+    connection = UpstreamConnection(demo_stdio(protocol=protocol), backoff=FAST)
+    async with running(connection):
+        await assert_fails_alone(connection, {"text": "t", "deep": nested(depth)}, "nest too deeply")
+
+
+async def test_lone_surrogate_in_params_fails_alone_over_stdio() -> None:
+    connection = UpstreamConnection(demo_stdio(), backoff=FAST)
+    async with running(connection):
+        await assert_fails_alone(connection, {"text": "\ud800"}, "cannot be encoded")
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "auto"])
+@pytest.mark.parametrize("depth", [1000, 3000])
+async def test_params_too_deep_to_encode_fail_alone_over_http(protocol: str, depth: int) -> None:
+    async with demo_http_server(free_port()) as url:
+        connection = UpstreamConnection(http_config(url, protocol), backoff=FAST)
+        async with running(connection):
+            await assert_fails_alone(connection, {"text": "t", "deep": nested(depth)}, "nest too deeply")

@@ -18,6 +18,16 @@ class StreamEntry:
     fields: Mapping[str, str]
 
 
+def entry_size(fields: Mapping[str, str]) -> int:
+    """What an entry counts against a stream's ``max_bytes``: its field names and values in UTF-8."""
+    return sum(_utf8_length(name) + _utf8_length(value) for name, value in fields.items())
+
+
+def _utf8_length(text: str) -> int:
+    # isascii() is O(1) in CPython, and audit records are mostly ASCII: no copy for those.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class Store(Protocol):
     """Keys are given without the configured prefix; implementations add it."""
 
@@ -57,8 +67,16 @@ class Store(Protocol):
         """Read a value and restart its lifetime in the same round trip (a sliding expiry)."""
         ...
 
-    async def append_stream(self, stream: str, fields: Mapping[str, str], maxlen: int) -> str:
-        """Append to a capped, ordered log (a Redis Stream); return the entry id."""
+    async def append_stream(
+        self, stream: str, fields: Mapping[str, str], maxlen: int, *, max_bytes: int | None = None
+    ) -> str:
+        """Append to a capped, ordered log (a Redis Stream); return the entry id.
+
+        The log keeps its newest ``maxlen`` entries, exactly. With ``max_bytes`` it also drops its oldest entries
+        while it holds more than that many bytes (field names and values, UTF-8), always keeping the newest entry:
+        exactly in memory; in Redis approximately, by the stream's memory usage, checked in the append's own round
+        trip after every ``max_bytes / 16`` bytes this client appended, and trimmed to three quarters of the cap.
+        """
         ...
 
     async def read_stream(self, stream: str, count: int, after: str | None = None) -> Sequence[StreamEntry]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from mcp_gateway.store.base import StreamEntry
+from mcp_gateway.store.base import StreamEntry, entry_size
 
 _STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _HEAP_SLACK = 1024
@@ -38,6 +38,9 @@ def parse_stream_id(value: str) -> StreamId:
 @dataclass
 class _Stream:
     entries: deque[tuple[StreamId, StreamEntry]]
+    sizes: deque[int]
+    """Each entry's size in bytes, in the order of ``entries``."""
+    size: int = 0
     last: StreamId = (0, 0)
 
 
@@ -149,13 +152,17 @@ class MemoryStore:
         return slot.value
 
     def _new_stream(self, key: str) -> _Stream:
-        stream = _Stream(deque())
+        stream = _Stream(deque(), deque())
         self._slots[key] = _Slot(stream, None)
         return stream
 
-    async def append_stream(self, stream: str, fields: Mapping[str, str], maxlen: int) -> str:
+    async def append_stream(
+        self, stream: str, fields: Mapping[str, str], maxlen: int, *, max_bytes: int | None = None
+    ) -> str:
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
         self._drop_expired()
         log = self._stream(stream) or self._new_stream(stream)
         # Ids follow Redis: wall-clock milliseconds, with a sequence that keeps them increasing within a millisecond
@@ -164,9 +171,14 @@ class MemoryStore:
         entry_id = (millis, 0) if millis > log.last[0] else (log.last[0], log.last[1] + 1)
         log.last = entry_id
         entry = StreamEntry(id=f"{entry_id[0]}-{entry_id[1]}", fields=dict(fields))
+        size = entry_size(entry.fields)
         log.entries.append((entry_id, entry))
-        while len(log.entries) > maxlen:
+        log.sizes.append(size)
+        log.size += size
+        cap = log.size if max_bytes is None else max_bytes
+        while len(log.entries) > maxlen or (log.size > cap and len(log.entries) > 1):
             log.entries.popleft()
+            log.size -= log.sizes.popleft()
         return entry.id
 
     async def read_stream(self, stream: str, count: int, after: str | None = None) -> Sequence[StreamEntry]:

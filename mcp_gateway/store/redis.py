@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.typing import EncodableT, FieldT
 
 from mcp_gateway.errors import StoreUnavailable, describe
-from mcp_gateway.store.base import StreamEntry
+from mcp_gateway.store.base import StreamEntry, entry_size
 from mcp_gateway.store.health import StoreHealth
 from mcp_gateway.store.memory import parse_stream_id
 from mcp_gateway.store.tracking import TrackedKeys
@@ -39,6 +39,23 @@ DEFAULT_SOCKET_TIMEOUT = 2.0
 DEFAULT_OPERATION_TIMEOUT = 5.0
 HEALTH_PING_TIMEOUT = 1.0
 """The background PING's own bound: a silent Redis is noticed within interval + this."""
+
+# XADD, then, with the stream's memory usage over its byte cap (ARGV[2]), trim it to three quarters of the cap,
+# assuming entries of the average size; the newest entry always stays. One round trip, atomic, one key (so it runs
+# in Cluster mode too).
+_APPEND_AND_TRIM = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(ARGV, 3))
+local cap = tonumber(ARGV[2])
+local used = redis.call('MEMORY', 'USAGE', KEYS[1])
+if used and used > cap then
+  local length = redis.call('XLEN', KEYS[1])
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', math.max(1, math.floor(length * cap * 3 / 4 / used)))
+end
+return id
+"""
+# The byte cap is checked after every 1/16th of it appended by this client: the check costs no extra round trip but
+# a MEMORY USAGE, which samples the stream.
+_CHECKS_PER_CAP = 16
 
 
 def redacted_url(url: str) -> str:
@@ -98,6 +115,10 @@ class RedisStore:
         # MULTI cannot span hash slots, so in Cluster mode a pipeline is only batching, never a transaction.
         self._transactional = not isinstance(client, RedisCluster)
         self._health = StoreHealth(self._ping_briefly, description)
+        self._append_and_trim = client.register_script(_APPEND_AND_TRIM)
+        # Per stream, the bytes this client appended since it last checked the stream's size; a stream not seen
+        # yet is checked at its first append (it may have grown under another process).
+        self._unchecked_bytes: dict[str, int] = {}
 
     @classmethod
     def from_url(
@@ -213,13 +234,29 @@ class RedisStore:
             value = await self._client.getex(self._key(key), px=millis)
         return value.encode() if isinstance(value, str) else value
 
-    async def append_stream(self, stream: str, fields: Mapping[str, str], maxlen: int) -> str:
+    async def append_stream(
+        self, stream: str, fields: Mapping[str, str], maxlen: int, *, max_bytes: int | None = None
+    ) -> str:
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        key = self._key(stream)
+        if max_bytes is not None and self._size_check_due(key, fields, max_bytes):
+            args: list[EncodableT] = [maxlen, max_bytes, *(part for pair in fields.items() for part in pair)]
+            async with self._reaching("XADD (with a size check)"):
+                entry_id = await self._append_and_trim(keys=[key], args=args)
+            self._unchecked_bytes[key] = 0
+            return _text(entry_id)
         # Exact trimming: the cap is a promise about how much history is kept, not a hint.
         async with self._reaching("XADD"):
-            entry_id = await self._client.xadd(self._key(stream), _fields(fields), maxlen=maxlen, approximate=False)
+            entry_id = await self._client.xadd(key, _fields(fields), maxlen=maxlen, approximate=False)
         return _text(entry_id)
+
+    def _size_check_due(self, key: str, fields: Mapping[str, str], max_bytes: int) -> bool:
+        unchecked = self._unchecked_bytes.get(key, max_bytes) + entry_size(fields)
+        self._unchecked_bytes[key] = unchecked
+        return unchecked >= max_bytes // _CHECKS_PER_CAP
 
     async def read_stream(self, stream: str, count: int, after: str | None = None) -> Sequence[StreamEntry]:
         if after is not None:

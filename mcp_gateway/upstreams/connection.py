@@ -38,6 +38,7 @@ from mcp_gateway.config import HttpTransport, UpstreamConfig
 from mcp_gateway.errors import RpcError, UpstreamUnavailable, describe
 from mcp_gateway.upstreams.backoff import Backoff
 from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
+from mcp_gateway.upstreams.encoding import encoded_first
 from mcp_gateway.upstreams.http import http_transport
 from mcp_gateway.upstreams.http_hop import HttpHop, HttpSessionState
 from mcp_gateway.upstreams.lists import (
@@ -217,6 +218,8 @@ class UpstreamConnection:
             UpstreamTimeout: no answer within ``timeout`` (default: the upstream's configured timeout); the
                 upstream is told the request was cancelled.
             RpcError: the upstream answered with a JSON-RPC error (code, message and data as it sent them).
+            UnforwardableRequest: an ``RpcError`` (-32602) for params that cannot be encoded (``encoding.py``);
+                nothing was sent and the connection is unaffected.
         """
         live = self._live
         if live is None or live.lost.is_set():
@@ -296,7 +299,7 @@ class UpstreamConnection:
         stale = StaleLists()
         http_state = HttpSessionState()
         client = Client(
-            watched(self._transport(lost, http_state), lost),
+            watched(encoded_first(self._transport(lost, http_state)), lost),
             mode=self.config.protocol,
             cache=None,
             client_info=self._client_info,

@@ -29,6 +29,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.upstreams.downstream import Downstream, ask
+from mcp_gateway.upstreams.encoding import UnforwardableRequest, encode_json
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +118,9 @@ class HttpHop:
             meta = params.get("_meta")
             params["_meta"] = {**meta, "progressToken": token} if isinstance(meta, dict) else {"progressToken": token}
         call = _Call(request_id, token, on_progress, downstream, {**self._base_headers(), **headers})
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        body = encode_json({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
-            return await self._post_and_read(call, body.encode())
+            return await self._post_and_read(call, body)
         except (RpcError, UpstreamUnavailable):
             raise  # answered, or nobody left to tell
         except BaseException:
@@ -242,7 +243,13 @@ class HttpHop:
             if exc.data is not None:
                 error["data"] = exc.data
             reply["error"] = error
-        await self._post_message(call, reply)
+        try:
+            body = encode_json(reply)
+        except UnforwardableRequest as exc:
+            # The client's answer cannot be relayed; the upstream still gets an answer, and the call goes on.
+            error = {"code": INTERNAL_ERROR, "message": f"the client's answer cannot be relayed: {exc.message}"}
+            body = encode_json({"jsonrpc": "2.0", "id": request_id, "error": error})
+        await self._post_message(call, body)
 
     async def _send_cancelled(self, call: _Call) -> None:
         note = {
@@ -252,14 +259,14 @@ class HttpHop:
         }
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_TIMEOUT):
             try:
-                await self._post_message(call, note)
+                await self._post_message(call, encode_json(note))
             except (aiohttp.ClientError, OSError) as exc:
                 logger.debug("could not tell %s that request %s was cancelled: %s", self.url, call.request_id, exc)
 
-    async def _post_message(self, call: _Call, message: dict[str, Any]) -> None:
-        """POST a response or notification: no answer is expected beyond 202."""
+    async def _post_message(self, call: _Call, body: bytes) -> None:
+        """POST an encoded response or notification: no answer is expected beyond 202."""
         headers = {k: v for k, v in call.headers.items() if not k.lower().startswith(("mcp-method", "mcp-name"))}
-        async with self._http().post(self.url, data=json.dumps(message).encode(), headers=headers) as response:
+        async with self._http().post(self.url, data=body, headers=headers) as response:
             if response.status >= 300:
                 logger.warning("upstream at %s refused a message (HTTP %d)", self.url, response.status)
             await response.read()
