@@ -1,4 +1,4 @@
-"""Starlette app factory: routes and lifespan, nothing else."""
+"""Starlette app factory: the front door, routes, error handlers and lifespan, nothing else."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
+from mcp_gateway.http.front_door import FrontDoor
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
-from mcp_gateway.http.responses import json_response
+from mcp_gateway.http.responses import http_error_response, internal_error_response, json_response
 from mcp_gateway.http.tasks_api import TasksApi
 
 
@@ -42,7 +45,7 @@ class _Routes:
             server_info=gateway.server_info,
         )
         self._mcp = McpEndpoint(context)
-        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server.max_body_bytes)
+        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server)
 
     @property
     def gateway(self) -> Gateway:
@@ -86,7 +89,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             routes.bind(gateway)
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
             Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
@@ -96,5 +99,11 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
         ],
+        middleware=[Middleware(FrontDoor, server=config.server)],
+        exception_handlers={HTTPException: http_error_response, Exception: internal_error_response},
         lifespan=lifespan,
     )
+    # A path with a stray trailing slash is not found, like any other unknown path, rather than redirected: a
+    # redirected POST loses its body in many clients, and every answer stays the same JSON error shape.
+    app.router.redirect_slashes = False
+    return app
