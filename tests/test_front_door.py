@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mcp_gateway.store.redis import RedisStore
 from tests.harness import DEMO_KEY, SUPPORT_KEY, make_config, serve_gateway
 
 MODERN = "2026-07-28"
@@ -352,3 +353,17 @@ async def test_client_leaving_mid_body_logs_no_traceback(gateway: str, caplog: p
     async with httpx.AsyncClient() as http:  # the gateway is still serving
         assert (await http.get(f"{gateway}/healthz")).status_code == 200
     assert not [r for r in caplog.records if r.exc_info is not None], [r.getMessage() for r in caplog.records]
+
+
+async def test_an_internal_failure_answers_json_without_details(
+    redis_url: str, key_prefix: str, redis_store: RedisStore
+) -> None:
+    # A session record the gateway cannot read (written by some other program) is the gateway's failure, not the
+    # client's: 500, but in the same JSON shape, with the traceback in the log only.
+    await redis_store.set("mcpsession:unreadable", b'{"not": "a session"}', 60)
+    config = make_config(store={"url": redis_url, "prefix": key_prefix})
+    async with serve_gateway(config) as url, httpx.AsyncClient() as http:
+        headers = {**auth(), "Mcp-Session-Id": "unreadable"}
+        response = await http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal_error", "message": "the gateway failed to handle the request"}

@@ -1,4 +1,4 @@
-"""``/mcp``: the front door for MCP clients of both protocol eras.
+"""``/mcp``: the endpoint for MCP clients of both protocol eras.
 
 Every POST goes through the same steps before any method runs: the front door's Origin and media-type checks
 (``front_door.py``), bearer authentication, bounded and timed body read, nesting and JSON-RPC envelope checks, the
