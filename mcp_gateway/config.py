@@ -121,6 +121,10 @@ class ServerConfig:
     mcp_session_ttl: int = 3600
 
 
+MAX_JSON_DEPTH = 512
+"""Deeper values would bring the parser, and every later walk of the value, near Python's recursion limit."""
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -476,6 +480,8 @@ def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
     default = ServerConfig()
     max_json_depth = r.integer(data, "maxJsonDepth", path, default.max_json_depth, minimum=2)
     max_argument_depth = r.integer(data, "maxArgumentDepth", path, default.max_argument_depth, minimum=1)
+    if max_json_depth > MAX_JSON_DEPTH:
+        r.fail(f"{path}.maxJsonDepth", f"must be at most {MAX_JSON_DEPTH}")
     if max_argument_depth > max_json_depth - 2:
         # The arguments sit two levels down (message, params): a larger limit could never be reached.
         r.fail(f"{path}.maxArgumentDepth", f"must be at most maxJsonDepth - 2 ({max_json_depth - 2})")

@@ -79,6 +79,7 @@ def test_front_door_limits_default_and_are_checked() -> None:
         "server.bodyReadTimeout: must be at least 0.001",
         "server.maxArgumentDepth: must be at most maxJsonDepth - 2 (8)",
     ]
+    assert problems_of({"server": {"maxJsonDepth": 513}}) == ["server.maxJsonDepth: must be at most 512"]
 
 
 def test_env_interpolation_with_default_and_missing(tmp_path: Path) -> None:
