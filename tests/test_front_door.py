@@ -241,13 +241,14 @@ async def stall_body(url: str, path: str) -> tuple[bytes, float]:
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {SUPPORT_KEY}\r\n"
         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     )
-    writer.write(head.encode() + b'{"taskId": ')
-    await writer.drain()
-    started = time.monotonic()
-    answer = await asyncio.wait_for(reader.read(), timeout=10)  # read() returns once the gateway closes
-    elapsed = time.monotonic() - started
-    writer.close()
-    return answer, elapsed
+    try:
+        writer.write(head.encode() + b'{"taskId": ')
+        await writer.drain()
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)  # read() returns once the gateway closes
+        return answer, time.monotonic() - started
+    finally:
+        writer.close()  # else a gateway that never gives up would keep the test server from stopping
 
 
 @pytest.mark.parametrize("path", ["/v1/tasks/sessions", "/mcp"])
