@@ -1,4 +1,4 @@
-"""Starlette app factory: routes and lifespan, nothing else.
+"""Starlette app factory: the front door, routes, error handlers and lifespan, nothing else.
 
 One rule for a store outage lives here: while the store is unavailable (its last PING went unanswered, a bool read,
 no round trip) every ``/mcp`` and ``/v1`` request is refused with 503 before anything else runs, whether or not it
@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,9 +20,10 @@ from starlette.routing import Route
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import StoreUnavailable
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
+from mcp_gateway.http.front_door import FrontDoor
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
-from mcp_gateway.http.responses import error_response, json_response
+from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
 from mcp_gateway.http.tasks_api import TasksApi
 
 
@@ -48,7 +51,7 @@ class _Routes:
             server_info=gateway.server_info,
         )
         self._mcp = McpEndpoint(context)
-        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server.max_body_bytes)
+        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server)
 
     @property
     def gateway(self) -> Gateway:
@@ -120,7 +123,12 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
         ],
+        middleware=[Middleware(FrontDoor, server=config.server)],
+        exception_handlers={HTTPException: http_error_response, Exception: internal_error_response},
         lifespan=lifespan,
     )
     app.state.routes = routes
+    # A path with a stray trailing slash is not found, like any other unknown path, rather than redirected: a
+    # redirected POST loses its body in many clients, and every answer stays the same JSON error shape.
+    app.router.redirect_slashes = False
     return app

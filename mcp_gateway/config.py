@@ -136,13 +136,22 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 4 * 1024 * 1024
-    # Origins allowed on /mcp in addition to requests without an Origin header (non-browser clients).
+    # How long a client may take to send its whole request body, in seconds.
+    body_read_timeout: float = 30.0
+    # How deeply a request's JSON may nest, and a tool's or prompt's arguments within it.
+    max_json_depth: int = 128
+    max_argument_depth: int = 64
+    # Origins allowed on /mcp and /v1 in addition to requests without an Origin header (non-browser clients).
     allowed_origins: tuple[str, ...] = ()
     tool_separator: str = DEFAULT_SEPARATOR
     # How long an idle legacy Mcp-Session-Id lives in the store.
     mcp_session_ttl: int = 3600
     # On SIGTERM, how long calls in flight may take to finish before they are cancelled (idle streams end at once).
     shutdown_grace: int = 25
+
+
+MAX_JSON_DEPTH = 512
+"""Deeper values would bring the parser, and every later walk of the value, near Python's recursion limit."""
 
 
 @dataclass(frozen=True)
@@ -532,13 +541,24 @@ def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig |
 
 
 def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
-    allowed = {"host", "port", "maxBodyBytes", "allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace"}
-    r.unknown_keys(data, allowed, path)
+    keys = {"host", "port", "maxBodyBytes", "bodyReadTimeout", "maxJsonDepth", "maxArgumentDepth"}
+    r.unknown_keys(data, keys | {"allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace"}, path)
     separator = r.string(data, "toolSeparator", path, default=DEFAULT_SEPARATOR) or DEFAULT_SEPARATOR
+    default = ServerConfig()
+    max_json_depth = r.integer(data, "maxJsonDepth", path, default.max_json_depth, minimum=2)
+    max_argument_depth = r.integer(data, "maxArgumentDepth", path, default.max_argument_depth, minimum=1)
+    if max_json_depth > MAX_JSON_DEPTH:
+        r.fail(f"{path}.maxJsonDepth", f"must be at most {MAX_JSON_DEPTH}")
+    if max_argument_depth > max_json_depth - 2:
+        # The arguments sit two levels down (message, params): a larger limit could never be reached.
+        r.fail(f"{path}.maxArgumentDepth", f"must be at most maxJsonDepth - 2 ({max_json_depth - 2})")
     return ServerConfig(
         host=r.string(data, "host", path, default="127.0.0.1") or "127.0.0.1",
         port=r.integer(data, "port", path, 8080),
         max_body_bytes=r.integer(data, "maxBodyBytes", path, 4 * 1024 * 1024, minimum=1),
+        body_read_timeout=r.number(data, "bodyReadTimeout", path, default.body_read_timeout, minimum=0.001),
+        max_json_depth=max_json_depth,
+        max_argument_depth=max_argument_depth,
         allowed_origins=r.string_list(data, "allowedOrigins", path) or (),
         tool_separator=separator,
         mcp_session_ttl=r.integer(data, "mcpSessionTtl", path, 3600, minimum=1),

@@ -71,6 +71,17 @@ def test_same_api_key_on_two_identities_is_rejected() -> None:
     assert any("already belongs to identity 'a'" in p for p in problems)
 
 
+def test_front_door_limits_default_and_are_checked() -> None:
+    server = parse_config({}).server
+    assert (server.body_read_timeout, server.max_json_depth, server.max_argument_depth) == (30.0, 128, 64)
+    problems = problems_of({"server": {"bodyReadTimeout": 0, "maxJsonDepth": 10, "maxArgumentDepth": 9}})
+    assert sorted(problems) == [
+        "server.bodyReadTimeout: must be at least 0.001",
+        "server.maxArgumentDepth: must be at most maxJsonDepth - 2 (8)",
+    ]
+    assert problems_of({"server": {"maxJsonDepth": 513}}) == ["server.maxJsonDepth: must be at most 512"]
+
+
 def test_env_interpolation_with_default_and_missing(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("server:\n  port: ${PORT:-9000}\n  host: ${HOST}\n")

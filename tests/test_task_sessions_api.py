@@ -88,7 +88,8 @@ async def test_ttl_defaults_to_an_hour_and_maximum_is_a_day(gateway: str) -> Non
 async def test_unknown_task_is_404_and_malformed_body_400(gateway: str) -> None:
     assert (await create(gateway, SUPPORT_KEY, {"taskId": "nope", "context": {}})).status_code == 404
     async with httpx.AsyncClient() as http:
-        bad = await http.post(f"{gateway}/v1/tasks/sessions", content=b"{", headers=auth(SUPPORT_KEY))
+        headers = {**auth(SUPPORT_KEY), "Content-Type": "application/json"}
+        bad = await http.post(f"{gateway}/v1/tasks/sessions", content=b"{", headers=headers)
         no_auth = await http.post(f"{gateway}/v1/tasks/sessions", json={"taskId": "resolve-ticket"})
     assert bad.status_code == 400 and bad.json()["error"] == "bad_request"
     assert no_auth.status_code == 401

@@ -10,7 +10,6 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -18,7 +17,8 @@ from starlette.requests import Request
 
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.config import Identity, ServerConfig, TaskDefinition
-from mcp_gateway.errors import Forbidden, GatewayError, TaskRequired
+from mcp_gateway.errors import GatewayError, TaskRequired
+from mcp_gateway.http.json_nesting import nesting_bound
 from mcp_gateway.http.responses import rpc_error_body
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
@@ -33,19 +33,6 @@ TASK_TOKEN_HEADER = "x-task-token"
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 SESSION_HEADER = "mcp-session-id"
 
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _is_loopback_origin(origin: str) -> bool:
-    """Whether ``origin`` is an http(s) page on a loopback name or address (which no outside site can claim)."""
-    try:
-        parsed = urlsplit(origin)
-        host = parsed.hostname
-    except ValueError:
-        return False
-    return parsed.scheme in ("http", "https") and host is not None and host in _LOOPBACK_HOSTS
-
-
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 
 
@@ -58,6 +45,8 @@ class Envelope:
     params: Mapping[str, Any]
     is_notification: bool
     raw: Mapping[str, Any]
+    nesting: int
+    """An upper bound of how deeply the whole message nests (see ``nesting_bound``)."""
 
 
 def method_table(proxy: Proxy) -> dict[str, MethodHandler]:
@@ -119,22 +108,6 @@ class McpContext:
         self.capabilities = capabilities
         self.server_info = server_info
         self.methods = method_table(proxy)
-        self._allowed_origins = frozenset(o.rstrip("/") for o in server.allowed_origins)
-
-    def check_origin(self, request: Request) -> None:
-        """A web page must not drive the gateway with a browser as its proxy (DNS rebinding, CSRF).
-
-        Non-browser clients send no ``Origin`` and pass. A browser's ``Origin`` passes only when it is listed in
-        ``server.allowedOrigins`` or is a page served from this machine's loopback (a local inspector, say).
-        Comparing ``Origin`` with ``Host`` would not do: after a DNS rebinding both name the attacker's domain.
-        """
-        origin = request.headers.get("origin")
-        if origin is None:
-            return
-        origin = origin.rstrip("/")
-        if origin in self._allowed_origins or _is_loopback_origin(origin):
-            return
-        raise Forbidden(f"origin {origin!r} is not allowed")
 
     async def authenticate(self, request: Request) -> Identity:
         try:
@@ -159,11 +132,17 @@ class McpContext:
         return Caller(identity=identity, session=session, task=self.tasks.get(session.task_id))
 
 
-def parse_envelope(body: bytes) -> Envelope | dict[str, Any]:
-    """The message, or the JSON-RPC error body to answer with HTTP 400."""
+def parse_envelope(body: bytes, max_depth: int) -> Envelope | dict[str, Any]:
+    """The message, or the JSON-RPC error body to answer with HTTP 400.
+
+    A message nesting deeper than ``max_depth`` is refused (-32600) before it is parsed.
+    """
+    nesting = nesting_bound(body, max_depth)
+    if nesting > max_depth:
+        return _invalid(INVALID_REQUEST, f"the message nests deeper than {max_depth} levels")
     try:
         message = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         return _invalid(PARSE_ERROR, f"Parse error: {exc}")
     if isinstance(message, list):
         return _invalid(INVALID_REQUEST, "JSON-RPC batches are not supported: send one message per request")
@@ -178,14 +157,14 @@ def parse_envelope(body: bytes) -> Envelope | dict[str, Any]:
     if not isinstance(method, str) or not method:
         if "result" in message or "error" in message:
             # A client's answer to a request the gateway sent it mid-call; the legacy era routes it to that call.
-            return Envelope(request_id, "", {}, True, message)
+            return Envelope(request_id, "", {}, True, message, nesting)
         return _invalid(INVALID_REQUEST, "the message has no method", request_id)
     params = message.get("params", {})
     if params is None:
         params = {}
     if not isinstance(params, dict):
         return _invalid(INVALID_REQUEST, "params must be an object", request_id)
-    return Envelope(request_id, method, params, "id" not in message, message)
+    return Envelope(request_id, method, params, "id" not in message, message, nesting)
 
 
 def _invalid(code: int, message: str, request_id: Any = None) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mcp_gateway.errors import GatewayError, PayloadTooLarge, StoreUnavailable, Unauthorized
+from mcp_gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RequestTimeout, StoreUnavailable, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,34 @@ def error_response(error: GatewayError) -> Response:
     if error.details is not None:
         body["details"] = error.details
     headers: dict[str, str] = {}
+    if isinstance(error, RequestTimeout):
+        # The rest of a body that stalled may still come: the connection cannot carry another request.
+        headers["connection"] = "close"
     if isinstance(error, Unauthorized):
         description = error.message.replace('"', "'")
         headers["www-authenticate"] = (
             f'Bearer realm="mcp-gateway", error="invalid_token", error_description="{description}"'
         )
     return json_response(body, error.status, headers)
+
+
+def http_error_response(request: Request, exc: Exception) -> Response:
+    """Routing's own refusals (no such path, method not allowed) in the same JSON shape as every other error."""
+    assert isinstance(exc, HTTPException)
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    if exc.status_code == 404:
+        message = f"no route for {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    else:
+        message = exc.detail
+    return json_response({"error": code, "message": message}, exc.status_code, dict(exc.headers or {}))
+
+
+def internal_error_response(request: Request, exc: Exception) -> Response:
+    """A bug of ours: the client gets JSON without the details, the log gets the traceback (Starlette re-raises)."""
+    return json_response({"error": "internal_error", "message": "the gateway failed to handle the request"}, 500)
 
 
 def rpc_error_body(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -69,9 +93,12 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise BadRequest("the client closed the connection before sending the whole body") from exc
     return b"".join(chunks)

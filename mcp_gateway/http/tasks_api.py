@@ -13,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcp_gateway.auth import Authenticator
+from mcp_gateway.config import ServerConfig
 from mcp_gateway.errors import BadRequest, GatewayError, InvalidTaskToken
+from mcp_gateway.http.json_nesting import nesting_bound
 from mcp_gateway.http.mcp_context import TASK_TOKEN_HEADER
 from mcp_gateway.http.responses import error_response, json_response, read_body
 from mcp_gateway.sessions import TaskSessions
@@ -29,10 +31,11 @@ async def _guarded(handler: Callable[[Request], Awaitable[Response]], request: R
 
 
 class TasksApi:
-    def __init__(self, authenticator: Authenticator, sessions: TaskSessions, max_body_bytes: int) -> None:
+    def __init__(self, authenticator: Authenticator, sessions: TaskSessions, server: ServerConfig) -> None:
         self._auth = authenticator
         self._sessions = sessions
-        self._limit = min(max_body_bytes, MAX_BODY_BYTES)
+        self._limit = min(server.max_body_bytes, MAX_BODY_BYTES)
+        self._max_depth = server.max_json_depth
 
     async def create(self, request: Request) -> Response:
         return await _guarded(self._create, request)
@@ -40,9 +43,11 @@ class TasksApi:
     async def _create(self, request: Request) -> Response:
         identity = await self._auth.authenticate(request.headers.get("authorization"))
         body = await read_body(request, self._limit)
+        if nesting_bound(body, self._max_depth) > self._max_depth:
+            raise BadRequest(f"body nests deeper than {self._max_depth} levels")
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from exc
         if not isinstance(payload, dict):
             raise BadRequest('body must be a JSON object {"taskId", "context", "ttl"?}')
