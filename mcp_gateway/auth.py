@@ -3,7 +3,9 @@
 API keys are never held in clear: config carries their SHA-256, and a presented key is hashed and looked up. The
 lookup is by digest (an attacker cannot steer timing towards a stored key without a SHA-256 preimage), and the final
 match is still confirmed with ``hmac.compare_digest``. Failure messages say what is wrong with the credential but
-never echo it.
+never echo it, nor anything decoded from it: pyjwt's exception texts quote header values such as ``kid``, so a JWT
+failure is described by its exception type through a fixed table, and the Bearer challenge carries the same fixed
+texts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import anyio.to_thread
 import jwt
 
 from mcp_gateway.config import ApiKey, Identity, JwtConfig
-from mcp_gateway.errors import Unauthorized
+from mcp_gateway.errors import BearerChallenge, Unauthorized
 
 
 def hash_api_key(key: str) -> str:
@@ -27,6 +29,25 @@ def hash_api_key(key: str) -> str:
 
 def _looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("ey")
+
+
+# Most specific first: pyjwt's exceptions form a hierarchy under InvalidTokenError.
+_JWT_FAILURES: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token is not valid yet"),
+    (jwt.InvalidAudienceError, "invalid token: it was issued for another audience"),
+    (jwt.InvalidIssuerError, "invalid token: it comes from an untrusted issuer"),
+    (jwt.MissingRequiredClaimError, "invalid token: a required claim is missing"),
+    (jwt.InvalidAlgorithmError, "invalid token: its algorithm is not allowed"),
+    (jwt.InvalidSignatureError, "invalid token: the signature does not verify"),
+    (jwt.DecodeError, "invalid token: it cannot be decoded"),
+)
+
+
+def _jwt_refusal(exc: jwt.InvalidTokenError) -> Unauthorized:
+    """A fixed description of why a JWT was refused: never ``str(exc)``, which may quote the token's header."""
+    reason = next((text for kind, text in _JWT_FAILURES if isinstance(exc, kind)), "invalid token")
+    return Unauthorized(reason, challenge=BearerChallenge(description=reason))
 
 
 class Authenticator:
@@ -50,7 +71,9 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Identity:
         if not authorization:
-            raise Unauthorized("missing Authorization: Bearer <credential> header")
+            raise Unauthorized(
+                "missing Authorization: Bearer <credential> header", challenge=BearerChallenge(error=None)
+            )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -77,9 +100,10 @@ class Authenticator:
                 # PyJWKClient fetches over blocking urllib on a cache miss: keep it off the event loop.
                 key = (await anyio.to_thread.run_sync(client.get_signing_key_from_jwt, token)).key
             except jwt.PyJWKClientError as exc:
-                raise Unauthorized(f"cannot find the token's signing key: {exc}") from exc
+                reason = "invalid token: no signing key of the issuer matches it"
+                raise Unauthorized(reason, challenge=BearerChallenge(description=reason)) from exc
             except jwt.InvalidTokenError as exc:
-                raise Unauthorized(f"invalid token: {exc}") from exc
+                raise _jwt_refusal(exc) from exc
         else:
             key = config.secret if config.secret is not None else config.public_key
         try:
@@ -92,10 +116,8 @@ class Authenticator:
                 leeway=config.leeway,
                 options={"require": ["exp"], "verify_aud": config.audience is not None},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token expired") from exc
         except jwt.InvalidTokenError as exc:
-            raise Unauthorized(f"invalid token: {exc}") from exc
+            raise _jwt_refusal(exc) from exc
         subject = claims.get(config.identity_claim)
         if not isinstance(subject, str) or not subject:
             raise Unauthorized(f"token has no string {config.identity_claim!r} claim")

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mcp_gateway.errors import GatewayError, PayloadTooLarge, StoreUnavailable, Unauthorized
+from mcp_gateway.errors import GatewayError, PayloadTooLarge, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,7 @@ def error_response(error: GatewayError) -> Response:
     body: dict[str, Any] = {"error": error.code, "message": message}
     if error.details is not None:
         body["details"] = error.details
-    headers: dict[str, str] = {}
-    if isinstance(error, Unauthorized):
-        description = error.message.replace('"', "'")
-        headers["www-authenticate"] = (
-            f'Bearer realm="mcp-gateway", error="invalid_token", error_description="{description}"'
-        )
+    headers = {"www-authenticate": error.challenge.header()} if error.challenge is not None else None
     return json_response(body, error.status, headers)
 
 
