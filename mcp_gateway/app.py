@@ -16,6 +16,7 @@ from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
 from mcp_gateway.http.responses import json_response
 from mcp_gateway.http.tasks_api import TasksApi
+from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
 
 
 class _Routes:
@@ -77,6 +78,18 @@ class _Routes:
         return Response(metrics.render(), media_type=metrics.content_type)
 
 
+def _metadata_routes(config: GatewayConfig) -> list[Route]:
+    """RFC 9728 metadata, at the root and path-suffixed for /mcp; public, and readable by browser-based clients."""
+    if config.oauth is None:
+        return []
+    document = protected_resource_metadata(config.oauth)
+
+    async def metadata(request: Request) -> Response:
+        return json_response(document, headers={"access-control-allow-origin": "*", "cache-control": "max-age=300"})
+
+    return [Route(path, metadata, methods=["GET"]) for path in (METADATA_PATH, f"{METADATA_PATH}/mcp")]
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
 
@@ -95,6 +108,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            *_metadata_routes(config),
         ],
         lifespan=lifespan,
     )

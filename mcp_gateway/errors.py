@@ -91,6 +91,12 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
+class InsufficientScope(Forbidden):
+    """403 for a valid access token without a scope this resource requires; the challenge names the scopes."""
+
+    code = "insufficient_scope"
+
+
 class NotFound(GatewayError):
     status = 404
     code = "not_found"
