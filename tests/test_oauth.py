@@ -16,9 +16,11 @@ import httpx
 import httpx2
 import pytest
 from mcp import Client
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from pydantic import AnyUrl
 
 from mcp_gateway.config import GatewayConfig, parse_config
 from mcp_gateway.errors import ConfigError
@@ -35,7 +37,9 @@ async def authorization_server() -> AsyncIterator[AuthorizationServer]:
         yield server
 
 
-def oauth_gateway_config(server: AuthorizationServer, port: int, **oauth: Any) -> GatewayConfig:
+def oauth_gateway_config(
+    server: AuthorizationServer, port: int, *, accounts: tuple[str, ...] = (), **oauth: Any
+) -> GatewayConfig:
     """The base config behind ``oauth``; the resource is the gateway's own /mcp URL, as a client will see it."""
     section = {
         "resource": f"http://127.0.0.1:{port}/mcp",
@@ -46,7 +50,11 @@ def oauth_gateway_config(server: AuthorizationServer, port: int, **oauth: Any) -
         "requiredScopes": ["mcp:tools"],
         **oauth,
     }
-    identities = [*BASE_CONFIG["identities"], {"id": "machine", "labels": {"kind": "service"}}]
+    identities = [
+        *BASE_CONFIG["identities"],
+        {"id": "machine", "labels": {"kind": "service"}},
+        *({"id": account} for account in accounts),
+    ]
     return make_config(
         server={"host": "127.0.0.1", "port": port, "maxBodyBytes": 65536}, identities=identities, oauth=section
     )
@@ -356,3 +364,61 @@ async def test_rotated_signing_key_is_fetched_and_the_withdrawn_one_refused() ->
             new_token = await client_credentials_token(rotated, f"{gateway}/mcp")
             assert await credential_accepted(gateway, new_token), "an unknown kid refetches the JWKS"
             assert not await credential_accepted(gateway, old_token), "the refetched JWKS no longer has the old key"
+
+
+class ScriptedBrowser:
+    """The user's side of the authorization code flow, headless: it follows the authorization server's redirects
+    (the provider's scripted interaction logs the account in and consents) until one reaches the client's
+    redirect URI, and hands its parameters to the SDK as the callback."""
+
+    def __init__(self, redirect_uri: str) -> None:
+        self.redirect_uri = redirect_uri
+        self.result: AuthorizationCodeResult | None = None
+
+    async def open(self, authorization_url: str) -> None:
+        url = authorization_url
+        async with httpx.AsyncClient(timeout=30) as browser:
+            for _ in range(10):
+                response = await browser.get(url)
+                location = response.headers.get("location")
+                assert response.is_redirect and location, f"{response.status_code}: {response.text[:300]}"
+                url = str(httpx.URL(url).join(location))
+                if url.startswith(self.redirect_uri):
+                    params = httpx.URL(url).params
+                    assert "code" in params, f"the authorization server refused: {dict(params)}"
+                    self.result = AuthorizationCodeResult(
+                        code=params["code"], state=params.get("state"), iss=params.get("iss")
+                    )
+                    return
+        raise AssertionError("the authorization server never redirected back to the client")
+
+    async def callback(self) -> AuthorizationCodeResult:
+        assert self.result is not None
+        return self.result
+
+
+async def test_sdk_authorization_code_flow_with_pkce_registers_consents_and_calls_tools(
+    authorization_server: AuthorizationServer,
+) -> None:
+    port = free_port()
+    # The provider's scripted login signs "alice" in: she is the token's subject.
+    config = oauth_gateway_config(authorization_server, port, accounts=("alice",))
+    redirect_uri = "http://127.0.0.1:9/callback"
+    browser = ScriptedBrowser(redirect_uri)
+    storage = MemoryTokenStorage()
+    metadata = OAuthClientMetadata(
+        redirect_uris=[AnyUrl(redirect_uri)],
+        grant_types=["authorization_code", "refresh_token"],
+        token_endpoint_auth_method="none",
+        client_name="oauth-flow-test",
+    )
+    async with serve_gateway(config) as gateway:
+        auth = OAuthClientProvider(f"{gateway}/mcp", metadata, storage, browser.open, browser.callback)
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=30) as http,
+            Client(streamable_http_client(f"{gateway}/mcp", http_client=http), mode="2026-07-28") as client,
+        ):
+            echoed = await client.call_tool("demo__echo", {"text": "code flow"})
+    assert not echoed.is_error and "code flow" in str(echoed.content)
+    assert storage.client_info is not None, "the client registered itself (RFC 7591)"
+    assert storage.tokens is not None and storage.tokens.scope == "mcp:tools"

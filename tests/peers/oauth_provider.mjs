@@ -63,20 +63,20 @@ const provider = new Provider(issuer, {
 
 // The scripted login and consent: whatever the interaction asks, `account` logs in and grants it all.
 async function scriptedInteraction(req, res) {
-  const details = await provider.interactionDetails(req, res);
-  const { prompt, params } = details;
+  const { prompt, params, grantId } = await provider.interactionDetails(req, res);
   if (prompt.name === "login") {
     return provider.interactionFinished(req, res, { login: { accountId: account } }, { mergeWithLastSubmission: false });
   }
-  const grant = details.grantId
-    ? await provider.Grant.find(details.grantId)
+  const grant = grantId
+    ? await provider.Grant.find(grantId)
     : new provider.Grant({ accountId: account, clientId: params.client_id });
-  if (params.scope) grant.addOIDCScope(params.scope.split(" ").filter((s) => s === "openid" || s === "offline_access").join(" "));
-  for (const resource of [params.resource].flat().filter(Boolean)) {
-    grant.addResourceScope(resource, params.scope ?? options.scopes);
+  const { missingOIDCScope, missingResourceScopes } = prompt.details;
+  if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(" "));
+  for (const [indicator, scopes] of Object.entries(missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, scopes.join(" "));
   }
-  const grantId = await grant.save();
-  return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  const consent = { grantId: await grant.save() };
+  return provider.interactionFinished(req, res, { consent }, { mergeWithLastSubmission: true });
 }
 
 const callback = provider.callback();
