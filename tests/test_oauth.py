@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,8 +23,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
-from mcp_gateway.config import GatewayConfig, parse_config
+from mcp_gateway.config import GatewayConfig, load_config, parse_config
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.oauth import resource_metadata_url
 from tests.conftest import free_port
 from tests.harness import BASE_CONFIG, DEMO_KEY, make_config, mcp_client, serve_gateway
 from tests.npm_peers import AuthorizationServer, oauth_provider
@@ -422,3 +424,10 @@ async def test_sdk_authorization_code_flow_with_pkce_registers_consents_and_call
     assert not echoed.is_error and "code flow" in str(echoed.content)
     assert storage.client_info is not None, "the client registered itself (RFC 7591)"
     assert storage.tokens is not None and storage.tokens.scope == "mcp:tools"
+
+
+def test_oauth_example_config_loads() -> None:
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "oauth-example.yaml", env={})
+    assert config.oauth is not None
+    assert config.oauth.token.audience == config.oauth.resource == "https://gw.example/mcp"
+    assert resource_metadata_url(config.oauth.resource) == "https://gw.example/.well-known/oauth-protected-resource/mcp"
