@@ -7,7 +7,8 @@ never echo it, nor anything decoded from it, and the Bearer challenge carries on
 
 With ``oauth`` configured every 401 challenge names the protected resource metadata (how MCP clients find the
 authorization server), and an access token lacking a required scope is a 403 ``insufficient_scope`` naming the
-scopes to ask for (step-up). API keys are a separate credential kind: scopes do not apply to them.
+scopes to ask for (step-up). API keys are a separate credential kind: scopes do not apply to them. A bearer that
+is neither a JWT nor a configured API key is introspected when ``oauth.introspection`` is set (opaque tokens).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from mcp_gateway.access_tokens import JwtValidator, TokenRefused, granted_scopes, looks_like_jwt
 from mcp_gateway.config import ApiKey, Identity, IdentityRule, JwtConfig, OAuthConfig
 from mcp_gateway.errors import BearerChallenge, InsufficientScope, Unauthorized
+from mcp_gateway.introspection import TokenIntrospector
 from mcp_gateway.oauth import first_sight_identity, resource_metadata_url
 
 
@@ -41,6 +44,12 @@ class Authenticator:
         self._by_id: Mapping[str, Identity] = {identity.id: identity for identity in identities}
         token_config = oauth.token if oauth is not None else jwt_config
         self._tokens = JwtValidator(token_config) if token_config is not None else None
+        self._introspector = (
+            TokenIntrospector(oauth.introspection, oauth.resource, oauth.token.issuer, oauth.token.leeway)
+            if oauth is not None and oauth.introspection is not None
+            else None
+        )
+        self._identity_claim = token_config.identity_claim if token_config is not None else "sub"
         self._rules: tuple[IdentityRule, ...] = oauth.identity_rules if oauth is not None else ()
         self._required_scopes = oauth.required_scopes if oauth is not None else ()
         scope = " ".join(self._required_scopes) or None
@@ -63,26 +72,31 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise self._refuse("the Authorization header must use the Bearer scheme", error="invalid_request")
-        if self._tokens is not None and looks_like_jwt(token):
-            return await self._authenticate_token(token, self._tokens)
-        return self._authenticate_api_key(token)
+        try:
+            if self._tokens is not None and looks_like_jwt(token):
+                return self._identify(await self._tokens.verify(token))
+            identity = self._authenticate_api_key(token)
+            if identity is None and self._introspector is not None:
+                return self._identify(await self._introspector.verify(token))
+        except TokenRefused as exc:
+            raise self._refuse(exc.reason) from exc
+        if identity is None:
+            raise self._refuse("unknown credential")
+        return identity
 
-    def _authenticate_api_key(self, token: str) -> Identity:
+    def _authenticate_api_key(self, token: str) -> Identity | None:
         digest = hash_api_key(token)
         found = self._by_digest.get(digest)
         if found is None or not hmac.compare_digest(found[1].sha256, digest):
-            raise self._refuse("unknown credential")
+            return None
         identity, key = found
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
             raise self._refuse("credential expired")
         return identity
 
-    async def _authenticate_token(self, token: str, validator: JwtValidator) -> Identity:
-        try:
-            claims = await validator.verify(token)
-        except TokenRefused as exc:
-            raise self._refuse(exc.reason) from exc
-        claim = validator.config.identity_claim
+    def _identify(self, claims: dict[str, Any]) -> Identity:
+        """Verified claims → the identity their ``identityClaim`` names, carrying the token's scopes."""
+        claim = self._identity_claim
         subject = claims.get(claim)
         if not isinstance(subject, str) or not subject:
             raise self._refuse(f"token has no string {claim!r} claim")

@@ -98,6 +98,19 @@ class IdentityRule:
 
 
 @dataclass(frozen=True)
+class IntrospectionConfig:
+    """RFC 7662 token introspection for opaque access tokens, as the client ``client_id`` of the endpoint."""
+
+    url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    # An active answer is reused for at most this long, and never past the token's own expiry: also how long a
+    # token revoked at the authorization server may still be accepted.
+    cache_seconds: float = 60.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class OAuthConfig:
     """The gateway as an OAuth 2.1 resource server (MCP authorization spec, RFC 9728, RFC 8707).
 
@@ -110,6 +123,7 @@ class OAuthConfig:
     scopes_supported: tuple[str, ...] = ()
     required_scopes: tuple[str, ...] = ()
     identity_rules: tuple[IdentityRule, ...] = ()
+    introspection: IntrospectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -457,6 +471,7 @@ def _parse_oauth(r: _Reader, data: dict[str, Any], path: str) -> OAuthConfig | N
             "scopesSupported",
             "requiredScopes",
             "identityRules",
+            "introspection",
             *_OAUTH_TOKEN_KEYS,
         },
         path,
@@ -485,6 +500,12 @@ def _parse_oauth(r: _Reader, data: dict[str, Any], path: str) -> OAuthConfig | N
         for i, raw in enumerate(r.sequence(data.get("identityRules", []), f"{path}.identityRules"))
         if (rule := _parse_identity_rule(r, r.mapping(raw, f"{path}.identityRules[{i}]"), f"{path}.identityRules[{i}]"))
     )
+    introspection_raw = data.get("introspection")
+    introspection = (
+        _parse_introspection(r, r.mapping(introspection_raw, f"{path}.introspection"), f"{path}.introspection")
+        if introspection_raw is not None
+        else None
+    )
     if resource is None or token is None:
         return None
     return OAuthConfig(
@@ -494,6 +515,25 @@ def _parse_oauth(r: _Reader, data: dict[str, Any], path: str) -> OAuthConfig | N
         scopes_supported=scopes_supported,
         required_scopes=required,
         identity_rules=rules,
+        introspection=introspection,
+    )
+
+
+def _parse_introspection(r: _Reader, data: dict[str, Any], path: str) -> IntrospectionConfig | None:
+    r.unknown_keys(data, {"url", "clientId", "clientSecret", "cacheSeconds", "timeout"}, path)
+    url = r.string(data, "url", path)
+    if url is not None and not _is_http_url(url):
+        r.fail(f"{path}.url", "must be an absolute http(s) URL")
+    client_id = r.string(data, "clientId", path)
+    client_secret = r.string(data, "clientSecret", path)
+    if url is None or client_id is None or client_secret is None:
+        return None
+    return IntrospectionConfig(
+        url=url,
+        client_id=client_id,
+        client_secret=client_secret,
+        cache_seconds=r.number(data, "cacheSeconds", path, 60.0),
+        timeout=r.number(data, "timeout", path, 10.0, minimum=0.001),
     )
 
 

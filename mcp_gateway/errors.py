@@ -117,6 +117,13 @@ class StoreUnavailable(GatewayError):
     code = "store_unavailable"
 
 
+class AuthorizationServerUnavailable(GatewayError):
+    """503: a token could not be checked because the authorization server did not answer (fail closed)."""
+
+    status = 503
+    code = "authorization_server_unavailable"
+
+
 class UpstreamUnavailable(GatewayError):
     status = 502
     code = "upstream_unavailable"

@@ -4,7 +4,10 @@
 // It issues JWT access tokens (RS256, signed with a key generated at start and published at /jwks) bound to the
 // requested resource indicator (RFC 8707), for these clients:
 //   machine, robot, stranger        client_credentials (secret: `<id>-secret`), may ask for every scope
-//   short-lived / short-secret      client_credentials, tokens live 1 second
+//   short-lived / short-secret      client_credentials, tokens live 3 seconds (2 to 3 left when issued)
+//   opaque, short-opaque            client_credentials, opaque access tokens (RFC 7662 introspection), the second's
+//                                   live 3 seconds
+//   gateway / gateway-secret        the resource server's own client, for the introspection endpoint
 //   public PKCE clients             registered dynamically (RFC 7591); authorization code + PKCE, where the login
 //                                   and consent are scripted: the interaction URL logs `account` in and grants
 //                                   what was asked, so a headless client follows redirects to its code.
@@ -33,7 +36,7 @@ const machineClient = (id, secret) => ({
 const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
   clients: [
-    ...["machine", "robot", "stranger"].map((id) => machineClient(id, `${id}-secret`)),
+    ...["machine", "robot", "stranger", "opaque", "short-opaque", "gateway"].map((id) => machineClient(id, `${id}-secret`)),
     machineClient("short-lived", "short-secret"),
   ],
   scopes: ["openid", "offline_access", ...options.scopes.split(" ")],
@@ -42,6 +45,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    introspection: { enabled: true },
     registration: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -50,8 +54,8 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: async (ctx, resource, client) => ({
         scope: options.scopes,
         audience: resource,
-        accessTokenTTL: client.clientId === "short-lived" ? 1 : 300,
-        accessTokenFormat: "jwt",
+        accessTokenTTL: client.clientId.startsWith("short") ? 3 : 300,
+        accessTokenFormat: client.clientId.endsWith("opaque") ? "opaque" : "jwt",
         jwt: { sign: { alg: "RS256" } },
       }),
     },
