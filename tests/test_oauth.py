@@ -221,6 +221,29 @@ async def test_token_without_a_required_scope_is_403_insufficient_scope_naming_i
     assert params["resource_metadata"] == f"{gateway}/.well-known/oauth-protected-resource/mcp"
 
 
+async def test_sdk_client_steps_up_when_its_stored_token_lacks_the_required_scope(
+    gateway: str, authorization_server: AuthorizationServer
+) -> None:
+    narrow = await client_credentials_token(authorization_server, f"{gateway}/mcp", scope="mcp:admin")
+    storage = MemoryTokenStorage()
+    storage.tokens = OAuthToken(access_token=narrow, token_type="Bearer", scope="mcp:admin")
+    auth = ClientCredentialsOAuthProvider(
+        server_url=f"{gateway}/mcp",
+        storage=storage,
+        client_id="machine",
+        client_secret="machine-secret",
+        issuer=authorization_server.issuer,
+    )
+    async with (
+        httpx2.AsyncClient(auth=auth, timeout=30) as http,
+        Client(streamable_http_client(f"{gateway}/mcp", http_client=http), mode="2026-07-28") as client,
+    ):
+        echoed = await client.call_tool("demo__echo", {"text": "stepped up"})
+    assert not echoed.is_error
+    assert storage.tokens is not None and storage.tokens.access_token != narrow
+    assert set((storage.tokens.scope or "").split()) == {"mcp:admin", "mcp:tools"}
+
+
 RULES = [
     {"claims": {"client_id": "robot"}, "labels": {"kind": "robot"}, "allowedTools": ["demo__echo", "demo__add"]},
     {"claims": {"client_id": "machine"}, "labels": {"kind": "rule"}, "allowedTools": ["demo__echo"]},
