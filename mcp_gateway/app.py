@@ -79,15 +79,23 @@ class _Routes:
 
 
 def _metadata_routes(config: GatewayConfig) -> list[Route]:
-    """RFC 9728 metadata, at the root and path-suffixed for /mcp; public, and readable by browser-based clients."""
+    """RFC 9728 metadata, at the root and path-suffixed for /mcp; public, and readable by browser-based clients
+    (which send ``MCP-Protocol-Version`` with it, so a CORS preflight comes first)."""
     if config.oauth is None:
         return []
     document = protected_resource_metadata(config.oauth)
+    cors = {
+        "access-control-allow-origin": "*",
+        "access-control-allow-methods": "GET",
+        "access-control-allow-headers": "mcp-protocol-version",
+    }
 
     async def metadata(request: Request) -> Response:
-        return json_response(document, headers={"access-control-allow-origin": "*", "cache-control": "max-age=300"})
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=cors)
+        return json_response(document, headers={**cors, "cache-control": "max-age=300"})
 
-    return [Route(path, metadata, methods=["GET"]) for path in (METADATA_PATH, f"{METADATA_PATH}/mcp")]
+    return [Route(path, metadata, methods=["GET", "OPTIONS"]) for path in (METADATA_PATH, f"{METADATA_PATH}/mcp")]
 
 
 def create_app(config: GatewayConfig) -> Starlette:

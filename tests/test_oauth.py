@@ -127,6 +127,21 @@ async def test_protected_resource_metadata_is_served_at_both_well_known_paths(
         }
 
 
+async def test_protected_resource_metadata_answers_a_browser_preflight(gateway: str) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.options(
+            f"{gateway}/.well-known/oauth-protected-resource/mcp",
+            headers={
+                "Origin": "http://localhost:6274",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "mcp-protocol-version",
+            },
+        )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "mcp-protocol-version" in response.headers["access-control-allow-headers"]
+
+
 @pytest.mark.parametrize("path", ["/mcp", "/v1/tasks/sessions/current"])
 async def test_request_without_credential_is_challenged_with_resource_metadata_and_scope(
     gateway: str, path: str
