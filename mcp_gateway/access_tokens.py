@@ -58,6 +58,22 @@ def granted_scopes(claims: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+def _key_in_memory(client: jwt.PyJWKClient, token: str) -> Any | None:
+    """The token's signing key from the unexpired key set ``client`` holds, or None when only a fetch can tell.
+
+    Saves the thread hop of ``get_signing_key_from_jwt`` on the common path (measured: about half the cost of
+    checking a token); an unknown ``kid`` still goes to pyjwt, which refetches within its cooldown.
+    """
+    key_set = client.jwk_set_cache.get() if client.jwk_set_cache is not None else None
+    if key_set is None:
+        return None
+    kid = jwt.get_unverified_header(token).get("kid")
+    return next(
+        (jwk.key for jwk in key_set.keys if jwk.key_id == kid and jwk.public_key_use in ("sig", None)),
+        None,
+    )
+
+
 class JwtValidator:
     """Built once from config; ``verify`` does one signature check (and, on a JWKS cache miss, one fetch)."""
 
@@ -83,8 +99,10 @@ class JwtValidator:
         if self._jwks is not None:
             client = self._jwks
             try:
-                # PyJWKClient fetches over blocking urllib on a cache miss: keep it off the event loop.
-                key = (await anyio.to_thread.run_sync(client.get_signing_key_from_jwt, token)).key
+                key = _key_in_memory(client, token)
+                if key is None:
+                    # PyJWKClient fetches over blocking urllib: keep it off the event loop.
+                    key = (await anyio.to_thread.run_sync(client.get_signing_key_from_jwt, token)).key
             except jwt.PyJWKClientError as exc:
                 raise TokenRefused("invalid token: no signing key of the issuer matches it") from exc
             except jwt.InvalidTokenError as exc:
