@@ -25,6 +25,7 @@ from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
 from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
 from mcp_gateway.http.tasks_api import TasksApi
+from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
 
 
 class _Routes:
@@ -104,6 +105,26 @@ def end_streams(app: Starlette) -> None:
     routes.end_streams()
 
 
+def _metadata_routes(config: GatewayConfig) -> list[Route]:
+    """RFC 9728 metadata, at the root and path-suffixed for /mcp; public, and readable by browser-based clients
+    (which send ``MCP-Protocol-Version`` with it, so a CORS preflight comes first)."""
+    if config.oauth is None:
+        return []
+    document = protected_resource_metadata(config.oauth)
+    cors = {
+        "access-control-allow-origin": "*",
+        "access-control-allow-methods": "GET",
+        "access-control-allow-headers": "mcp-protocol-version",
+    }
+
+    async def metadata(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=cors)
+        return json_response(document, headers={**cors, "cache-control": "max-age=300"})
+
+    return [Route(path, metadata, methods=["GET", "OPTIONS"]) for path in (METADATA_PATH, f"{METADATA_PATH}/mcp")]
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
 
@@ -122,6 +143,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            *_metadata_routes(config),
         ],
         middleware=[Middleware(FrontDoor, server=config.server)],
         exception_handlers={HTTPException: http_error_response, Exception: internal_error_response},

@@ -1,9 +1,14 @@
-"""Bearer credential → Identity, for API keys and JWTs.
+"""Bearer credential → Identity, for API keys and JWT / OAuth access tokens.
 
 API keys are never held in clear: config carries their SHA-256, and a presented key is hashed and looked up. The
 lookup is by digest (an attacker cannot steer timing towards a stored key without a SHA-256 preimage), and the final
 match is still confirmed with ``hmac.compare_digest``. Failure messages say what is wrong with the credential but
-never echo it.
+never echo it, nor anything decoded from it, and the Bearer challenge carries only fixed texts and config values.
+
+With ``oauth`` configured every 401 challenge names the protected resource metadata (how MCP clients find the
+authorization server), and an access token lacking a required scope is a 403 ``insufficient_scope`` naming the
+scopes to ask for (step-up). API keys are a separate credential kind: scopes do not apply to them. A bearer that
+is neither a JWT nor a configured API key is introspected when ``oauth.introspection`` is set (opaque tokens).
 """
 
 from __future__ import annotations
@@ -11,95 +16,101 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio.to_thread
-import jwt
-
-from mcp_gateway.config import ApiKey, Identity, JwtConfig
-from mcp_gateway.errors import Unauthorized
+from mcp_gateway.access_tokens import JwtValidator, TokenRefused, granted_scopes, looks_like_jwt
+from mcp_gateway.config import ApiKey, Identity, IdentityRule, JwtConfig, OAuthConfig
+from mcp_gateway.errors import BearerChallenge, InsufficientScope, Unauthorized
+from mcp_gateway.introspection import TokenIntrospector
+from mcp_gateway.oauth import first_sight_identity, resource_metadata_url
 
 
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _looks_like_jwt(token: str) -> bool:
-    return token.count(".") == 2 and token.startswith("ey")
-
-
 class Authenticator:
     """Built once from config; ``authenticate`` is on every request's path, so it only does dict lookups and,
     for JWTs, one signature check (JWKS keys are cached by pyjwt's client)."""
 
-    def __init__(self, identities: Sequence[Identity], jwt_config: JwtConfig | None) -> None:
+    def __init__(
+        self, identities: Sequence[Identity], jwt_config: JwtConfig | None, oauth: OAuthConfig | None = None
+    ) -> None:
         self._by_digest: dict[str, tuple[Identity, ApiKey]] = {
             key.sha256: (identity, key) for identity in identities for key in identity.api_keys
         }
         self._by_id: Mapping[str, Identity] = {identity.id: identity for identity in identities}
-        self._jwt = jwt_config
-        self._jwks = (
-            jwt.PyJWKClient(jwt_config.jwks_url, cache_keys=True, lifespan=300, timeout=10)
-            if jwt_config is not None and jwt_config.jwks_url
+        token_config = oauth.token if oauth is not None else jwt_config
+        self._tokens = JwtValidator(token_config) if token_config is not None else None
+        self._introspector = (
+            TokenIntrospector(oauth.introspection, oauth.resource, oauth.token.issuer, oauth.token.leeway)
+            if oauth is not None and oauth.introspection is not None
             else None
+        )
+        self._identity_claim = token_config.identity_claim if token_config is not None else "sub"
+        self._rules: tuple[IdentityRule, ...] = oauth.identity_rules if oauth is not None else ()
+        self._required_scopes = oauth.required_scopes if oauth is not None else ()
+        scope = " ".join(self._required_scopes) or None
+        self._challenge = (
+            BearerChallenge(resource_metadata=resource_metadata_url(oauth.resource), scope=scope)
+            if oauth is not None
+            else BearerChallenge()
         )
 
     def identity(self, identity_id: str) -> Identity | None:
         return self._by_id.get(identity_id)
 
+    def _refuse(self, reason: str, *, error: str | None = "invalid_token") -> Unauthorized:
+        return Unauthorized(reason, challenge=replace(self._challenge, error=error, description=reason))
+
     async def authenticate(self, authorization: str | None) -> Identity:
         if not authorization:
-            raise Unauthorized("missing Authorization: Bearer <credential> header")
+            raise self._refuse("missing Authorization: Bearer <credential> header", error=None)
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("the Authorization header must use the Bearer scheme")
-        if self._jwt is not None and _looks_like_jwt(token):
-            return await self._authenticate_jwt(token, self._jwt)
-        return self._authenticate_api_key(token)
+            raise self._refuse("the Authorization header must use the Bearer scheme", error="invalid_request")
+        try:
+            if self._tokens is not None and looks_like_jwt(token):
+                return self._identify(await self._tokens.verify(token))
+            identity = self._authenticate_api_key(token)
+            if identity is None and self._introspector is not None:
+                return self._identify(await self._introspector.verify(token))
+        except TokenRefused as exc:
+            raise self._refuse(exc.reason) from exc
+        if identity is None:
+            raise self._refuse("unknown credential")
+        return identity
 
-    def _authenticate_api_key(self, token: str) -> Identity:
+    def _authenticate_api_key(self, token: str) -> Identity | None:
         digest = hash_api_key(token)
         found = self._by_digest.get(digest)
         if found is None or not hmac.compare_digest(found[1].sha256, digest):
-            raise Unauthorized("unknown credential")
+            return None
         identity, key = found
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
-            raise Unauthorized("credential expired")
+            raise self._refuse("credential expired")
         return identity
 
-    async def _authenticate_jwt(self, token: str, config: JwtConfig) -> Identity:
-        key: Any
-        if self._jwks is not None:
-            client = self._jwks
-            try:
-                # PyJWKClient fetches over blocking urllib on a cache miss: keep it off the event loop.
-                key = (await anyio.to_thread.run_sync(client.get_signing_key_from_jwt, token)).key
-            except jwt.PyJWKClientError as exc:
-                raise Unauthorized(f"cannot find the token's signing key: {exc}") from exc
-            except jwt.InvalidTokenError as exc:
-                raise Unauthorized(f"invalid token: {exc}") from exc
-        else:
-            key = config.secret if config.secret is not None else config.public_key
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=list(config.algorithms),
-                audience=config.audience,
-                issuer=config.issuer,
-                leeway=config.leeway,
-                options={"require": ["exp"], "verify_aud": config.audience is not None},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token expired") from exc
-        except jwt.InvalidTokenError as exc:
-            raise Unauthorized(f"invalid token: {exc}") from exc
-        subject = claims.get(config.identity_claim)
+    def _identify(self, claims: dict[str, Any]) -> Identity:
+        """Verified claims → the identity their ``identityClaim`` names, carrying the token's scopes."""
+        claim = self._identity_claim
+        subject = claims.get(claim)
         if not isinstance(subject, str) or not subject:
-            raise Unauthorized(f"token has no string {config.identity_claim!r} claim")
-        identity = self._by_id.get(subject)
+            raise self._refuse(f"token has no string {claim!r} claim")
+        identity = self._by_id.get(subject) or first_sight_identity(self._rules, subject, claims)
         if identity is None:
-            raise Unauthorized("token subject is not a known identity")
-        return identity
+            raise self._refuse("token subject is not a known identity")
+        scopes = granted_scopes(claims)
+        if missing := [scope for scope in self._required_scopes if scope not in scopes]:
+            raise InsufficientScope(
+                f"the access token lacks the required scope {' '.join(missing)}",
+                challenge=replace(
+                    self._challenge,
+                    error="insufficient_scope",
+                    description="the access token lacks a required scope",
+                ),
+            )
+        return replace(identity, scopes=scopes)

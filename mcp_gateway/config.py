@@ -66,6 +66,9 @@ class Identity:
     allowed_resources: tuple[str, ...] | None = None
     allowed_prompts: tuple[str, ...] | None = None
     require_task: bool = False
+    # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
+    # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,51 @@ class JwtConfig:
     audience: str | None = None
     leeway: float = 0.0
     identity_claim: str = "sub"
+    # After a JWKS fetch, how long a token naming an unknown kid waits before it may trigger another fetch: picks up
+    # a rotated key without letting a stream of made-up kids hammer the issuer.
+    jwks_refetch_cooldown: float = 30.0
+
+
+@dataclass(frozen=True)
+class IdentityRule:
+    """How a token whose subject is not a configured identity becomes one on first sight.
+
+    A rule matches when every claim it names equals the given value (or, for a list claim, contains it).
+    """
+
+    claims: Mapping[str, str]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    allowed_tools: tuple[str, ...] | None = None
+    require_task: bool = False
+
+
+@dataclass(frozen=True)
+class IntrospectionConfig:
+    """RFC 7662 token introspection for opaque access tokens, as the client ``client_id`` of the endpoint."""
+
+    url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    # An active answer is reused for at most this long, and never past the token's own expiry: also how long a
+    # token revoked at the authorization server may still be accepted.
+    cache_seconds: float = 60.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """The gateway as an OAuth 2.1 resource server (MCP authorization spec, RFC 9728, RFC 8707).
+
+    ``token`` is the JWT validator's config with the audience bound to ``resource`` and the issuer required.
+    """
+
+    resource: str
+    authorization_servers: tuple[str, ...]
+    token: JwtConfig
+    scopes_supported: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()
+    identity_rules: tuple[IdentityRule, ...] = ()
+    introspection: IntrospectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +210,7 @@ class GatewayConfig:
     upstreams: tuple[UpstreamConfig, ...] = ()
     identities: tuple[Identity, ...] = ()
     jwt: JwtConfig | None = None
+    oauth: OAuthConfig | None = None
     tasks: tuple[TaskDefinition, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -415,7 +464,19 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
 
 def _parse_jwt(r: _Reader, data: dict[str, Any], path: str) -> JwtConfig | None:
     r.unknown_keys(
-        data, {"algorithms", "secret", "publicKey", "jwksUrl", "issuer", "audience", "leeway", "identityClaim"}, path
+        data,
+        {
+            "algorithms",
+            "secret",
+            "publicKey",
+            "jwksUrl",
+            "jwksRefetchCooldown",
+            "issuer",
+            "audience",
+            "leeway",
+            "identityClaim",
+        },
+        path,
     )
     secret = r.optional_string(data, "secret", path)
     public_key = r.optional_string(data, "publicKey", path)
@@ -437,7 +498,105 @@ def _parse_jwt(r: _Reader, data: dict[str, Any], path: str) -> JwtConfig | None:
         audience=r.optional_string(data, "audience", path),
         leeway=r.number(data, "leeway", path, 0.0),
         identity_claim=r.string(data, "identityClaim", path, default="sub") or "sub",
+        jwks_refetch_cooldown=r.number(data, "jwksRefetchCooldown", path, 30.0),
     )
+
+
+_OAUTH_TOKEN_KEYS = ("publicKey", "jwksUrl", "jwksRefetchCooldown", "algorithms", "leeway", "identityClaim")
+
+
+def _parse_oauth(r: _Reader, data: dict[str, Any], path: str) -> OAuthConfig | None:
+    r.unknown_keys(
+        data,
+        {
+            "resource",
+            "authorizationServers",
+            "issuer",
+            "scopesSupported",
+            "requiredScopes",
+            "identityRules",
+            "introspection",
+            *_OAUTH_TOKEN_KEYS,
+        },
+        path,
+    )
+    resource = r.string(data, "resource", path)
+    if resource is not None and (not _is_http_url(resource) or "#" in resource):
+        r.fail(f"{path}.resource", "must be an absolute http(s) URL without a fragment (the gateway's /mcp URL)")
+    servers = r.string_list(data, "authorizationServers", path) or ()
+    if not servers:
+        r.fail(f"{path}.authorizationServers", "must list at least one authorization server's issuer URL")
+    for i, server in enumerate(servers):
+        if not _is_http_url(server):
+            r.fail(f"{path}.authorizationServers[{i}]", "must be an absolute http(s) URL")
+    issuer = r.optional_string(data, "issuer", path)
+    if issuer is None and len(servers) > 1:
+        r.fail(f"{path}.issuer", "is required when several authorization servers are listed")
+    issuer = issuer or (servers[0] if servers else None)
+    scopes_supported = r.string_list(data, "scopesSupported", path) or ()
+    required = r.string_list(data, "requiredScopes", path) or ()
+    if scopes_supported and (missing := [s for s in required if s not in scopes_supported]):
+        r.fail(f"{path}.requiredScopes", f"{', '.join(missing)} not in scopesSupported")
+    token_section = {key: data[key] for key in _OAUTH_TOKEN_KEYS if key in data}
+    token = _parse_jwt(r, {**token_section, "issuer": issuer, "audience": resource}, path)
+    rules = tuple(
+        rule
+        for i, raw in enumerate(r.sequence(data.get("identityRules", []), f"{path}.identityRules"))
+        if (rule := _parse_identity_rule(r, r.mapping(raw, f"{path}.identityRules[{i}]"), f"{path}.identityRules[{i}]"))
+    )
+    introspection_raw = data.get("introspection")
+    introspection = (
+        _parse_introspection(r, r.mapping(introspection_raw, f"{path}.introspection"), f"{path}.introspection")
+        if introspection_raw is not None
+        else None
+    )
+    if resource is None or token is None:
+        return None
+    return OAuthConfig(
+        resource=resource,
+        authorization_servers=servers,
+        token=token,
+        scopes_supported=scopes_supported,
+        required_scopes=required,
+        identity_rules=rules,
+        introspection=introspection,
+    )
+
+
+def _parse_introspection(r: _Reader, data: dict[str, Any], path: str) -> IntrospectionConfig | None:
+    r.unknown_keys(data, {"url", "clientId", "clientSecret", "cacheSeconds", "timeout"}, path)
+    url = r.string(data, "url", path)
+    if url is not None and not _is_http_url(url):
+        r.fail(f"{path}.url", "must be an absolute http(s) URL")
+    client_id = r.string(data, "clientId", path)
+    client_secret = r.string(data, "clientSecret", path)
+    if url is None or client_id is None or client_secret is None:
+        return None
+    return IntrospectionConfig(
+        url=url,
+        client_id=client_id,
+        client_secret=client_secret,
+        cache_seconds=r.number(data, "cacheSeconds", path, 60.0),
+        timeout=r.number(data, "timeout", path, 10.0, minimum=0.001),
+    )
+
+
+def _parse_identity_rule(r: _Reader, data: dict[str, Any], path: str) -> IdentityRule | None:
+    r.unknown_keys(data, {"claims", "labels", "allowedTools", "requireTask"}, path)
+    claims = r.string_map(data, "claims", path)
+    if not claims:
+        r.fail(f"{path}.claims", "must name at least one claim to match")
+        return None
+    return IdentityRule(
+        claims=claims,
+        labels=r.string_map(data, "labels", path),
+        allowed_tools=r.string_list(data, "allowedTools", path),
+        require_task=r.boolean(data, "requireTask", path, False),
+    )
+
+
+def _is_http_url(value: str) -> bool:
+    return value.startswith(("http://", "https://")) and len(value.split("://", 1)[1]) > 0
 
 
 _JWT_ALGORITHMS = {
@@ -585,7 +744,9 @@ def parse_config(raw: Any) -> GatewayConfig:
     """Turn parsed YAML into a GatewayConfig, or raise ConfigError listing every problem."""
     r = _Reader()
     root = r.mapping(raw, "config")
-    r.unknown_keys(root, {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit"}, "config")
+    r.unknown_keys(
+        root, {"server", "store", "upstreams", "identities", "jwt", "oauth", "tasks", "policies", "audit"}, "config"
+    )
     store = r.mapping(root.get("store"), "store")
     r.unknown_keys(store, {"url", "prefix"}, "store")
     store_url = r.string(store, "url", "store", default="memory://") or "memory://"
@@ -594,6 +755,9 @@ def parse_config(raw: Any) -> GatewayConfig:
     jwt_raw = root.get("jwt")
     identities = r.items(root.get("identities"), "identities", lambda d, p: _parse_identity(r, d, p), lambda i: i.id)
     identity_ids = frozenset(identity.id for identity in identities)
+    oauth_raw = root.get("oauth")
+    if jwt_raw is not None and oauth_raw is not None:
+        r.fail("oauth", "set either jwt or oauth, not both (oauth validates JWT access tokens itself)")
     config = GatewayConfig(
         server=_parse_server(r, r.mapping(root.get("server"), "server"), "server"),
         store_url=store_url,
@@ -602,6 +766,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         identities=identities,
         jwt=_parse_jwt(r, r.mapping(jwt_raw, "jwt"), "jwt") if jwt_raw is not None else None,
         tasks=r.items(root.get("tasks"), "tasks", lambda d, p: _parse_task(r, d, p, identity_ids), lambda t: t.id),
+        oauth=_parse_oauth(r, r.mapping(oauth_raw, "oauth"), "oauth") if oauth_raw is not None else None,
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
     )

@@ -7,6 +7,7 @@ status codes, ``WWW-Authenticate`` headers and JSON bodies, so the contract's er
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
@@ -18,16 +19,42 @@ class ConfigError(Exception):
         super().__init__("; ".join(self.problems))
 
 
+@dataclass(frozen=True)
+class BearerChallenge:
+    """The parameters of a ``WWW-Authenticate: Bearer`` challenge (RFC 6750 section 3, RFC 9728 section 5.1).
+
+    Every value is a fixed text or comes from config, never from the request: a header cannot carry arbitrary
+    characters (a non-latin-1 one fails the response, CR/LF ends it), and a caller must not write into it.
+    ``error`` is None when the request carried no credential at all, as RFC 6750 asks.
+    """
+
+    error: str | None = "invalid_token"
+    description: str | None = None
+    scope: str | None = None
+    resource_metadata: str | None = None
+
+    def header(self) -> str:
+        params = [
+            ("realm", "mcp-gateway"),
+            ("error", self.error),
+            ("error_description", self.description),
+            ("resource_metadata", self.resource_metadata),
+            ("scope", self.scope),
+        ]
+        return "Bearer " + ", ".join(f'{name}="{value}"' for name, value in params if value)
+
+
 class GatewayError(Exception):
-    """An error with a stable ``error`` code string and an HTTP status."""
+    """An error with a stable ``error`` code string, an HTTP status and, for auth failures, a Bearer challenge."""
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, challenge: BearerChallenge | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.challenge = challenge
 
 
 class BadRequest(GatewayError):
@@ -36,16 +63,27 @@ class BadRequest(GatewayError):
 
 
 class Unauthorized(GatewayError):
+    """401. The challenge defaults to a generic ``invalid_token`` one; the message may say more than the challenge
+    but, like it, never quotes the credential or anything decoded from it."""
+
     status = 401
     code = "unauthorized"
+    default_description: ClassVar[str] = "the bearer credential was not accepted"
+
+    def __init__(self, message: str, *, details: Any = None, challenge: BearerChallenge | None = None) -> None:
+        super().__init__(
+            message, details=details, challenge=challenge or BearerChallenge(description=self.default_description)
+        )
 
 
 class InvalidTaskToken(Unauthorized):
     code = "invalid_task_token"
+    default_description = "the X-Task-Token is missing, invalid or expired"
 
 
 class TaskRequired(Unauthorized):
     code = "task_required"
+    default_description = "this identity must send an X-Task-Token header"
 
 
 class Forbidden(GatewayError):
@@ -57,6 +95,12 @@ class TaskNotPermitted(Forbidden):
     """The identity may not open sessions of this task: it is not in ``startableBy``, or the task would widen it."""
 
     code = "task_not_permitted"
+
+
+class InsufficientScope(Forbidden):
+    """403 for a valid access token without a scope this resource requires; the challenge names the scopes."""
+
+    code = "insufficient_scope"
 
 
 class NotFound(GatewayError):
@@ -87,6 +131,13 @@ class ValidationFailed(GatewayError):
 class StoreUnavailable(GatewayError):
     status = 503
     code = "store_unavailable"
+
+
+class AuthorizationServerUnavailable(GatewayError):
+    """503: a token could not be checked because the authorization server did not answer (fail closed)."""
+
+    status = 503
+    code = "authorization_server_unavailable"
 
 
 class UpstreamUnavailable(GatewayError):

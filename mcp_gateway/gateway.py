@@ -136,7 +136,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             subscriptions = ResourceSubscriptions(catalog.snapshot, connections, notifier)
             for connection in connections:
                 connection.add_resource_listener(subscriptions.updated)
-            authenticator = Authenticator(config.identities, config.jwt)
+            authenticator = Authenticator(config.identities, config.jwt, config.oauth)
             sessions = TaskSessions(store, config.tasks)
             proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge)
             for connection in connections:

@@ -313,7 +313,12 @@ class PolicyEngine:
     ) -> Activation:
         return self._environment.bind(
             {
-                "identity": {"id": identity.id, "name": identity.name, "labels": identity.labels},
+                "identity": {
+                    "id": identity.id,
+                    "name": identity.name,
+                    "labels": identity.labels,
+                    "scopes": identity.scopes,
+                },
                 "task": None
                 if task is None
                 else {"id": task.task_id, "name": task.task_name, "labels": task.labels, "context": task.context},

@@ -93,9 +93,12 @@ def make_config(**sections: Any) -> GatewayConfig:
 
 @asynccontextmanager
 async def serve_gateway(config: GatewayConfig) -> AsyncIterator[str]:
-    """Start the gateway app under uvicorn on an ephemeral port; yield its base URL."""
+    """Start the gateway app under uvicorn on the config's port (0, the base config's, is an ephemeral one); yield
+    its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            create_app(config), host="127.0.0.1", port=config.server.port, log_level="warning", lifespan="on"
+        )
     )
     task = asyncio.create_task(server.serve())
     try:

@@ -7,18 +7,23 @@ be awaited as a subprocess, never run with a blocking ``subprocess.run``: that w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NPM_PEERS = ROOT / "node_modules" / "@modelcontextprotocol"
 INSPECTOR_CLI = NPM_PEERS / "inspector-cli" / "build" / "index.js"
 SDK_CLIENT = Path(__file__).resolve().parent / "peers" / "sdk_client.mjs"
+OIDC_PROVIDER = ROOT / "node_modules" / "oidc-provider"
+OAUTH_PROVIDER = Path(__file__).resolve().parent / "peers" / "oauth_provider.mjs"
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,46 @@ async def inspector_cli(url: str, *args: str, headers: dict[str, str]) -> NodeRu
 async def sdk_client(url: str, headers: dict[str, str]) -> NodeRun:
     """``tests/peers/sdk_client.mjs``: the TypeScript SDK client's list / call / progress / sampling round."""
     return await run_node([str(SDK_CLIENT), url, json.dumps(headers)], cwd=ROOT)
+
+
+@dataclass(frozen=True)
+class AuthorizationServer:
+    issuer: str
+    kid: str
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/token"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.issuer}/jwks"
+
+
+@asynccontextmanager
+async def oauth_provider(scopes: str, *, port: int = 0, kid: str = "key-1") -> AsyncIterator[AuthorizationServer]:
+    """``tests/peers/oauth_provider.mjs``: the pinned ``oidc-provider`` as an authorization server, until exit.
+
+    Without the npm peers installed this skips, except under CI (``CI`` set), where it must run.
+    """
+    if not OIDC_PROVIDER.exists():
+        if os.environ.get("CI"):
+            raise AssertionError("npm test peers are not installed: run `npm ci` (make test does)")
+        pytest.skip("the oidc-provider npm peer is not installed: run `npm ci` in the repository root")
+    options = json.dumps({"scopes": scopes, "port": port, "kid": kid})
+    # stderr inherited: the provider only writes start-up warnings there, and pytest captures them.
+    async with await anyio.open_process(["node", str(OAUTH_PROVIDER), options], cwd=ROOT, stderr=None) as process:
+        assert process.stdout is not None
+        try:
+            with anyio.fail_after(PEER_TIMEOUT):
+                buffered = b""
+                async for chunk in process.stdout:
+                    buffered += chunk
+                    if b"\n" in buffered:
+                        break
+            started = json.loads(buffered.split(b"\n", 1)[0])
+            yield AuthorizationServer(started["issuer"], started["kid"])
+        finally:
+            process.terminate()
+            with anyio.move_on_after(5):
+                await process.wait()

@@ -142,3 +142,33 @@ async def test_gateway_accepts_jwt_and_rejects_tampered_one() -> None:
     assert ok.json()["error"] == "invalid_task_token"
     assert bad.json()["error"] == "unauthorized"
     assert "WWW-Authenticate" in bad.headers
+
+
+def _unsigned_looking_token(kid: str) -> str:
+    """A JWT-shaped bearer whose header carries ``kid`` verbatim (signed with a throwaway key: it never verifies)."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, other, algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.mark.parametrize(
+    "kid", ["ключ-\u2603", "k1\r\nX-Injected: yes", 'k1" error="forged'], ids=["non-latin-1", "cr-lf", "quote"]
+)
+async def test_token_header_content_never_reaches_the_challenge(
+    jwks_server: tuple[str, rsa.RSAPrivateKey], kid: str
+) -> None:
+    url, _ = jwks_server
+    identities = [*BASE_CONFIG["identities"], {"id": "alice"}]
+    config = make_config(identities=identities, jwt={"jwksUrl": url, "algorithms": ["RS256"]})
+    bearer = _unsigned_looking_token(kid)
+    async with serve_gateway(config) as gateway, httpx.AsyncClient() as http:
+        for path, method in (("/mcp", "POST"), ("/v1/tasks/sessions/current", "GET")):
+            response = await http.request(
+                method, f"{gateway}{path}", json={}, headers={"Authorization": f"Bearer {bearer}"}
+            )
+            assert response.status_code == 401, response.text
+            assert response.json()["error"] == "unauthorized"
+            challenge = response.headers["www-authenticate"]
+            assert challenge.isascii() and challenge.isprintable()
+            assert "X-Injected" not in challenge and "forged" not in challenge and "ключ" not in challenge
+            assert "injected" not in response.text.lower() and "ключ" not in response.text
+            assert "forged" not in response.text

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mcp_gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RequestTimeout, StoreUnavailable, Unauthorized
+from mcp_gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RequestTimeout, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,8 @@ def error_response(error: GatewayError) -> Response:
     if isinstance(error, RequestTimeout):
         # The rest of a body that stalled may still come: the connection cannot carry another request.
         headers["connection"] = "close"
-    if isinstance(error, Unauthorized):
-        description = error.message.replace('"', "'")
-        headers["www-authenticate"] = (
-            f'Bearer realm="mcp-gateway", error="invalid_token", error_description="{description}"'
-        )
+    if error.challenge is not None:
+        headers["www-authenticate"] = error.challenge.header()
     return json_response(body, error.status, headers)
 
 
