@@ -31,6 +31,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -106,15 +107,20 @@ def _modern(ctx: Context) -> bool:
 
 
 async def _ask_now(ctx: Context, request: types.InputRequest) -> types.InputResponse:
-    """A handshake-era client is asked during the call, one server→client request per question."""
-    session = ctx.session
+    """A handshake-era client is asked during the call, one server→client request per question.
+
+    The request is related to the call, so over streamable HTTP it rides the call's own SSE response stream, as the
+    SDK's ``ctx.elicit`` sends it (the standalone GET stream is for messages unrelated to any request). Deliberately
+    push-style whatever the era, as the suite's reference server asks: a 2026-07-28 caller has no back-channel.
+    """
+    session, related = ctx.session, ServerMessageMetadata(related_request_id=ctx.request_id)
     answer: types.InputResponse
     if isinstance(request, types.ElicitRequest):
-        answer = await session.send_request(request, types.ElicitResult)
+        answer = await session.send_request(request, types.ElicitResult, metadata=related)
     elif isinstance(request, types.CreateMessageRequest):
-        answer = await session.send_request(request, types.CreateMessageResult)
+        answer = await session.send_request(request, types.CreateMessageResult, metadata=related)
     else:
-        answer = await session.send_request(request, types.ListRootsResult)
+        answer = await session.send_request(request, types.ListRootsResult, metadata=related)
     return answer
 
 
