@@ -141,13 +141,13 @@ async def test_a_scenario_failing_only_through_the_gateway_is_a_regression(tmp_p
     assert comparison.failed()
 
 
-async def test_the_auth_proxy_changes_no_scenario_outcome(tmp_path: Path) -> None:
+@pytest.mark.parametrize("era", ERAS)
+async def test_the_auth_proxy_changes_no_scenario_outcome(tmp_path: Path, era: str) -> None:
     """The gateway columns go through BearerProxy; in front of the fixture itself it must be invisible.
 
-    Run in the 2025-11-25 era, whose long-lived SSE streams (GET stream, SSE polling) are the hard part to relay.
+    The hard parts: long-lived SSE streams and resumption (2025-11-25), header values padded on purpose (2026-07-28).
     """
     command = conformance_command()
-    era = "2025-11-25"
     async with fixture_server(tmp_path) as url:
         direct = await run_suite(command, url, tmp_path / "direct", era)
         proxy = BearerProxy(url.removesuffix("/mcp"), "mgw_ignored_by_the_fixture")
