@@ -10,13 +10,19 @@ fix makes its entry pass, the strict xfail then fails, and the entry must go.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import mcp_types as types
 import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from scripts.conformance import (
     DIRECT,
     ERAS,
+    FIXTURE_MODULE,
+    ROOT,
     TARGETS,
     BearerProxy,
     Comparison,
@@ -170,3 +176,17 @@ def test_a_scenario_passes_only_with_a_success_and_no_failure() -> None:
     assert not read_result("ping", [success, failure]).passed
     assert read_result("ping", [success, failure]).failures == ("ping: no pong",)
     assert not read_result("ping", [{"id": "ping", "status": "SKIPPED"}]).passed
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_fixture_server_answers_over_stdio_in_both_eras(mode: str) -> None:
+    """The suite only drives HTTP; the stdio fixture (the gateway's stdio upstream in the matrix) is checked here."""
+    params = StdioServerParameters(command=sys.executable, args=["-m", FIXTURE_MODULE], cwd=ROOT)
+    async with Client(stdio_client(params), mode=mode) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("test_simple_text", {})
+        read = await client.read_resource("test://static-text")
+    assert {"test_simple_text", "test_sampling", "test_input_required_result_elicitation"} <= names
+    assert result.content == [types.TextContent(type="text", text="This is a simple text response for testing.")]
+    assert isinstance(read.contents[0], types.TextResourceContents)
+    assert read.contents[0].text == "This is the content of the static text resource."
