@@ -32,7 +32,8 @@ pytest: $(BIN)/.installed node_modules/.installed
 
 test: lint typecheck pytest
 
-# The official MCP conformance suite against server-everything, directly and through the gateway (also in pytest).
+# The official MCP conformance suite (spec 2025-11-25 and 2026-07-28) against our fixture server, directly and through
+# the gateway for every upstream setting (also in pytest); prints the README's tables.
 conformance: $(BIN)/.installed node_modules/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/conformance.py
 

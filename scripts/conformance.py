@@ -1,33 +1,30 @@
 #!/usr/bin/env python3
-"""MCP conformance, side by side: ``server-everything`` directly and through the gateway.
+"""MCP conformance, side by side: our fixture server directly and through the gateway, in both spec versions.
 
-Runs every server scenario of the pinned ``@modelcontextprotocol/conformance`` CLI twice: against the pinned
-``@modelcontextprotocol/server-everything`` over streamable HTTP, and against ``mcp-gateway serve`` fronting that
-same server (``prefix: false``, so tool, prompt and resource names are unchanged). It prints a Markdown table
-``scenario | direct | gateway | first failure`` and exits 1 if any scenario passes directly but fails through the
-gateway.
+Runs the server scenarios of the pinned ``@modelcontextprotocol/conformance`` CLI (``--suite all``) for each spec
+version in :data:`ERAS` against every target in :data:`TARGETS`: the fixture server
+``mcp_gateway.examples.conformance_server`` over streamable HTTP directly, and ``mcp-gateway serve`` in front of that
+same fixture (``prefix: false``, so tool, prompt and resource names are unchanged) with the upstream over HTTP
+(``protocol: auto``, ``legacy``, ``2026-07-28``) and over stdio. The fixture implements every fixture the suite
+calls, so directly it passes every scenario: a direct failure is a bug of the fixture, and a scenario that passes
+directly but fails through the gateway is a gateway regression. It prints one Markdown table per spec version
+(``scenario | direct | gateway settings...``) and exits 1 on any direct failure or regression.
 
-Many scenarios fail even directly: the suite is written for the conformance repository's own test server, whose
-``test_*`` tools, prompts and resources ``server-everything`` does not have. A direct failure therefore sets no bar;
-the contract is only "the gateway does not lose what the direct server has".
+The suite needs Node >= 22: the pinned npm package ``node`` provides it in ``node_modules/.bin/node``.
 
-Two workarounds, both forced by the pinned conformance CLI and both confined to this script:
-
-* **Authorization.** The CLI's server runner has no option for request headers (0.1.16 builds its SDK client from
-  the bare URL), while every gateway request needs ``Authorization: Bearer``. So the gateway column goes through
-  :class:`BearerProxy`, a loopback reverse proxy that adds that one header and changes nothing else: method, path,
-  query, body and every other header, ``Host`` and ``Origin`` included, pass through verbatim, and responses
-  (SSE too) are streamed back chunk by chunk. A client going away closes the upstream request. The proxy writes
-  every exchange it relays (without the credential) to ``gateway-traffic.jsonl`` in the work directory, to
-  diagnose a failing scenario. The direct column is really direct.
-* **Node 20.** The CLI imports ``fs.globSync`` (Node >= 22) at start-up, for its ``tier-check`` command only; on
-  older Node a module-resolution hook hands it an ``fs`` whose ``globSync`` throws, so the server runner starts.
+One workaround, forced by the CLI and confined to this script: its server runner has no option for request
+headers, while every gateway request needs ``Authorization: Bearer``. So the gateway columns go through
+:class:`BearerProxy`, a loopback reverse proxy that adds that one header and changes nothing else: method, path,
+query, body and every other header, ``Host`` and ``Origin`` included, pass through verbatim, and responses (SSE
+too) are streamed back chunk by chunk. A client going away closes the upstream request. The proxy writes every
+exchange it relays (without the credential) to ``<era>/<target>/traffic.jsonl`` in the work directory, to diagnose
+a failing scenario. The direct column is really direct.
 
 Usage::
 
-    python scripts/conformance.py [--out FILE] [--workdir DIR] [--scenario NAME ...]
+    python scripts/conformance.py [--out FILE] [--workdir DIR] [--era ERA ...] [--target NAME ...] [--scenario NAME ...]
 
-Exit status: 0 no regression, 1 a scenario passes directly but not through the gateway, 2 could not run.
+Exit status: 0 no regression, 1 a direct failure or a regression, 2 could not run.
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -51,18 +47,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 import uvicorn
+import yarl
 from anyio.abc import Process
+from multidict import CIMultiDict
 
 ROOT = Path(__file__).resolve().parent.parent
-NODE_MODULES = ROOT / "node_modules" / "@modelcontextprotocol"
-CONFORMANCE = NODE_MODULES / "conformance" / "dist" / "index.js"
-EVERYTHING = NODE_MODULES / "server-everything" / "dist" / "index.js"
+NODE = ROOT / "node_modules" / ".bin" / "node"
+CONFORMANCE = ROOT / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+FIXTURE_MODULE = "mcp_gateway.examples.conformance_server"
 
-STARTUP_TIMEOUT = 30.0
-SUITE_TIMEOUT = 300.0
+ERAS = ("2025-11-25", "2026-07-28")
+DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One column: the fixture directly, or the gateway in front of it with one upstream setting."""
+
+    name: str
+    transport: str = "streamable-http"
+    protocol: str = "auto"
+
+    @property
+    def through_gateway(self) -> bool:
+        return self.name != DIRECT
+
+
+TARGETS = (
+    Target(DIRECT),
+    Target("http auto", protocol="auto"),
+    Target("http legacy", protocol="legacy"),
+    Target("http 2026-07-28", protocol="2026-07-28"),
+    Target("stdio auto", transport="stdio", protocol="auto"),
+)
+TARGETS_BY_NAME = {target.name: target for target in TARGETS}
+
+STARTUP_TIMEOUT = 90.0  # generous: CI machines are shared, and a stdio upstream starts a Python process
+SUITE_TIMEOUT = 600.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,45 +104,18 @@ class SetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class ScenarioResult:
-    """One scenario on one target: passed means at least one SUCCESS check and no FAILURE check.
-
-    ``vacuous`` names why a pass proves nothing. The TypeScript SDK behind server-everything answers a call to a
-    tool it does not have with an ``isError`` tool result, and the scenarios that expect an error (or only look
-    for text content) accept that. Such a pass is read from the server's actual answer, never from a list of names.
-    """
+    """One scenario on one target in one era: passed means at least one SUCCESS check and no FAILURE check."""
 
     scenario: str
     passed: bool
     failures: tuple[str, ...] = ()
     missing: bool = False
-    vacuous: str | None = None
-
-    @property
-    def counts(self) -> bool:
-        """A pass that sets a bar for the gateway."""
-        return self.passed and self.vacuous is None
 
     @property
     def label(self) -> str:
         if self.missing:
             return "no result"
-        if self.passed:
-            return "pass (vacuous)" if self.vacuous else "pass"
-        return "fail"
-
-
-_MISSING_TOOL = re.compile(r"\bTool (\S+) not found\b")
-
-
-def _missing_tool(checks: list[dict[str, Any]]) -> str | None:
-    """The tool name, when a successful check's tool result is the server saying it has no such tool."""
-    for check in checks:
-        result = (check.get("details") or {}).get("result") or {}
-        if check.get("status") == "SUCCESS" and result.get("isError"):
-            for item in result.get("content") or []:
-                if match := _MISSING_TOOL.search(str(item.get("text", ""))):
-                    return match[1]
-    return None
+        return "pass" if self.passed else "fail"
 
 
 def read_result(scenario: str, checks: list[dict[str, Any]]) -> ScenarioResult:
@@ -127,92 +125,105 @@ def read_result(scenario: str, checks: list[dict[str, Any]]) -> ScenarioResult:
         for check in checks
         if check.get("status") == "FAILURE"
     )
-    passed = "SUCCESS" in statuses and not failures
-    tool = _missing_tool(checks) if passed else None
-    vacuous = f"the server has no tool `{tool}`; its isError answer satisfied the scenario" if tool else None
-    return ScenarioResult(scenario, passed=passed, failures=failures, vacuous=vacuous)
+    return ScenarioResult(scenario, passed="SUCCESS" in statuses and not failures, failures=failures)
 
 
 _RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
 
 
-def read_results(output_dir: Path, scenarios: Sequence[str]) -> dict[str, ScenarioResult]:
-    """Parse ``server-<scenario>-<timestamp>/checks.json`` dirs; a scenario without one is ``missing``."""
-    results = {name: ScenarioResult(name, passed=False, missing=True) for name in scenarios}
+def read_results(output_dir: Path, scenarios: Sequence[str] | None = None) -> dict[str, ScenarioResult]:
+    """Parse ``server-<scenario>-<timestamp>/checks.json`` dirs; a named scenario without one is ``missing``."""
+    results = {name: ScenarioResult(name, passed=False, missing=True) for name in scenarios or ()}
     for checks_file in sorted(output_dir.glob("server-*/checks.json")):
         match = _RESULT_DIR.match(checks_file.parent.name)
-        if match and match["scenario"] in results:
+        if match and (scenarios is None or match["scenario"] in results):
             name = match["scenario"]
             results[name] = read_result(name, json.loads(checks_file.read_text()))
     return results
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Every scenario's result directly and through the gateway."""
+class EraResults:
+    """Every target's results in one spec version; the scenarios are the ones the direct run reported."""
 
-    scenarios: tuple[str, ...]
-    direct: dict[str, ScenarioResult]
-    gateway: dict[str, ScenarioResult]
-    workdir: Path
+    era: str
+    targets: tuple[str, ...]
+    results: dict[str, dict[str, ScenarioResult]]
 
-    def passing(self, side: dict[str, ScenarioResult]) -> list[str]:
-        return [name for name in self.scenarios if side[name].counts]
+    @property
+    def scenarios(self) -> list[str]:
+        return list(self.results[DIRECT])
 
-    def regressions(self) -> list[str]:
-        """Scenarios the direct server really passes and the gateway does not: each one is a gateway bug."""
-        return [name for name in self.scenarios if self.direct[name].counts and not self.gateway[name].passed]
+    def result(self, target: str, scenario: str) -> ScenarioResult:
+        return self.results[target].get(scenario) or ScenarioResult(scenario, passed=False, missing=True)
+
+    def direct_failures(self) -> list[str]:
+        """Scenarios our own fixture fails directly: each one is a bug of the fixture (or of the suite pin)."""
+        return [name for name in self.scenarios if not self.result(DIRECT, name).passed]
+
+    def regressions(self) -> list[tuple[str, str]]:
+        """``(scenario, target)`` pairs passing directly and failing through the gateway: each one a gateway bug."""
+        return [
+            (name, target)
+            for name in self.scenarios
+            if self.result(DIRECT, name).passed
+            for target in self.targets
+            if target != DIRECT and not self.result(target, name).passed
+        ]
 
     def markdown(self) -> str:
-        lines = [
-            "| scenario | direct | gateway | first failure |",
-            "|---|---|---|---|",
-        ]
+        gateway = [target for target in self.targets if target != DIRECT]
+        header = [f"{self.era} scenario", "direct", *(f"gateway, {target}" for target in gateway)]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         regressions = set(self.regressions())
         for name in self.scenarios:
-            direct, gateway = self.direct[name], self.gateway[name]
-            gateway_label = f"**{gateway.label} (regression)**" if name in regressions else gateway.label
-            lines.append(f"| `{name}` | {direct.label} | {gateway_label} | {_note(direct, gateway)} |")
-        total = len(self.scenarios)
+            cells = [self.result(DIRECT, name).label]
+            for target in gateway:
+                label = self.result(target, name).label
+                cells.append(f"**{label}**" if (name, target) in regressions else label)
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
         lines.append("")
+        total = len(self.scenarios)
+        passing = total - len(self.direct_failures())
         lines.append(
-            f"Direct: {len(self.passing(self.direct))}/{total} pass (not counting vacuous passes). "
-            f"Gateway: {len(self.passing(self.gateway))}/{total} pass. "
-            + (
-                f"Regressions: {', '.join(sorted(regressions))}."
-                if regressions
-                else "Every scenario the direct server passes also passes through the gateway."
+            f"{self.era}: direct {passing}/{total} pass. "
+            + "".join(
+                f"{target} {sum(self.result(target, name).passed for name in self.scenarios)}/{total}; "
+                for target in gateway
             )
+            + (f"{len(regressions)} regressions (bold)." if regressions else "No regression through the gateway.")
         )
         return "\n".join(lines) + "\n"
 
     def details(self) -> str:
-        """The failure messages of every scenario that passes on one target and not on the other."""
+        """The failure messages behind every direct failure and every regression."""
         out: list[str] = []
-        for name in self.scenarios:
-            direct, gateway = self.direct[name], self.gateway[name]
-            if direct.passed == gateway.passed:
-                continue
-            out.append(f"{name}: direct {direct.label}, gateway {gateway.label}")
-            out += [f"  direct:  {direct.vacuous}"] if direct.vacuous else []
-            out += [f"  direct:  {failure}" for failure in direct.failures]
-            out += [f"  gateway: {failure}" for failure in gateway.failures]
+        for name in self.direct_failures():
+            out += [f"{self.era} {name}: direct fails"] + [f"  {f}" for f in self.result(DIRECT, name).failures]
+        for name, target in self.regressions():
+            result = self.result(target, name)
+            out += [f"{self.era} {name}: {target} {result.label}"] + [f"  {f}" for f in result.failures]
         return "\n".join(out) + ("\n" if out else "")
 
 
-def _note(direct: ScenarioResult, gateway: ScenarioResult) -> str:
-    if gateway.failures:
-        return "gateway: " + _cell(gateway.failures[0])
-    if direct.vacuous:
-        return "direct: " + _cell(direct.vacuous)
-    if direct.failures:
-        return "direct: " + _cell(direct.failures[0])
-    return ""
+@dataclass(frozen=True)
+class Comparison:
+    """The results of every era, and where their artifacts are."""
 
+    eras: tuple[EraResults, ...]
+    workdir: Path
 
-def _cell(text: str, limit: int = 110) -> str:
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    def era(self, name: str) -> EraResults:
+        return next(era for era in self.eras if era.era == name)
+
+    def failed(self) -> bool:
+        return any(era.direct_failures() or era.regressions() for era in self.eras)
+
+    def markdown(self) -> str:
+        return "\n".join(era.markdown() for era in self.eras)
+
+    def details(self) -> str:
+        return "".join(era.details() for era in self.eras)
 
 
 # --------------------------------------------------------------------------------------------- the auth proxy
@@ -237,14 +248,18 @@ class BearerProxy:
 
     def __init__(self, target: str, key: str) -> None:
         self.target = target.rstrip("/")
-        self._authorization = f"Bearer {key}".encode()
-        # No read timeout: a legacy-era GET stream stays open, idle, for as long as the client wants it.
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self._authorization = f"Bearer {key}"
+        # aiohttp, not httpx: h11 refuses to send a header value with trailing whitespace, and the suite sends one
+        # on purpose (a padded Mcp-Name). No read timeout: a legacy-era GET stream stays open, idle, for as long
+        # as the client wants it. No automatic decompression or redirects: bytes and statuses pass as they are.
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=None), auto_decompress=False
+        )
         self.traffic: list[dict[str, Any]] = []
         """Every relayed exchange, without the credential, for diagnosing a failing scenario."""
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -257,21 +272,21 @@ class BearerProxy:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        headers = [
-            (name, value)
+        headers = CIMultiDict(
+            (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in scope["headers"]
             if name not in _HOP_BY_HOP and name not in (b"authorization", b"content-length")
-        ]
-        headers.append((b"authorization", self._authorization))
+        )
+        headers["authorization"] = self._authorization
         url = self.target + scope["raw_path"].decode("latin-1")
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
-        request = self._client.build_request(scope["method"], url, headers=headers, content=bytes(body))
+        request = _Request(scope["method"], url, headers, bytes(body))
         record: dict[str, Any] = {
             "time": time.time(),
             "method": scope["method"],
             "path": scope["raw_path"].decode("latin-1"),
-            "request_headers": {name: request.headers[name] for name in _LOGGED_HEADERS if name in request.headers},
+            "request_headers": {name: headers[name] for name in _LOGGED_HEADERS if name in headers},
             "request_body": body[:_LOG_BODY_LIMIT].decode("utf-8", "replace"),
         }
         self.traffic.append(record)
@@ -288,26 +303,33 @@ class BearerProxy:
             await self._relay(request, send, record)
             group.cancel_scope.cancel()
 
-    async def _relay(self, request: httpx.Request, send: Send, record: dict[str, Any]) -> None:
+    async def _relay(self, request: _Request, send: Send, record: dict[str, Any]) -> None:
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._client.request(
+                request.method,
+                yarl.URL(request.url, encoded=True),
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            )
+        except (aiohttp.ClientError, OSError) as exc:
             record["error"] = repr(exc)
             await send({"type": "http.response.start", "status": 502, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": f"proxy: {exc!r}".encode()})
             return
         logged = bytearray()
         try:
-            record["status"] = response.status_code
-            record["response_headers"] = dict(response.headers)
+            record["status"] = response.status
+            record["response_headers"] = {name.lower(): value for name, value in response.headers.items()}
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP],
+                    "status": response.status,
+                    "headers": [(k, v) for k, v in response.raw_headers if k.lower() not in _HOP_BY_HOP],
                 }
             )
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 if len(logged) < _LOG_BODY_LIMIT:
                     logged += chunk[: _LOG_BODY_LIMIT - len(logged)]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -315,7 +337,15 @@ class BearerProxy:
             await send({"type": "http.response.body", "body": b""})
         finally:
             record["response_body"] = logged.decode("utf-8", "replace")
-            await response.aclose()
+            response.release()
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: str
+    headers: CIMultiDict[str]
+    body: bytes
 
 
 @contextlib.asynccontextmanager
@@ -349,71 +379,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def node_major() -> int:
-    if shutil.which("node") is None:
-        raise SetupError("node is not on PATH (Node >= 20 is needed for the npm peers)")
-    version = (await anyio.run_process(["node", "--version"])).stdout.decode()
-    return int(version.strip().lstrip("v").split(".")[0])
-
-
-_FS_WITH_GLOBSYNC = """\
-export * from "node:fs";
-import fs from "node:fs";
-export default fs;
-export const globSync = fs.globSync ?? (() => { throw new Error("fs.globSync needs Node >= 22"); });
-"""
-_HOOKS = """\
-const conformance = "/@modelcontextprotocol/conformance/";
-export async function resolve(specifier, context, next) {
-  if ((specifier === "fs" || specifier === "node:fs") && context.parentURL?.includes(conformance)) {
-    return { url: new URL("./fs-with-globsync.mjs", import.meta.url).href, shortCircuit: true };
-  }
-  return next(specifier, context);
-}
-"""
-_REGISTER = """\
-import { register } from "node:module";
-register("./hooks.mjs", import.meta.url);
-"""
-
-
-async def conformance_command(workdir: Path) -> list[str]:
-    """``node [--import shim] conformance/dist/index.js``; the shim only on Node < 22 (see module docstring)."""
-    if not CONFORMANCE.exists() or not EVERYTHING.exists():
+def conformance_command() -> list[str]:
+    """``node conformance/dist/index.js``, both from the pinned npm packages (the suite needs Node >= 22)."""
+    if not CONFORMANCE.exists() or not NODE.exists():
         raise SetupError("the npm test peers are not installed: run `npm ci` in the repository root")
-    if await node_major() >= 22:
-        return ["node", str(CONFORMANCE)]
-    shim = anyio.Path(workdir / "node20-shim")
-    await shim.mkdir(parents=True, exist_ok=True)
-    await (shim / "fs-with-globsync.mjs").write_text(_FS_WITH_GLOBSYNC)
-    await (shim / "hooks.mjs").write_text(_HOOKS)
-    await (shim / "register.mjs").write_text(_REGISTER)
-    return ["node", "--import", (workdir / "node20-shim" / "register.mjs").as_uri(), str(CONFORMANCE)]
-
-
-async def list_server_scenarios(command: Sequence[str]) -> list[str]:
-    """Every server scenario the pinned CLI knows, in its order (``list --server``)."""
-    with anyio.fail_after(60):
-        listing = (await anyio.run_process([*command, "list", "--server"])).stdout.decode()
-    names = re.findall(r"^\s*-\s+(\S+)", listing, flags=re.MULTILINE)
-    if not names:
-        raise SetupError(f"`conformance list --server` printed no scenarios:\n{listing}")
-    return names
+    return [str(NODE), str(CONFORMANCE)]
 
 
 async def run_suite(
-    command: Sequence[str], url: str, output_dir: Path, scenarios: Sequence[str], *, whole_suite: bool
+    command: Sequence[str], url: str, output_dir: Path, era: str, scenarios: Sequence[str] | None = None
 ) -> dict[str, ScenarioResult]:
-    """Run the scenarios against ``url``: the whole suite in one CLI process, or one process per scenario.
+    """Run the suite for spec version ``era`` against ``url``: all of it in one CLI process, or the named scenarios.
 
-    ``--suite all`` includes the CLI's pending scenarios too. Output goes to ``<output_dir>/cli.log``. A CLI run that
-    outlives ``SUITE_TIMEOUT`` is killed; the scenarios it did not finish are reported as ``no result``.
+    ``--suite all`` includes the CLI's pending scenarios; ``--spec-version`` keeps those that apply to ``era``.
+    Output goes to ``<output_dir>/cli.log``. A CLI run that outlives ``SUITE_TIMEOUT`` is killed; the scenarios it
+    did not finish are reported as ``no result``.
     """
     await anyio.Path(output_dir).mkdir(parents=True)
-    selections = [["--suite", "all"]] if whole_suite else [["--scenario", name] for name in scenarios]
+    selections = [["--scenario", name] for name in scenarios] if scenarios else [["--suite", "all"]]
     async with await anyio.open_file(output_dir / "cli.log", "wb") as log:
         for selection in selections:
-            args = [*command, "server", "--url", url, "-o", str(output_dir), *selection]
+            args = [*command, "server", "--url", url, "--spec-version", era, "-o", str(output_dir), *selection]
             process = await anyio.open_process(args, stdout=log.wrapped, stderr=log.wrapped)
             with anyio.move_on_after(SUITE_TIMEOUT):
                 await process.wait()
@@ -462,28 +448,37 @@ async def http_status(url: str) -> int | None:
 
 
 @contextlib.asynccontextmanager
-async def everything_server(workdir: Path) -> AsyncIterator[str]:
-    """``server-everything streamableHttp`` on a free port (it binds every interface; we use loopback)."""
+async def fixture_server(workdir: Path) -> AsyncIterator[str]:
+    """The conformance fixture over streamable HTTP on a free loopback port; yields its ``/mcp`` URL."""
     port = free_port()
-    log = workdir / "server-everything.log"
-    async with background(["node", str(EVERYTHING), "streamableHttp"], log, env={"PORT": str(port)}) as process:
+    log = workdir / "fixture.log"
+    args = [sys.executable, "-m", FIXTURE_MODULE, "--http", "--port", str(port)]
+    async with background(args, log) as process:
         url = f"http://127.0.0.1:{port}/mcp"
 
         async def ready() -> bool:
-            return await http_status(url) is not None  # a GET without a session answers 400: it is listening
+            return await http_status(url) is not None  # a GET without a session answers 4xx: it is listening
 
-        await wait_until(ready, process, "server-everything", log)
+        await wait_until(ready, process, "the conformance fixture", log)
         yield url
 
 
-def gateway_config(upstream_url: str, key: str, port: int) -> str:
-    """The gateway config: server-everything unprefixed, one identity holding ``key``, memory store."""
+def upstream_config(target: Target, fixture_url: str) -> dict[str, Any]:
+    """The fixture as the gateway's one upstream, unprefixed, over ``target``'s transport and protocol."""
+    common = {"name": "conformance", "prefix": False, "protocol": target.protocol, "timeout": 60}
+    if target.transport == "stdio":
+        return {**common, "transport": "stdio", "command": sys.executable, "args": ["-m", FIXTURE_MODULE]} | {
+            "cwd": str(ROOT)
+        }
+    return {**common, "transport": "streamable-http", "url": fixture_url}
+
+
+def gateway_config(upstream: dict[str, Any], key: str, port: int) -> str:
+    """The gateway config: one upstream, one identity holding ``key``, memory store."""
     config = {
         "server": {"host": "127.0.0.1", "port": port},
         "store": {"url": "memory://"},
-        "upstreams": [
-            {"name": "everything", "transport": "streamable-http", "url": upstream_url, "prefix": False, "timeout": 60}
-        ],
+        "upstreams": [upstream],
         "identities": [
             {"id": "conformance", "credentials": [{"sha256": hashlib.sha256(key.encode()).hexdigest()}]},
         ],
@@ -492,11 +487,12 @@ def gateway_config(upstream_url: str, key: str, port: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def gateway_server(workdir: Path, upstream_url: str, key: str) -> AsyncIterator[str]:
-    """``mcp-gateway serve`` (this interpreter's) in front of ``upstream_url``; yields its base URL once ready."""
+async def gateway_server(workdir: Path, upstream: dict[str, Any], key: str) -> AsyncIterator[str]:
+    """``mcp-gateway serve`` (this interpreter's) in front of ``upstream``; yields its base URL once ready."""
     port = free_port()
+    await anyio.Path(workdir).mkdir(parents=True, exist_ok=True)
     config = workdir / "gateway.yaml"
-    await anyio.Path(config).write_text(gateway_config(upstream_url, key, port))
+    await anyio.Path(config).write_text(gateway_config(upstream, key, port))
     log = workdir / "gateway.log"
     args = [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(config)]
     async with background(args, log) as process:
@@ -512,55 +508,89 @@ async def gateway_server(workdir: Path, upstream_url: str, key: str) -> AsyncIte
 # --------------------------------------------------------------------------------------------- the comparison
 
 
-async def run_comparison(
-    workdir: Path, scenarios: Sequence[str] | None = None, *, proxy_key: str | None = None
-) -> Comparison:
-    """Start server-everything and the gateway, run the scenarios against both, return the results.
+async def run_target(
+    command: Sequence[str],
+    target: Target,
+    fixture_url: str,
+    workdir: Path,
+    eras: Sequence[str],
+    scenarios: Sequence[str] | None,
+    proxy_key: str | None,
+) -> dict[str, dict[str, ScenarioResult]]:
+    """One target's results per era: directly against the fixture, or through a gateway started for it."""
+    if not target.through_gateway:
+        results = {era: await run_suite(command, fixture_url, workdir / era / DIRECT, era, scenarios) for era in eras}
+        # A named scenario the CLI does not run in an era (not part of that spec version) leaves no result there.
+        return {era: {name: r for name, r in by_name.items() if not r.missing} for era, by_name in results.items()}
+    slug = target.name.replace(" ", "-")
+    key = "mgw_conformance_" + secrets.token_urlsafe(24)
+    results = {}
+    async with gateway_server(workdir / slug, upstream_config(target, fixture_url), key) as gateway:
+        for era in eras:
+            proxy = BearerProxy(gateway, proxy_key or key)
+            try:
+                async with serve_asgi(proxy) as port:
+                    url = f"http://127.0.0.1:{port}/mcp"
+                    results[era] = await run_suite(command, url, workdir / era / slug, era, scenarios)
+            finally:
+                await proxy.aclose()
+                traffic = "".join(json.dumps(record) + "\n" for record in proxy.traffic)
+                await anyio.Path(workdir / era / slug / "traffic.jsonl").write_text(traffic)
+    return results
 
-    ``proxy_key`` overrides the key the auth proxy sends (the gateway only accepts its own generated key); the
-    tests use it to show that a broken gateway path is reported as a regression.
+
+async def run_comparison(
+    workdir: Path,
+    *,
+    eras: Sequence[str] = ERAS,
+    targets: Sequence[str] | None = None,
+    scenarios: Sequence[str] | None = None,
+    proxy_key: str | None = None,
+) -> Comparison:
+    """Start the fixture, run the suite against it directly and through a gateway per target, collect the results.
+
+    The direct column always runs (it sets the bar). ``proxy_key`` overrides the key the auth proxy sends (the
+    gateway only accepts its own generated key); the tests use it to show that a broken gateway path is reported
+    as a regression.
     """
     await anyio.Path(workdir).mkdir(parents=True, exist_ok=True)
-    command = await conformance_command(workdir)
-    whole_suite = not scenarios
-    names = await list_server_scenarios(command) if whole_suite else list(scenarios or ())
-    key = "mgw_conformance_" + secrets.token_urlsafe(24)
-    async with everything_server(workdir) as direct_url, gateway_server(workdir, direct_url, key) as gateway:
-        direct = await run_suite(command, direct_url, workdir / "direct", names, whole_suite=whole_suite)
-        proxy = BearerProxy(gateway, proxy_key or key)
-        try:
-            async with serve_asgi(proxy) as port:
-                url = f"http://127.0.0.1:{port}/mcp"
-                through = await run_suite(command, url, workdir / "gateway", names, whole_suite=whole_suite)
-        finally:
-            await proxy.aclose()
-            traffic = "".join(json.dumps(record) + "\n" for record in proxy.traffic)
-            await anyio.Path(workdir / "gateway-traffic.jsonl").write_text(traffic)
-    return Comparison(tuple(names), direct, through, workdir)
+    command = conformance_command()
+    chosen = [DIRECT, *[name for name in targets or TARGETS_BY_NAME if name != DIRECT]]
+    results: dict[str, dict[str, dict[str, ScenarioResult]]] = {era: {} for era in eras}
+    async with fixture_server(workdir) as fixture_url:
+        for name in chosen:
+            by_era = await run_target(command, TARGETS_BY_NAME[name], fixture_url, workdir, eras, scenarios, proxy_key)
+            for era in eras:
+                results[era][name] = by_era[era]
+    return Comparison(tuple(EraResults(era, tuple(chosen), results[era]) for era in eras), workdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, help="also write the Markdown table to this file")
+    parser.add_argument("--out", type=Path, help="also write the Markdown tables to this file")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and checks.json here (default: a temp dir)")
+    parser.add_argument("--era", action="append", choices=ERAS, help="run only this spec version (repeatable)")
+    parser.add_argument("--target", action="append", choices=list(TARGETS_BY_NAME), help="gateway setting (repeatable)")
     parser.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mcp-gateway-conformance-"))
     started = time.monotonic()
     try:
-        comparison = anyio.run(run_comparison, workdir, args.scenario)
+        comparison = anyio.run(
+            lambda: run_comparison(workdir, eras=args.era or ERAS, targets=args.target, scenarios=args.scenario)
+        )
     except (SetupError, subprocess.CalledProcessError, TimeoutError) as exc:
         print(f"conformance: could not run: {exc}", file=sys.stderr)
         return 2
     table = comparison.markdown()
     print(table)
     if details := comparison.details():
-        print("Scenarios that pass on one side only:\n" + details)
-    print(f"Artifacts (configs, logs, checks.json, gateway-traffic.jsonl): {workdir}")
+        print("Direct failures and regressions:\n" + details)
+    print(f"Artifacts (configs, logs, checks.json, traffic.jsonl): {workdir}")
     print(f"Runtime: {time.monotonic() - started:.1f} s")
     if args.out:
         args.out.write_text(table)
-    return 1 if comparison.regressions() else 0
+    return 1 if comparison.failed() else 0
 
 
 if __name__ == "__main__":
