@@ -211,3 +211,11 @@ def test_policies_take_resources_and_prompts_filters() -> None:
     assert "policies[0].resources[0]: must be a non-empty string" in problems_of(
         {"policies": [{"name": "p", "condition": "true", "resources": [""]}]}
     )
+
+
+def test_identity_roles_admit_admin_and_refuse_unknown_roles() -> None:
+    config = parse_config({"identities": [{"id": "ops", "roles": ["admin"]}, {"id": "bot"}]})
+    assert [i.is_admin for i in config.identities] == [True, False]
+    assert problems_of({"identities": [{"id": "ops", "roles": ["root"]}]}) == [
+        "identities[0].roles[0]: unknown role 'root' (known: admin)"
+    ]
