@@ -15,7 +15,8 @@ from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
 from mcp_gateway.http.responses import json_response
-from mcp_gateway.http.tasks_api import TasksApi
+from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
+from mcp_gateway.http.tasks_api import TasksApi, guarded
 
 
 class _Routes:
@@ -25,6 +26,7 @@ class _Routes:
         self._gateway: Gateway | None = None
         self._mcp: McpEndpoint | None = None
         self._tasks: TasksApi | None = None
+        self._definitions: TaskDefinitionsApi | None = None
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -32,7 +34,6 @@ class _Routes:
             server=gateway.config.server,
             authenticator=gateway.authenticator,
             sessions=gateway.sessions,
-            tasks={task.id: task for task in gateway.config.tasks},
             proxy=gateway.proxy,
             store=gateway.store,
             metrics=gateway.metrics,
@@ -43,6 +44,14 @@ class _Routes:
         )
         self._mcp = McpEndpoint(context)
         self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server.max_body_bytes)
+        self._definitions = TaskDefinitionsApi(
+            gateway.authenticator,
+            gateway.definitions,
+            gateway.sessions,
+            frozenset(identity.id for identity in gateway.config.identities),
+            lambda: [entry.name for entry in gateway.catalog.snapshot().tools()],
+            gateway.config.server.max_body_bytes,
+        )
 
     @property
     def gateway(self) -> Gateway:
@@ -53,9 +62,24 @@ class _Routes:
         assert self._mcp is not None
         return await self._mcp(request)
 
-    async def create_session(self, request: Request) -> Response:
+    async def sessions(self, request: Request) -> Response:
         assert self._tasks is not None
-        return await self._tasks.create(request)
+        return await self._tasks.sessions(request)
+
+    async def tasks(self, request: Request) -> Response:
+        api = self._definitions
+        assert api is not None
+        return await guarded(api.create if request.method == "POST" else api.listing, request)
+
+    async def task(self, request: Request) -> Response:
+        api = self._definitions
+        assert api is not None
+        handler = {"GET": api.get, "PUT": api.replace, "DELETE": api.delete}[request.method]
+        return await guarded(handler, request)
+
+    async def task_versions(self, request: Request) -> Response:
+        assert self._definitions is not None
+        return await guarded(self._definitions.versions, request)
 
     async def current_session(self, request: Request) -> Response:
         assert self._tasks is not None
@@ -89,9 +113,12 @@ def create_app(config: GatewayConfig) -> Starlette:
     return Starlette(
         routes=[
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
-            Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
+            Route("/v1/tasks", routes.tasks, methods=["GET", "POST"]),
+            Route("/v1/tasks/sessions", routes.sessions, methods=["GET", "POST"]),
             Route("/v1/tasks/sessions/current", routes.current_session, methods=["GET", "DELETE"]),
             Route("/v1/tasks/sessions/{token_id}", routes.session_by_id, methods=["GET", "DELETE"]),
+            Route("/v1/tasks/{task_id}", routes.task, methods=["GET", "PUT", "DELETE"]),
+            Route("/v1/tasks/{task_id}/versions", routes.task_versions, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),

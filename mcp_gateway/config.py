@@ -493,6 +493,16 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: froze
     )
 
 
+def parse_task(raw: Any, identity_ids: frozenset[str]) -> TaskDefinition:
+    """One task definition outside a config file (a ``/v1/tasks`` body), or ConfigError with every problem, each
+    prefixed ``task.`` and the field's path."""
+    r = _Reader()
+    task = _parse_task(r, r.mapping(raw, "task"), "task", identity_ids)
+    if r.problems or task is None:
+        raise ConfigError(r.problems or ["task: is not a task definition"])
+    return task
+
+
 def _parse_startable_by(r: _Reader, value: Any, path: str, identity_ids: frozenset[str]) -> StartableBy | None:
     if value is None:
         return None
