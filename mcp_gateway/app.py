@@ -14,6 +14,7 @@ from mcp_gateway.config import GatewayConfig
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
+from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.responses import json_response
 from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
@@ -89,6 +90,9 @@ class _Routes:
         assert self._tasks is not None
         return await self._tasks.by_id(request)
 
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.gateway.server_info["version"]))
+
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -119,6 +123,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/v1/tasks/sessions/{token_id}", routes.session_by_id, methods=["GET", "DELETE"]),
             Route("/v1/tasks/{task_id}", routes.task, methods=["GET", "PUT", "DELETE"]),
             Route("/v1/tasks/{task_id}/versions", routes.task_versions, methods=["GET"]),
+            Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
