@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.console.pages import Console
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
@@ -114,8 +115,10 @@ def create_app(config: GatewayConfig) -> Starlette:
             routes.bind(gateway)
             yield
 
+    console = Console(config, config.console.secret, lambda: routes.gateway).routes() if config.console.secret else []
     return Starlette(
         routes=[
+            *console,
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
             Route("/v1/tasks", routes.tasks, methods=["GET", "POST"]),
             Route("/v1/tasks/sessions", routes.sessions, methods=["GET", "POST"]),

@@ -145,6 +145,13 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    # Signs the console's session cookie; the console is off while it is unset.
+    secret: str | None = None
+    session_seconds: int = 8 * 3600
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     store_url: str = "memory://"
@@ -155,6 +162,7 @@ class GatewayConfig:
     tasks: tuple[TaskDefinition, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -582,11 +590,27 @@ def _parse_audit(r: _Reader, data: dict[str, Any], path: str) -> AuditConfig:
     )
 
 
+_MIN_CONSOLE_SECRET = 32
+
+
+def _parse_console(r: _Reader, data: dict[str, Any], path: str) -> ConsoleConfig:
+    r.unknown_keys(data, {"secret", "sessionSeconds"}, path)
+    secret = r.optional_string(data, "secret", path)
+    if secret is not None and len(secret) < _MIN_CONSOLE_SECRET:
+        # A short secret lets anyone who sees one cookie forge others offline.
+        r.fail(f"{path}.secret", f"must be at least {_MIN_CONSOLE_SECRET} characters (try `openssl rand -hex 32`)")
+    return ConsoleConfig(
+        secret=secret or None, session_seconds=r.integer(data, "sessionSeconds", path, 8 * 3600, minimum=60)
+    )
+
+
 def parse_config(raw: Any) -> GatewayConfig:
     """Turn parsed YAML into a GatewayConfig, or raise ConfigError listing every problem."""
     r = _Reader()
     root = r.mapping(raw, "config")
-    r.unknown_keys(root, {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit"}, "config")
+    r.unknown_keys(
+        root, {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit", "console"}, "config"
+    )
     store = r.mapping(root.get("store"), "store")
     r.unknown_keys(store, {"url", "prefix"}, "store")
     store_url = r.string(store, "url", "store", default="memory://") or "memory://"
@@ -605,6 +629,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         tasks=r.items(root.get("tasks"), "tasks", lambda d, p: _parse_task(r, d, p, identity_ids), lambda t: t.id),
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
+        console=_parse_console(r, r.mapping(root.get("console"), "console"), "console"),
     )
     _check_api_key_reuse(r, config)
     if r.problems:

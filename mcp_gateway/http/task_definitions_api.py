@@ -67,6 +67,38 @@ def _problem_details(problems: list[str]) -> list[dict[str, str]]:
     return details
 
 
+def definition_from_body(payload: dict[str, Any], path_id: str | None, identity_ids: frozenset[str]) -> TaskDefinition:
+    """A task body as a definition, or 422 listing every problem; ``path_id`` is the id a PUT names."""
+    details = schema_violations(payload.get("contextSchema", {"type": "object"}))
+    if path_id is not None:
+        if "id" in payload and payload["id"] != path_id:
+            details.append({"pointer": "/id", "message": f"must be {path_id!r}, the id in the path, or absent"})
+        payload = {**payload, "id": path_id}
+    # Read-only fields a client may echo back from a GET; the gateway sets them.
+    payload = {k: v for k, v in payload.items() if k not in ("source", "version", "modified", "warnings")}
+    definition: TaskDefinition | None = None
+    try:
+        definition = parse_task(payload, identity_ids)
+    except ConfigError as exc:
+        # The schema's own problems are already listed above, each with its pointer.
+        details += [d for d in _problem_details(exc.problems) if not d["pointer"].startswith("/contextSchema")]
+    if definition is not None and (not _TASK_ID.match(definition.id) or definition.id in _RESERVED_IDS):
+        details.append({"pointer": "/id", "message": f"must match {_TASK_ID.pattern} and not be 'sessions'"})
+    if details or definition is None:
+        noun = "problem" if len(details) == 1 else "problems"
+        raise ValidationFailed(f"the task definition has {len(details)} {noun}", details=details)
+    return definition
+
+
+def tool_pattern_warnings(task: TaskDefinition, tool_names: list[str]) -> list[dict[str, str]]:
+    """allowedTools patterns that name no tool any upstream exposes right now (a typo, or an upstream down)."""
+    return [
+        {"pointer": f"/allowedTools/{i}", "message": f"{pattern!r} names no tool any upstream exposes now"}
+        for i, pattern in enumerate(task.allowed_tools or ())
+        if not any(fnmatchcase(name, pattern) for name in tool_names)
+    ]
+
+
 class TaskDefinitionsApi:
     def __init__(
         self,
@@ -121,13 +153,14 @@ class TaskDefinitionsApi:
 
     async def create(self, request: Request) -> Response:
         await self._admin(request)
-        definition = self._definition(await self._body(request), None)
+        definition = definition_from_body(await self._body(request), None, self._identity_ids)
         written = await self._definitions.write(definition, create=True)
         return self._written(written, 201)
 
     async def replace(self, request: Request) -> Response:
         await self._admin(request)
-        definition = self._definition(await self._body(request), request.path_params["task_id"])
+        body = await self._body(request)
+        definition = definition_from_body(body, request.path_params["task_id"], self._identity_ids)
         written = await self._definitions.write(definition, create=False)
         return self._written(written, 200)
 
@@ -146,13 +179,7 @@ class TaskDefinitionsApi:
         return json_response({**task.to_document(), "warnings": self._warnings(task.definition)}, status)
 
     def _warnings(self, task: TaskDefinition) -> list[dict[str, str]]:
-        """allowedTools patterns that name no tool any upstream exposes right now (a typo, or an upstream down)."""
-        names = self._tool_names()
-        return [
-            {"pointer": f"/allowedTools/{i}", "message": f"{pattern!r} names no tool any upstream exposes now"}
-            for i, pattern in enumerate(task.allowed_tools or ())
-            if not any(fnmatchcase(name, pattern) for name in names)
-        ]
+        return tool_pattern_warnings(task, self._tool_names())
 
     async def _body(self, request: Request) -> dict[str, Any]:
         body = await read_body(request, self._limit)
@@ -163,26 +190,3 @@ class TaskDefinitionsApi:
         if not isinstance(payload, dict):
             raise BadRequest("body must be a JSON object (a task definition)")
         return payload
-
-    def _definition(self, payload: dict[str, Any], path_id: str | None) -> TaskDefinition:
-        """The body as a definition, or 422 listing every problem; ``path_id`` is the id a PUT names."""
-        details = schema_violations(payload.get("contextSchema", {"type": "object"}))
-        if path_id is not None:
-            if "id" in payload and payload["id"] != path_id:
-                details.append({"pointer": "/id", "message": f"must be {path_id!r}, the id in the path, or absent"})
-            payload = {**payload, "id": path_id}
-        for key in ("source", "version", "modified", "warnings"):
-            # Read-only fields a client may echo back from a GET; the gateway sets them.
-            payload.pop(key, None)
-        definition: TaskDefinition | None = None
-        try:
-            definition = parse_task(payload, self._identity_ids)
-        except ConfigError as exc:
-            # The schema's own problems are already listed above, each with its pointer.
-            details += [d for d in _problem_details(exc.problems) if not d["pointer"].startswith("/contextSchema")]
-        if definition is not None and (not _TASK_ID.match(definition.id) or definition.id in _RESERVED_IDS):
-            details.append({"pointer": "/id", "message": f"must match {_TASK_ID.pattern} and not be 'sessions'"})
-        if details or definition is None:
-            noun = "problem" if len(details) == 1 else "problems"
-            raise ValidationFailed(f"the task definition has {len(details)} {noun}", details=details)
-        return definition
