@@ -12,11 +12,12 @@ from starlette.routing import Route
 
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
+from mcp_gateway.errors import NotFound
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
 from mcp_gateway.http.openapi import openapi_document
-from mcp_gateway.http.responses import json_response
+from mcp_gateway.http.responses import error_response, json_response
 from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
 
@@ -106,6 +107,10 @@ class _Routes:
         return Response(metrics.render(), media_type=metrics.content_type)
 
 
+async def _console_off(request: Request) -> Response:
+    return error_response(NotFound("the console is off: set console.secret in the config to turn it on"))
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
 
@@ -115,7 +120,11 @@ def create_app(config: GatewayConfig) -> Starlette:
             routes.bind(gateway)
             yield
 
-    console = Console(config, config.console.secret, lambda: routes.gateway).routes() if config.console.secret else []
+    console = (
+        Console(config, config.console.secret, lambda: routes.gateway).routes()
+        if config.console.secret
+        else [Route("/console{rest:path}", _console_off)]
+    )
     return Starlette(
         routes=[
             *console,
