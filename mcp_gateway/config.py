@@ -596,7 +596,7 @@ _MIN_CONSOLE_SECRET = 32
 def _parse_console(r: _Reader, data: dict[str, Any], path: str) -> ConsoleConfig:
     r.unknown_keys(data, {"secret", "sessionSeconds"}, path)
     secret = r.optional_string(data, "secret", path)
-    if secret is not None and len(secret) < _MIN_CONSOLE_SECRET:
+    if secret and len(secret) < _MIN_CONSOLE_SECRET:
         # A short secret lets anyone who sees one cookie forge others offline.
         r.fail(f"{path}.secret", f"must be at least {_MIN_CONSOLE_SECRET} characters (try `openssl rand -hex 32`)")
     return ConsoleConfig(
