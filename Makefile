@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 CONFIG ?= configs/example.yaml
 
-.PHONY: run test lint typecheck pytest bench conformance clean
+.PHONY: run test lint typecheck pytest bench conformance clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed node_modules/.installed
+# The console's browser tests drive Debian's Chromium; Playwright never downloads a browser.
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+pytest: $(BIN)/.installed node_modules/.installed chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
 
 test: lint typecheck pytest

@@ -16,15 +16,19 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.errors import StoreUnavailable
+from mcp_gateway.console.pages import Console
+from mcp_gateway.errors import NotFound, StoreUnavailable
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
-from mcp_gateway.http.front_door import FrontDoor
+from mcp_gateway.http.front_door import FrontDoor, guarded_path
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
+from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
-from mcp_gateway.http.tasks_api import TasksApi
+from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
+from mcp_gateway.http.tasks_api import TasksApi, guarded
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
 
 
@@ -35,6 +39,7 @@ class _Routes:
         self._gateway: Gateway | None = None
         self._mcp: McpEndpoint | None = None
         self._tasks: TasksApi | None = None
+        self._definitions: TaskDefinitionsApi | None = None
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -42,7 +47,6 @@ class _Routes:
             server=gateway.config.server,
             authenticator=gateway.authenticator,
             sessions=gateway.sessions,
-            tasks={task.id: task for task in gateway.config.tasks},
             proxy=gateway.proxy,
             store=gateway.store,
             metrics=gateway.metrics,
@@ -53,6 +57,14 @@ class _Routes:
         )
         self._mcp = McpEndpoint(context)
         self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server)
+        self._definitions = TaskDefinitionsApi(
+            gateway.authenticator,
+            gateway.definitions,
+            gateway.sessions,
+            frozenset(identity.id for identity in gateway.config.identities),
+            lambda: [entry.name for entry in gateway.catalog.snapshot().tools()],
+            gateway.config.server,
+        )
 
     @property
     def gateway(self) -> Gateway:
@@ -63,7 +75,7 @@ class _Routes:
         if self._gateway is not None:
             self._gateway.notifier.close()
 
-    def _store_down(self) -> Response | None:
+    def store_down(self) -> Response | None:
         """The 503 to answer while the store is unavailable (fail closed), else None."""
         store = self.gateway.store
         if store.available:
@@ -72,19 +84,37 @@ class _Routes:
 
     async def mcp(self, request: Request) -> Response:
         assert self._mcp is not None
-        return self._store_down() or await self._mcp(request)
+        return await self._mcp(request)
 
-    async def create_session(self, request: Request) -> Response:
+    async def sessions(self, request: Request) -> Response:
         assert self._tasks is not None
-        return self._store_down() or await self._tasks.create(request)
+        return await self._tasks.sessions(request)
+
+    async def tasks(self, request: Request) -> Response:
+        api = self._definitions
+        assert api is not None
+        return await guarded(api.create if request.method == "POST" else api.listing, request)
+
+    async def task(self, request: Request) -> Response:
+        api = self._definitions
+        assert api is not None
+        handler = {"GET": api.get, "PUT": api.replace, "DELETE": api.delete}[request.method]
+        return await guarded(handler, request)
+
+    async def task_versions(self, request: Request) -> Response:
+        assert self._definitions is not None
+        return await guarded(self._definitions.versions, request)
 
     async def current_session(self, request: Request) -> Response:
         assert self._tasks is not None
-        return self._store_down() or await self._tasks.current(request)
+        return await self._tasks.current(request)
 
     async def session_by_id(self, request: Request) -> Response:
         assert self._tasks is not None
-        return self._store_down() or await self._tasks.by_id(request)
+        return await self._tasks.by_id(request)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.gateway.server_info["version"]))
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -125,6 +155,29 @@ def _metadata_routes(config: GatewayConfig) -> list[Route]:
     return [Route(path, metadata, methods=["GET", "OPTIONS"]) for path in (METADATA_PATH, f"{METADATA_PATH}/mcp")]
 
 
+async def _console_off(request: Request) -> Response:
+    return error_response(NotFound("the console is off: set console.secret in the config to turn it on"))
+
+
+class _StoreGate:
+    """The outage rule, applied once to every route the front door guards and to the console.
+
+    A bool read per request: the store's health is kept by its own background PING.
+    """
+
+    def __init__(self, app: ASGIApp, routes: _Routes) -> None:
+        self._app = app
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (guarded_path(scope["path"]) or scope["path"].startswith("/console")):
+            refusal = self._routes.store_down()
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
 
@@ -134,18 +187,28 @@ def create_app(config: GatewayConfig) -> Starlette:
             routes.bind(gateway)
             yield
 
+    console = (
+        Console(config, config.console.secret, lambda: routes.gateway).routes()
+        if config.console.secret
+        else [Route("/console{rest:path}", _console_off)]
+    )
     app = Starlette(
         routes=[
+            *console,
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
-            Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
+            Route("/v1/tasks", routes.tasks, methods=["GET", "POST"]),
+            Route("/v1/tasks/sessions", routes.sessions, methods=["GET", "POST"]),
             Route("/v1/tasks/sessions/current", routes.current_session, methods=["GET", "DELETE"]),
             Route("/v1/tasks/sessions/{token_id}", routes.session_by_id, methods=["GET", "DELETE"]),
+            Route("/v1/tasks/{task_id}", routes.task, methods=["GET", "PUT", "DELETE"]),
+            Route("/v1/tasks/{task_id}/versions", routes.task_versions, methods=["GET"]),
+            Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             *_metadata_routes(config),
         ],
-        middleware=[Middleware(FrontDoor, server=config.server)],
+        middleware=[Middleware(FrontDoor, server=config.server), Middleware(_StoreGate, routes=routes)],
         exception_handlers={HTTPException: http_error_response, Exception: internal_error_response},
         lifespan=lifespan,
     )

@@ -20,6 +20,7 @@ import yaml
 from mcp_gateway.errors import ConfigError
 
 DEFAULT_SEPARATOR = "__"
+ADMIN_ROLE = "admin"
 DEFAULT_SESSION_TTL = 3600
 MAX_SESSION_TTL = 86400
 
@@ -69,6 +70,12 @@ class Identity:
     # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
     # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
     scopes: tuple[str, ...] = ()
+    # What the identity may do beyond calling tools: "admin" may manage agents and read every agent run.
+    roles: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,13 @@ MAX_JSON_DEPTH = 512
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    # Signs the console's session cookie; the console is off while it is unset.
+    secret: str | None = None
+    session_seconds: int = 8 * 3600
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     store_url: str = "memory://"
@@ -214,6 +228,7 @@ class GatewayConfig:
     tasks: tuple[TaskDefinition, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -441,7 +456,17 @@ def _parse_credential(r: _Reader, data: dict[str, Any], path: str) -> ApiKey | N
 def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | None:
     r.unknown_keys(
         data,
-        {"id", "name", "labels", "credentials", "allowedTools", "allowedResources", "allowedPrompts", "requireTask"},
+        {
+            "id",
+            "name",
+            "labels",
+            "credentials",
+            "allowedTools",
+            "allowedResources",
+            "allowedPrompts",
+            "requireTask",
+            "roles",
+        },
         path,
     )
     identity_id = r.string(data, "id", path)
@@ -459,7 +484,16 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
         allowed_resources=r.string_list(data, "allowedResources", path),
         allowed_prompts=r.string_list(data, "allowedPrompts", path),
         require_task=r.boolean(data, "requireTask", path, False),
+        roles=_roles(r, data, path),
     )
+
+
+def _roles(r: _Reader, data: dict[str, Any], path: str) -> tuple[str, ...]:
+    roles = r.string_list(data, "roles", path) or ()
+    for i, role in enumerate(roles):
+        if role != ADMIN_ROLE:
+            r.fail(f"{path}.roles[{i}]", f"unknown role {role!r} (known: {ADMIN_ROLE})")
+    return roles
 
 
 def _parse_jwt(r: _Reader, data: dict[str, Any], path: str) -> JwtConfig | None:
@@ -643,6 +677,16 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: froze
     )
 
 
+def parse_task(raw: Any, identity_ids: frozenset[str]) -> TaskDefinition:
+    """One task definition outside a config file (a ``/v1/tasks`` body), or ConfigError with every problem, each
+    prefixed ``task.`` and the field's path."""
+    r = _Reader()
+    task = _parse_task(r, r.mapping(raw, "task"), "task", identity_ids)
+    if r.problems or task is None:
+        raise ConfigError(r.problems or ["task: is not a task definition"])
+    return task
+
+
 def _parse_startable_by(r: _Reader, value: Any, path: str, identity_ids: frozenset[str]) -> StartableBy | None:
     if value is None:
         return None
@@ -740,12 +784,28 @@ def _parse_audit(r: _Reader, data: dict[str, Any], path: str) -> AuditConfig:
     )
 
 
+_MIN_CONSOLE_SECRET = 32
+
+
+def _parse_console(r: _Reader, data: dict[str, Any], path: str) -> ConsoleConfig:
+    r.unknown_keys(data, {"secret", "sessionSeconds"}, path)
+    secret = r.optional_string(data, "secret", path)
+    if secret and len(secret) < _MIN_CONSOLE_SECRET:
+        # A short secret lets anyone who sees one cookie forge others offline.
+        r.fail(f"{path}.secret", f"must be at least {_MIN_CONSOLE_SECRET} characters (try `openssl rand -hex 32`)")
+    return ConsoleConfig(
+        secret=secret or None, session_seconds=r.integer(data, "sessionSeconds", path, 8 * 3600, minimum=60)
+    )
+
+
 def parse_config(raw: Any) -> GatewayConfig:
     """Turn parsed YAML into a GatewayConfig, or raise ConfigError listing every problem."""
     r = _Reader()
     root = r.mapping(raw, "config")
     r.unknown_keys(
-        root, {"server", "store", "upstreams", "identities", "jwt", "oauth", "tasks", "policies", "audit"}, "config"
+        root,
+        {"server", "store", "upstreams", "identities", "jwt", "oauth", "tasks", "policies", "audit", "console"},
+        "config",
     )
     store = r.mapping(root.get("store"), "store")
     r.unknown_keys(store, {"url", "prefix"}, "store")
@@ -769,6 +829,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         oauth=_parse_oauth(r, r.mapping(oauth_raw, "oauth"), "oauth") if oauth_raw is not None else None,
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
+        console=_parse_console(r, r.mapping(root.get("console"), "console"), "console"),
     )
     _check_api_key_reuse(r, config)
     if r.problems:

@@ -113,6 +113,13 @@ class RequestTimeout(GatewayError):
     code = "request_timeout"
 
 
+class Conflict(GatewayError):
+    """The request is well-formed but clashes with what exists: a taken id, a read-only definition."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"

@@ -34,6 +34,8 @@ from mcp_gateway.resource_subscriptions import ResourceSubscriptions
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSessions
 from mcp_gateway.store import open_store
 from mcp_gateway.store.base import Store
+from mcp_gateway.task_definitions import CACHED_KEY_PREFIXES as TASK_DEFINITION_PREFIXES
+from mcp_gateway.task_definitions import TaskDefinitions
 from mcp_gateway.upstreams.catalog import Catalog, LiveCatalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.lists import ListKind
@@ -70,6 +72,7 @@ class Gateway:
     store: Store
     authenticator: Authenticator
     sessions: TaskSessions
+    definitions: TaskDefinitions
     policies: PolicyEngine
     audit: AuditLog
     metrics: Metrics
@@ -98,7 +101,7 @@ class Gateway:
 async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     policies = PolicyEngine.compile(config.policies)
     # Read on every request: task-session records and legacy MCP sessions.
-    cached = (*CACHED_KEY_PREFIXES, SESSION_KEY_PREFIX)
+    cached = (*CACHED_KEY_PREFIXES, *TASK_DEFINITION_PREFIXES, SESSION_KEY_PREFIX)
     store = open_store(config.store_url, config.store_prefix, cached_prefixes=cached)
     if config.store_url.startswith("memory://"):
         logger.warning(
@@ -137,7 +140,8 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             for connection in connections:
                 connection.add_resource_listener(subscriptions.updated)
             authenticator = Authenticator(config.identities, config.jwt, config.oauth)
-            sessions = TaskSessions(store, config.tasks)
+            definitions = TaskDefinitions(store, config.tasks)
+            sessions = TaskSessions(store, definitions)
             proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge)
             for connection in connections:
                 if not connection.ready:
@@ -148,6 +152,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 store=store,
                 authenticator=authenticator,
                 sessions=sessions,
+                definitions=definitions,
                 policies=policies,
                 audit=audit,
                 metrics=metrics,

@@ -6,10 +6,18 @@ token, so a leaked store dump (or ``MONITOR`` output) yields no usable token. A 
 carry the session's lifetime as their store TTL, and the recorded ``expiresAt`` is checked as well, so a session
 never outlives its promise even if a TTL was reset by hand.
 
+A session of a task created over ``/v1/tasks`` records the task version it was opened with (``taskVersion``, the
+definition under ``taskdef-v:{taskId}:{taskVersion}``) and keeps that version's rules until it ends; a session of a
+config task records none and follows the config file.
+
 Key layout (before the store's own prefix)::
 
-    tasksession:{sha256hex(token)}  ->  JSON record (tokenId, taskId, taskName, identityId, context, ...)
+    tasksession:{sha256hex(token)}  ->  JSON record (tokenId, taskId, taskVersion, taskName, identityId, context, ...)
     tasksession-id:{tokenId}        ->  sha256hex(token)
+    tasksessions                    ->  sorted index of sha256hex(token), scored by expiry (Unix seconds)
+
+The index exists only to list live sessions (``GET /v1/tasks/sessions``, ``?revokeSessions=true``); it is never read
+to decide whether a token is valid. Entries of expired or revoked sessions are pruned when a listing meets them.
 
 Every store failure propagates as ``StoreUnavailable``: no answer from the store is never read as "allowed".
 """
@@ -25,9 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jsonschema import validators
 from jsonschema.exceptions import ValidationError
-from jsonschema.protocols import Validator
 
 from mcp_gateway.config import DEFAULT_SESSION_TTL, MAX_SESSION_TTL, Identity, TaskDefinition
 from mcp_gateway.errors import (
@@ -40,6 +46,7 @@ from mcp_gateway.errors import (
 )
 from mcp_gateway.scopes import may_start
 from mcp_gateway.store.base import Store
+from mcp_gateway.task_definitions import CompiledTask, TaskDefinitions
 
 TOKEN_PREFIX = "mgt_"
 TOKEN_ID_PREFIX = "ts_"
@@ -48,7 +55,9 @@ _TOKEN_BYTES = 32
 _MAX_TOKEN_LENGTH = 256
 _RECORD_KEY = "tasksession:"
 _INDEX_KEY = "tasksession-id:"
+_LIVE_INDEX = "tasksessions"
 _INVALID_TOKEN = "task token is unknown, expired or revoked"
+_MAX_START_PERMITS = 10_000
 CACHED_KEY_PREFIXES = (_RECORD_KEY,)
 """Read on every bound request, so worth a coherent local copy (``Store.get_cached``)."""
 
@@ -75,6 +84,8 @@ class TaskSession:
     context: Mapping[str, Any]
     created_at: datetime
     expires_at: datetime
+    # The /v1/tasks version the session keeps until it ends; None for a config task.
+    task_version: int | None = None
 
     def remaining_seconds(self, now: datetime) -> int:
         """Whole seconds left, rounded up so a live session never reports 0."""
@@ -88,6 +99,7 @@ class TaskSession:
         return {
             "tokenId": self.token_id,
             "taskId": self.task_id,
+            "taskVersion": self.task_version,
             "taskName": self.task_name,
             "identityId": self.identity_id,
             "context": dict(self.context),
@@ -100,6 +112,7 @@ class TaskSession:
         record = {
             "tokenId": self.token_id,
             "taskId": self.task_id,
+            "taskVersion": self.task_version,
             "taskName": self.task_name,
             "identityId": self.identity_id,
             "context": self.context,
@@ -120,6 +133,7 @@ class TaskSession:
                 context=dict(record["context"]),
                 created_at=datetime.fromisoformat(record["createdAt"]),
                 expires_at=datetime.fromisoformat(record["expiresAt"]),
+                task_version=None if record.get("taskVersion") is None else int(record["taskVersion"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             # Unreadable is not "absent": refuse, rather than guess what the record meant.
@@ -142,6 +156,29 @@ def _violation(error: ValidationError) -> dict[str, str]:
     return {"pointer": _pointer(path), "message": error.message}
 
 
+def _validated_context(compiled: CompiledTask, context: object) -> dict[str, Any]:
+    task_id = compiled.definition.id
+    if not isinstance(context, dict):
+        raise ValidationFailed(
+            "context must be a JSON object",
+            details=[{"pointer": "", "message": f"expected an object, got {type(context).__name__}"}],
+        )
+    violations = (_violation(error) for error in compiled.validator.iter_errors(context))
+    details = sorted(violations, key=lambda v: (v["pointer"], v["message"]))
+    if details:
+        noun = "violation" if len(details) == 1 else "violations"
+        raise ValidationFailed(
+            f"context does not match the contextSchema of task {task_id!r} ({len(details)} {noun})",
+            details=details,
+        )
+    try:
+        # A round trip through JSON: the session holds exactly what the store will hand back later.
+        copy: dict[str, Any] = json.loads(json.dumps(context, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed(f"context must be plain JSON: {exc}") from exc
+    return copy
+
+
 def _validated_ttl(ttl: object) -> int:
     if ttl is None:
         return DEFAULT_SESSION_TTL
@@ -156,31 +193,25 @@ def _validated_ttl(ttl: object) -> int:
 class TaskSessions:
     """Create, resolve and revoke task sessions held in a ``Store`` shared by every replica."""
 
-    def __init__(
-        self, store: Store, tasks: Sequence[TaskDefinition], *, clock: Callable[[], datetime] = _utcnow
-    ) -> None:
+    def __init__(self, store: Store, definitions: TaskDefinitions, *, clock: Callable[[], datetime] = _utcnow) -> None:
         self._store = store
         self._clock = clock
-        self._tasks = {task.id: task for task in tasks}
-        # Built once: checking a schema and resolving its $refs per request would cost more than the validation.
-        self._validators: dict[str, Validator] = {}
-        for task in tasks:
-            cls = validators.validator_for(task.context_schema)
-            self._validators[task.id] = cls(task.context_schema, format_checker=cls.FORMAT_CHECKER)
-        self._start_permits: dict[tuple[str, str], tuple[Identity, bool]] = {}
+        self._definitions = definitions
+        self._start_permits: dict[tuple[str, str, int], tuple[Identity, TaskDefinition, bool]] = {}
 
     async def create(
         self, identity: Identity, task_id: str, context: object, ttl: object = None
     ) -> tuple[str, TaskSession]:
         """A new session and its token; the token is returned here and nowhere else, ever."""
-        task = self._tasks.get(task_id)
-        if task is None:
+        compiled = await self._definitions.current(task_id)
+        if compiled is None:
             raise NotFound(f"unknown task {task_id!r}")
-        if not self._may_start(identity, task):
+        task = compiled.definition
+        if not self._may_start(identity, compiled):
             # Before the context is read: an identity that may not start the task learns nothing about its schema.
             raise TaskNotPermitted(f"this identity may not start task {task.id!r}")
         lifetime = _validated_ttl(ttl)
-        checked = self._validated_context(task_id, context)
+        checked = _validated_context(compiled, context)
         token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
         created_at = self._clock()
         session = TaskSession(
@@ -191,50 +222,41 @@ class TaskSessions:
             context=checked,
             created_at=created_at,
             expires_at=created_at + timedelta(seconds=lifetime),
+            task_version=compiled.version if compiled.source == "api" else None,
         )
         digest = token_digest(token)
         await self._store.set_many(
             {_RECORD_KEY + digest: session._to_record(), _INDEX_KEY + session.token_id: digest.encode("ascii")},
             lifetime,
         )
+        await self._store.index_add(_LIVE_INDEX, digest, session.expires_at.timestamp())
         return token, session
 
-    def _may_start(self, identity: Identity, task: TaskDefinition) -> bool:
-        """``scopes.may_start``, once per (identity, task): long pattern lists make it O(len x len) glob matches.
+    def _may_start(self, identity: Identity, compiled: CompiledTask) -> bool:
+        """``scopes.may_start``, once per (identity, task version): long pattern lists make it O(len x len) glob
+        matches.
 
-        Keyed by id but trusted only for the very Identity it was computed for, so an identity rebuilt with other
-        lists is judged afresh.
+        Keyed by ids but trusted only for the very Identity and definition it was computed for, so an identity
+        rebuilt with other lists is judged afresh.
         """
-        key = (identity.id, task.id)
+        task = compiled.definition
+        key = (identity.id, task.id, compiled.version)
         known = self._start_permits.get(key)
-        if known is None or known[0] is not identity:
-            known = (identity, may_start(identity, task))
+        if known is None or known[0] is not identity or known[1] is not task:
+            if len(self._start_permits) >= _MAX_START_PERMITS:
+                self._start_permits.clear()
+            known = (identity, task, may_start(identity, task))
             self._start_permits[key] = known
-        return known[1]
-
-    def _validated_context(self, task_id: str, context: object) -> dict[str, Any]:
-        if not isinstance(context, dict):
-            raise ValidationFailed(
-                "context must be a JSON object",
-                details=[{"pointer": "", "message": f"expected an object, got {type(context).__name__}"}],
-            )
-        violations = (_violation(error) for error in self._validators[task_id].iter_errors(context))
-        details = sorted(violations, key=lambda v: (v["pointer"], v["message"]))
-        if details:
-            noun = "violation" if len(details) == 1 else "violations"
-            raise ValidationFailed(
-                f"context does not match the contextSchema of task {task_id!r} ({len(details)} {noun})",
-                details=details,
-            )
-        try:
-            # A round trip through JSON: the session holds exactly what the store will hand back later.
-            copy: dict[str, Any] = json.loads(json.dumps(context, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise ValidationFailed(f"context must be plain JSON: {exc}") from exc
-        return copy
+        return known[2]
 
     async def resolve(self, token: str, identity_id: str) -> TaskSession:
-        """The live session a token names, for its owner only (``X-Task-Token`` on every request)."""
+        """The live session a token names, for its owner only."""
+        session, _ = await self.bind(token, identity_id)
+        return session
+
+    async def bind(self, token: str, identity_id: str) -> tuple[TaskSession, TaskDefinition]:
+        """The live session a token names and the task rules it keeps, for its owner only (``X-Task-Token`` on
+        every request): a config task costs no store round trip, an API task version is read once per replica."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
             # Cannot be one of ours: answer without a store round trip.
             raise InvalidTaskToken(_INVALID_TOKEN)
@@ -245,27 +267,67 @@ class TaskSessions:
         if session.is_expired(self._clock()):
             raise InvalidTaskToken(_INVALID_TOKEN)
         self._check_owner(session, identity_id)
-        if session.task_id not in self._tasks:
-            # The task was removed from config: without its allowedTools the session would widen, not narrow, access.
-            raise InvalidTaskToken(f"task {session.task_id!r} of this task session is no longer configured")
-        return session
+        # Without the task's allowedTools the session would widen, not narrow, access: no task, no session.
+        if session.task_version is None:
+            compiled = self._definitions.configured(session.task_id)
+            if compiled is None:
+                raise InvalidTaskToken(f"task {session.task_id!r} of this task session is no longer configured")
+        else:
+            compiled = await self._definitions.version(session.task_id, session.task_version)
+            if compiled is None:
+                raise InvalidTaskToken(
+                    f"version {session.task_version} of task {session.task_id!r} of this task session is gone"
+                )
+        return session, compiled.definition
 
-    async def get(self, token_id: str, identity_id: str) -> TaskSession:
-        """Inspect a session by its public id, for its owner only."""
+    async def get(self, token_id: str, identity_id: str | None) -> TaskSession:
+        """Inspect a session by its public id, for its owner only (``identity_id`` None: any owner, for admins)."""
         _, session = await self._lookup(token_id, identity_id)
         return session
 
-    async def revoke(self, token_id: str, identity_id: str) -> None:
-        """Delete a session by its public id; its token is rejected from the next request on, on every replica."""
+    async def revoke(self, token_id: str, identity_id: str | None) -> None:
+        """Delete a session by its public id; its token is rejected from the next request on, on every replica.
+
+        ``identity_id`` None revokes whoever owns it (admins)."""
         digest, session = await self._lookup(token_id, identity_id)
-        await self._store.delete(_RECORD_KEY + digest, _INDEX_KEY + session.token_id)
+        await self._remove(digest, session)
 
     async def revoke_current(self, token: str, identity_id: str) -> None:
         """Delete the session a token names (``DELETE /v1/tasks/sessions/current``)."""
         session = await self.resolve(token, identity_id)
-        await self._store.delete(_RECORD_KEY + token_digest(token), _INDEX_KEY + session.token_id)
+        await self._remove(token_digest(token), session)
 
-    async def _lookup(self, token_id: str, identity_id: str) -> tuple[str, TaskSession]:
+    async def _remove(self, digest: str, session: TaskSession) -> None:
+        await self._store.delete(_RECORD_KEY + digest, _INDEX_KEY + session.token_id)
+        await self._store.index_remove(_LIVE_INDEX, digest)
+
+    async def live(self, *, identity_id: str | None = None, task_id: str | None = None) -> list[TaskSession]:
+        """Live sessions, soonest to expire first, optionally of one identity and one task; prunes the index."""
+        now = self._clock()
+        found: list[TaskSession] = []
+        stale: list[str] = []
+        for digest, expires in await self._store.index_range(_LIVE_INDEX):
+            raw = None if expires <= now.timestamp() else await self._store.get(_RECORD_KEY + digest)
+            if raw is None:
+                stale.append(digest)
+                continue
+            session = TaskSession._from_record(raw)
+            if session.is_expired(now):
+                stale.append(digest)
+            elif identity_id in (None, session.identity_id) and task_id in (None, session.task_id):
+                found.append(session)
+        if stale:
+            await self._store.index_remove(_LIVE_INDEX, *stale)
+        return found
+
+    async def revoke_all(self, task_id: str) -> int:
+        """Revoke every live session of a task (``DELETE /v1/tasks/{id}?revokeSessions=true``); how many."""
+        sessions = await self.live(task_id=task_id)
+        for session in sessions:
+            await self.revoke(session.token_id, None)
+        return len(sessions)
+
+    async def _lookup(self, token_id: str, identity_id: str | None) -> tuple[str, TaskSession]:
         not_found = NotFound(f"task session {token_id!r} not found")
         if not token_id.startswith(TOKEN_ID_PREFIX) or len(token_id) > _MAX_TOKEN_LENGTH:
             raise not_found
@@ -282,7 +344,8 @@ class TaskSessions:
             raise not_found
         if session.is_expired(self._clock()):
             raise not_found
-        self._check_owner(session, identity_id)
+        if identity_id is not None:
+            self._check_owner(session, identity_id)
         return digest, session
 
     @staticmethod

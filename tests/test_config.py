@@ -228,3 +228,19 @@ def test_policies_take_resources_and_prompts_filters() -> None:
 def test_log_level_is_accepted_in_any_case(level: str) -> None:
     result = run_cli("--log-level", level, "keygen")
     assert result.returncode == 0, result.stderr
+
+
+def test_identity_roles_admit_admin_and_refuse_unknown_roles() -> None:
+    config = parse_config({"identities": [{"id": "ops", "roles": ["admin"]}, {"id": "bot"}]})
+    assert [i.is_admin for i in config.identities] == [True, False]
+    assert problems_of({"identities": [{"id": "ops", "roles": ["root"]}]}) == [
+        "identities[0].roles[0]: unknown role 'root' (known: admin)"
+    ]
+
+
+def test_console_secret_must_be_long_enough_to_sign_cookies() -> None:
+    assert parse_config({"console": {"secret": "s" * 32}}).console.secret == "s" * 32
+    assert parse_config({}).console.secret is None
+    assert problems_of({"console": {"secret": "short"}}) == [
+        "console.secret: must be at least 32 characters (try `openssl rand -hex 32`)"
+    ]

@@ -26,7 +26,14 @@ from mcp_gateway.errors import (
 )
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSession, TaskSessions
 from mcp_gateway.store import RedisStore, Store
+from mcp_gateway.task_definitions import TaskDefinitions
 from tests.conftest import StoreFactory, free_port
+
+
+def task_sessions(store: Store, tasks: list[TaskDefinition], **kwargs: Any) -> TaskSessions:
+    """Sessions of the given config tasks on ``store``."""
+    return TaskSessions(store, TaskDefinitions(store, tasks), **kwargs)
+
 
 TICKET = TaskDefinition(
     id="resolve-ticket",
@@ -54,7 +61,7 @@ ALICE_AGENT = Identity(id=ALICE, name="Alice")
 
 @pytest.fixture
 def sessions(store: Store) -> TaskSessions:
-    return TaskSessions(store, [TICKET])
+    return task_sessions(store, [TICKET])
 
 
 # --- creation and resolution ---
@@ -87,7 +94,17 @@ async def test_session_lifetime_defaults_to_one_hour(sessions: TaskSessions) -> 
 async def test_public_description_never_contains_the_token(sessions: TaskSessions) -> None:
     token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=600)
     public = (await sessions.get(session.token_id, ALICE)).to_public_dict()
-    assert set(public) == {"tokenId", "taskId", "taskName", "identityId", "context", "createdAt", "expiresAt", "ttl"}
+    assert set(public) == {
+        "tokenId",
+        "taskId",
+        "taskVersion",
+        "taskName",
+        "identityId",
+        "context",
+        "createdAt",
+        "expiresAt",
+        "ttl",
+    }
     assert public["tokenId"] == session.token_id
     assert public["context"] == CONTEXT
     assert public["expiresAt"].endswith("Z")
@@ -107,7 +124,7 @@ async def test_unknown_task_is_not_found(sessions: TaskSessions) -> None:
 
 
 async def test_start_permission_is_judged_again_for_an_identity_rebuilt_with_other_lists(store: Store) -> None:
-    sessions = TaskSessions(store, [replace(TICKET, allowed_tools=("demo__get_customer",))])
+    sessions = task_sessions(store, [replace(TICKET, allowed_tools=("demo__get_customer",))])
     await sessions.create(Identity(id=ALICE, name="Alice", allowed_tools=("demo__*",)), "resolve-ticket", CONTEXT)
     narrowed = Identity(id=ALICE, name="Alice", allowed_tools=("demo__echo",))
     with pytest.raises(TaskNotPermitted, match="may not start task 'resolve-ticket'"):
@@ -175,8 +192,8 @@ async def test_session_is_rejected_after_its_ttl(sessions: TaskSessions) -> None
 
 
 async def test_expiry_is_checked_against_expires_at_not_only_the_store_ttl(store: Store) -> None:
-    token, session = await TaskSessions(store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=60)
-    later = TaskSessions(store, [TICKET], clock=lambda: datetime.now(UTC) + timedelta(seconds=61))
+    token, session = await task_sessions(store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=60)
+    later = task_sessions(store, [TICKET], clock=lambda: datetime.now(UTC) + timedelta(seconds=61))
     with pytest.raises(InvalidTaskToken):
         await later.resolve(token, ALICE)
     with pytest.raises(NotFound):
@@ -253,8 +270,8 @@ async def test_token_of_another_identity_is_forbidden(sessions: TaskSessions) ->
 
 
 async def test_session_of_a_task_no_longer_configured_is_rejected(store: Store) -> None:
-    token, session = await TaskSessions(store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT)
-    reconfigured = TaskSessions(store, [])
+    token, session = await task_sessions(store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT)
+    reconfigured = task_sessions(store, [])
     with pytest.raises(InvalidTaskToken, match="no longer configured"):
         await reconfigured.resolve(token, ALICE)
     await reconfigured.revoke(session.token_id, ALICE)
@@ -264,14 +281,16 @@ async def test_session_of_a_task_no_longer_configured_is_rejected(store: Store) 
 
 
 async def test_raw_token_is_never_stored(redis_store: RedisStore, redis_url: str, key_prefix: str) -> None:
-    token, session = await TaskSessions(redis_store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=120)
+    token, session = await task_sessions(redis_store, [TICKET]).create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=120)
     digest = hashlib.sha256(token.encode()).hexdigest()
     raw = redis.Redis.from_url(redis_url)
     try:
-        keys = sorted(raw.scan_iter(match=f"{key_prefix}*"))
+        keys = sorted(raw.scan_iter(match=f"{key_prefix}tasksession*:*"))
         assert keys == sorted(
             [f"{key_prefix}tasksession:{digest}".encode(), f"{key_prefix}tasksession-id:{session.token_id}".encode()]
         )
+        # The listing index holds the digest, scored by expiry, never the token.
+        assert raw.zrange(f"{key_prefix}tasksessions", 0, -1) == [digest.encode()]
         secret = token.encode()
         secret_body = token.removeprefix("mgt_").encode()
         for key in keys:
@@ -285,8 +304,8 @@ async def test_raw_token_is_never_stored(redis_store: RedisStore, redis_url: str
 
 
 async def test_revocation_is_seen_at_once_by_a_second_replica(redis_stores: StoreFactory) -> None:
-    first = TaskSessions(redis_stores(), [TICKET])
-    second = TaskSessions(redis_stores(), [TICKET])
+    first = task_sessions(redis_stores(), [TICKET])
+    second = task_sessions(redis_stores(), [TICKET])
     token, session = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     assert (await second.resolve(token, ALICE)).token_id == session.token_id
     await second.revoke(session.token_id, ALICE)
@@ -298,7 +317,7 @@ async def test_revocation_is_seen_at_once_by_a_second_replica(redis_stores: Stor
 
 async def test_redis_down_fails_closed_with_store_unavailable() -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "gw:")
-    sessions = TaskSessions(store, [TICKET])
+    sessions = task_sessions(store, [TICKET])
     try:
         with pytest.raises(StoreUnavailable):
             await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
@@ -323,7 +342,7 @@ async def tracking_replica(redis_stores: StoreFactory) -> AsyncIterator[tuple[Re
     async with anyio.create_task_group() as tg:
         tg.start_soon(store.serve)
         await until(lambda: store.tracking)
-        yield store, TaskSessions(store, [TICKET])
+        yield store, task_sessions(store, [TICKET])
         tg.cancel_scope.cancel()
 
 
@@ -345,7 +364,7 @@ def paused_redis(redis_url: str, millis: int) -> None:
 async def test_a_cached_session_is_served_locally_and_a_revocation_elsewhere_evicts_it(
     redis_stores: StoreFactory, redis_url: str
 ) -> None:
-    first = TaskSessions(redis_stores(), [TICKET])
+    first = task_sessions(redis_stores(), [TICKET])
     async with tracking_replica(redis_stores) as (_, second):
         token, session = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         assert (await second.resolve(token, ALICE)).token_id == session.token_id
@@ -375,7 +394,7 @@ async def test_a_revocation_on_the_same_replica_evicts_the_copy_at_once(redis_st
 async def test_without_the_listener_nothing_is_served_from_the_cache(
     redis_stores: StoreFactory, redis_url: str
 ) -> None:
-    first = TaskSessions(redis_stores(), [TICKET])
+    first = task_sessions(redis_stores(), [TICKET])
     async with tracking_replica(redis_stores) as (store, second):
         token, session = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         await second.resolve(token, ALICE)

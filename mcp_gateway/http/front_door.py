@@ -23,9 +23,10 @@ from mcp_gateway.http.responses import JSON_MEDIA_TYPE, error_response, json_res
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _BODY_METHODS = frozenset({"POST"})
+_REST_BODY_METHODS = frozenset({"PUT", "PATCH"})
 
 
-def _guarded(path: str) -> bool:
+def guarded_path(path: str) -> bool:
     """The paths the front door watches: the MCP endpoint and the REST API (health and metrics stay open)."""
     return path == "/mcp" or path.startswith(("/mcp/", "/v1/")) or path == "/v1"
 
@@ -72,7 +73,7 @@ class FrontDoor:
         self._body_read_timeout = server.body_read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _guarded(scope["path"]):
+        if scope["type"] != "http" or not guarded_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(scope)
@@ -86,13 +87,19 @@ class FrontDoor:
         origin = headers.get("origin")
         if not self._origins.allows(origin):
             return error_response(Forbidden(f"origin {origin!r} is not allowed"))
-        if scope["method"] in _BODY_METHODS and not _is_json_media_type(headers.get("content-type")):
+        if _carries_body(scope) and not _is_json_media_type(headers.get("content-type")):
             message = "the request body must be sent as Content-Type: application/json"
             if scope["path"] == "/mcp":
                 # An MCP client reads a JSON-RPC error; the SDK's own server answers the same code with 415.
                 return json_response(rpc_error_body(None, INVALID_REQUEST, message), UnsupportedMediaType.status)
             return error_response(UnsupportedMediaType(message))
         return None
+
+
+def _carries_body(scope: Scope) -> bool:
+    """POST anywhere, and PUT/PATCH on the REST API (``PUT /mcp`` is a 405, not a 415)."""
+    method = scope["method"]
+    return method in _BODY_METHODS or (method in _REST_BODY_METHODS and scope["path"].startswith("/v1/"))
 
 
 def _body_deadline(receive: Receive, seconds: float) -> Receive:

@@ -16,7 +16,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from mcp_gateway.auth import Authenticator
-from mcp_gateway.config import Identity, ServerConfig, TaskDefinition
+from mcp_gateway.config import Identity, ServerConfig
 from mcp_gateway.errors import GatewayError, TaskRequired
 from mcp_gateway.http.json_nesting import nesting_bound
 from mcp_gateway.http.responses import rpc_error_body
@@ -87,7 +87,6 @@ class McpContext:
         server: ServerConfig,
         authenticator: Authenticator,
         sessions: TaskSessions,
-        tasks: Mapping[str, TaskDefinition],
         proxy: Proxy,
         store: Store,
         metrics: Metrics,
@@ -99,7 +98,6 @@ class McpContext:
         self.server = server
         self.authenticator = authenticator
         self.sessions = sessions
-        self.tasks = tasks
         self.proxy = proxy
         self.store = store
         self.metrics = metrics
@@ -125,11 +123,11 @@ class McpContext:
                 raise TaskRequired(f"identity {identity.id!r} must send an X-Task-Token header")
             return Caller(identity=identity)
         try:
-            session = await self.sessions.resolve(token, identity.id)
+            session, task = await self.sessions.bind(token, identity.id)
         except GatewayError:
             self.metrics.auth_failures.labels("task_token").inc()
             raise
-        return Caller(identity=identity, session=session, task=self.tasks.get(session.task_id))
+        return Caller(identity=identity, session=session, task=task)
 
 
 def parse_envelope(body: bytes, max_depth: int) -> Envelope | dict[str, Any]:

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from mcp_gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RequestTimeout, StoreUnavailable
+from mcp_gateway.http.json_nesting import nesting_bound
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +100,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect as exc:
         raise BadRequest("the client closed the connection before sending the whole body") from exc
     return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int, max_depth: int, shape: str) -> dict[str, Any]:
+    """A REST body: at most ``limit`` bytes of JSON nesting at most ``max_depth`` levels, holding an object.
+
+    ``shape`` describes the expected object for the error message. Every way to get it wrong is a 400 ``bad_request``,
+    never a parser's ``RecursionError``.
+    """
+    body = await read_body(request, limit)
+    if nesting_bound(body, max_depth) > max_depth:
+        raise BadRequest(f"body nests deeper than {max_depth} levels")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BadRequest(f"body must be a JSON object ({shape})")
+    return payload

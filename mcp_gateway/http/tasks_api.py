@@ -1,12 +1,12 @@
-"""``/v1/tasks/sessions``: create, inspect and revoke task sessions.
+"""``/v1/tasks/sessions``: create, list, inspect and revoke task sessions.
 
 Field names follow the devctrl API that agents already call. The token is returned exactly once, at creation;
-every later answer describes the session without it.
+every later answer describes the session without it. An identity sees and revokes its own sessions; an admin sees
+and revokes every identity's (the console's live view).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -14,16 +14,15 @@ from starlette.responses import Response
 
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.config import ServerConfig
-from mcp_gateway.errors import BadRequest, GatewayError, InvalidTaskToken
-from mcp_gateway.http.json_nesting import nesting_bound
+from mcp_gateway.errors import BadRequest, Forbidden, GatewayError, InvalidTaskToken
 from mcp_gateway.http.mcp_context import TASK_TOKEN_HEADER
-from mcp_gateway.http.responses import error_response, json_response, read_body
+from mcp_gateway.http.responses import error_response, json_response, read_json_object
 from mcp_gateway.sessions import TaskSessions
 
 MAX_BODY_BYTES = 256 * 1024
 
 
-async def _guarded(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
+async def guarded(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
     try:
         return await handler(request)
     except GatewayError as exc:
@@ -37,20 +36,9 @@ class TasksApi:
         self._limit = min(server.max_body_bytes, MAX_BODY_BYTES)
         self._max_depth = server.max_json_depth
 
-    async def create(self, request: Request) -> Response:
-        return await _guarded(self._create, request)
-
     async def _create(self, request: Request) -> Response:
         identity = await self._auth.authenticate(request.headers.get("authorization"))
-        body = await read_body(request, self._limit)
-        if nesting_bound(body, self._max_depth) > self._max_depth:
-            raise BadRequest(f"body nests deeper than {self._max_depth} levels")
-        try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise BadRequest('body must be a JSON object {"taskId", "context", "ttl"?}')
+        payload = await read_json_object(request, self._limit, self._max_depth, '{"taskId", "context", "ttl"?}')
         task_id = payload.get("taskId")
         if not isinstance(task_id, str) or not task_id:
             raise BadRequest("taskId must be a non-empty string")
@@ -70,8 +58,21 @@ class TasksApi:
             headers={"cache-control": "no-store"},
         )
 
+    async def sessions(self, request: Request) -> Response:
+        return await guarded(self._create if request.method == "POST" else self._list, request)
+
+    async def _list(self, request: Request) -> Response:
+        identity = await self._auth.authenticate(request.headers.get("authorization"))
+        wanted = request.query_params.get("identityId")
+        if not identity.is_admin:
+            if wanted not in (None, identity.id):
+                raise Forbidden("only admins may list the sessions of other identities")
+            wanted = identity.id
+        live = await self._sessions.live(identity_id=wanted, task_id=request.query_params.get("taskId"))
+        return json_response({"sessions": [session.to_public_dict() for session in live]})
+
     async def current(self, request: Request) -> Response:
-        return await _guarded(self._current, request)
+        return await guarded(self._current, request)
 
     async def _current(self, request: Request) -> Response:
         identity = await self._auth.authenticate(request.headers.get("authorization"))
@@ -85,13 +86,14 @@ class TasksApi:
         return json_response(session.to_public_dict())
 
     async def by_id(self, request: Request) -> Response:
-        return await _guarded(self._by_id, request)
+        return await guarded(self._by_id, request)
 
     async def _by_id(self, request: Request) -> Response:
         identity = await self._auth.authenticate(request.headers.get("authorization"))
         token_id = request.path_params["token_id"]
+        owner = None if identity.is_admin else identity.id
         if request.method == "DELETE":
-            await self._sessions.revoke(token_id, identity.id)
+            await self._sessions.revoke(token_id, owner)
             return Response(status_code=204)
-        session = await self._sessions.get(token_id, identity.id)
+        session = await self._sessions.get(token_id, owner)
         return json_response(session.to_public_dict())
