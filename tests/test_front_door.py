@@ -278,7 +278,7 @@ async def test_stalled_body_is_cut_off_after_body_read_timeout(path: str) -> Non
         ("GET", "/nope", 404, "not_found"),
         ("POST", "/nope", 404, "not_found"),
         ("PUT", "/mcp", 405, "method_not_allowed"),
-        ("GET", "/v1/tasks/sessions", 405, "method_not_allowed"),
+        ("PUT", "/v1/tasks/sessions/current", 405, "method_not_allowed"),
         ("POST", "/v1/tasks/sessions/", 404, "not_found"),
         ("GET", "/healthz/", 404, "not_found"),
         ("GET", "/mcp/", 404, "not_found"),
@@ -295,7 +295,7 @@ async def test_unmatched_paths_and_methods_answer_the_json_error_body(
     assert path in response.json()["message"]
     if status == 405:
         allowed = {m.strip() for m in response.headers["allow"].split(",")}
-        assert allowed == ({"GET", "HEAD", "POST", "DELETE"} if path == "/mcp" else {"POST"})
+        assert allowed == ({"GET", "HEAD", "POST", "DELETE"} if path == "/mcp" else {"GET", "HEAD", "DELETE"})
 
 
 @pytest.mark.parametrize(
