@@ -20,6 +20,7 @@ import yaml
 from mcp_gateway.errors import ConfigError
 
 DEFAULT_SEPARATOR = "__"
+ADMIN_ROLE = "admin"
 DEFAULT_SESSION_TTL = 3600
 MAX_SESSION_TTL = 86400
 
@@ -66,6 +67,13 @@ class Identity:
     allowed_resources: tuple[str, ...] | None = None
     allowed_prompts: tuple[str, ...] | None = None
     require_task: bool = False
+    # What the identity may do beyond calling tools: "admin" may manage agents and read every agent run.
+    roles: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
     # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
     # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
     scopes: tuple[str, ...] = ()
@@ -441,7 +449,17 @@ def _parse_credential(r: _Reader, data: dict[str, Any], path: str) -> ApiKey | N
 def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | None:
     r.unknown_keys(
         data,
-        {"id", "name", "labels", "credentials", "allowedTools", "allowedResources", "allowedPrompts", "requireTask"},
+        {
+            "id",
+            "name",
+            "labels",
+            "credentials",
+            "allowedTools",
+            "allowedResources",
+            "allowedPrompts",
+            "requireTask",
+            "roles",
+        },
         path,
     )
     identity_id = r.string(data, "id", path)
@@ -459,7 +477,17 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
         allowed_resources=r.string_list(data, "allowedResources", path),
         allowed_prompts=r.string_list(data, "allowedPrompts", path),
         require_task=r.boolean(data, "requireTask", path, False),
+        roles=_roles(r, data, path),
     )
+
+
+def _roles(r: _Reader, data: dict[str, Any], path: str) -> tuple[str, ...]:
+    """Unknown roles are an error: a misspelt "admin" would otherwise silently grant nothing."""
+    roles = r.string_list(data, "roles", path) or ()
+    for i, role in enumerate(roles):
+        if role != ADMIN_ROLE:
+            r.fail(f"{path}.roles[{i}]", f"unknown role {role!r} (known: {ADMIN_ROLE})")
+    return roles
 
 
 def _parse_jwt(r: _Reader, data: dict[str, Any], path: str) -> JwtConfig | None:

@@ -228,3 +228,11 @@ def test_policies_take_resources_and_prompts_filters() -> None:
 def test_log_level_is_accepted_in_any_case(level: str) -> None:
     result = run_cli("--log-level", level, "keygen")
     assert result.returncode == 0, result.stderr
+
+
+def test_identity_roles_admit_admin_and_refuse_unknown_roles() -> None:
+    config = parse_config({"identities": [{"id": "ops", "roles": ["admin"]}, {"id": "bot"}]})
+    assert [i.is_admin for i in config.identities] == [True, False]
+    assert problems_of({"identities": [{"id": "ops", "roles": ["root"]}]}) == [
+        "identities[0].roles[0]: unknown role 'root' (known: admin)"
+    ]

@@ -205,6 +205,58 @@ async def test_deleted_stream_is_gone(store: Store) -> None:
     assert await store.read_stream("log", count=10) == []
 
 
+# --- values without expiry and sorted indexes ---
+
+
+async def test_put_value_has_no_expiry_and_is_read_back(store: Store) -> None:
+    assert await store.put("def", b"v1") is True
+    await anyio.sleep(0.05)
+    assert await store.get("def") == b"v1"
+    assert await store.put("def", b"v2") is True
+    assert await store.get("def") == b"v2"
+
+
+async def test_put_only_if_absent_never_replaces_an_existing_value(store: Store) -> None:
+    assert await store.put("def", b"first", only_if_absent=True) is True
+    assert await store.put("def", b"second", only_if_absent=True) is False
+    assert await store.get("def") == b"first"
+
+
+async def test_set_gives_a_put_value_a_lifetime(store: Store) -> None:
+    await store.put("def", b"v")
+    await store.set("def", b"v", 0.05)
+    await anyio.sleep(0.1)
+    assert await store.get("def") is None
+
+
+async def test_index_ranges_members_by_score_from_a_minimum(store: Store) -> None:
+    await store.index_add("idx", "b", 20)
+    await store.index_add("idx", "a", 10)
+    await store.index_add("idx", "c", 30)
+    assert await store.index_range("idx") == [("a", 10.0), ("b", 20.0), ("c", 30.0)]
+    assert await store.index_range("idx", 20) == [("b", 20.0), ("c", 30.0)]
+
+
+async def test_index_add_moves_an_existing_member(store: Store) -> None:
+    await store.index_add("idx", "a", 10)
+    await store.index_add("idx", "a", 5.5)
+    assert await store.index_range("idx") == [("a", 5.5)]
+
+
+async def test_index_remove_counts_only_members_present(store: Store) -> None:
+    await store.index_add("idx", "a", 1)
+    await store.index_add("idx", "b", 2)
+    assert await store.index_remove("idx", "a", "a", "zzz") == 1
+    assert await store.index_range("idx") == [("b", 2.0)]
+    assert await store.index_remove("idx", "b") == 1
+    assert await store.index_remove("idx") == 0
+
+
+async def test_missing_index_ranges_as_empty(store: Store) -> None:
+    assert await store.index_range("nothing") == []
+    assert await store.index_remove("nothing", "a") == 0
+
+
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
 

@@ -83,6 +83,24 @@ class Store(Protocol):
         """The newest ``count`` entries oldest-first, or up to ``count`` entries after the id ``after``."""
         ...
 
+    async def put(self, key: str, value: bytes, *, only_if_absent: bool = False) -> bool:
+        """Store ``value`` with no expiry (task definitions); with ``only_if_absent``, only when ``key`` does not
+        exist yet, so two replicas writing the same immutable key cannot both succeed. Return whether it was
+        written."""
+        ...
+
+    async def index_add(self, index: str, member: str, score: float) -> None:
+        """Add ``member`` to a sorted index (a Redis sorted set, no expiry), or move it to ``score``."""
+        ...
+
+    async def index_remove(self, index: str, *members: str) -> int:
+        """Remove members from a sorted index; return how many were in it."""
+        ...
+
+    async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
+        """The members scored ``min_score`` or more, lowest score first (ties by member)."""
+        ...
+
     async def ping(self) -> None: ...
 
     async def serve(self) -> None:

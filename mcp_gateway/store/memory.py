@@ -46,7 +46,8 @@ class _Stream:
 
 @dataclass
 class _Slot:
-    value: bytes | _Stream
+    # A value, a stream, or a sorted index (member -> score).
+    value: bytes | _Stream | dict[str, float]
     deadline: float | None
 
 
@@ -107,7 +108,7 @@ class MemoryStore:
         if slot is None:
             return None
         if not isinstance(slot.value, bytes):
-            raise TypeError(f"key {key!r} holds a stream, not a value")
+            raise TypeError(f"key {key!r} holds a stream or an index, not a value")
         return slot.value
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
@@ -191,6 +192,41 @@ class MemoryStore:
             return newest[::-1]
         first = bisect.bisect_right(log.entries, start, key=lambda item: item[0])
         return [entry for _, entry in islice(log.entries, first, first + count)]
+
+    async def put(self, key: str, value: bytes, *, only_if_absent: bool = False) -> bool:
+        if only_if_absent and self._live(key) is not None:
+            return False
+        self._slots[key] = _Slot(value, None)
+        return True
+
+    def _index(self, key: str) -> dict[str, float] | None:
+        slot = self._live(key)
+        if slot is None:
+            return None
+        if not isinstance(slot.value, dict):
+            raise TypeError(f"key {key!r} does not hold a sorted index")
+        return slot.value
+
+    async def index_add(self, index: str, member: str, score: float) -> None:
+        members = self._index(index)
+        if members is None:
+            members = {}
+            self._slots[index] = _Slot(members, None)
+        members[member] = score
+
+    async def index_remove(self, index: str, *members: str) -> int:
+        present = self._index(index)
+        if present is None:
+            return 0
+        removed = sum(1 for member in set(members) if present.pop(member, None) is not None)
+        if not present:
+            # Redis drops an emptied sorted set; so does this store.
+            del self._slots[index]
+        return removed
+
+    async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
+        present = self._index(index) or {}
+        return sorted(((m, s) for m, s in present.items() if s >= min_score), key=lambda item: (item[1], item[0]))
 
     async def get_cached(self, key: str) -> bytes | None:
         # The data already lives in this process: there is no round trip to save.

@@ -272,6 +272,29 @@ class RedisStore:
             entries = await self._client.xrange(key, min=f"({after}", max="+", count=count)
         return [_entry(raw) for raw in entries or []]
 
+    async def put(self, key: str, value: bytes, *, only_if_absent: bool = False) -> bool:
+        self._forget(key)
+        async with self._reaching("SET"):
+            written = await self._client.set(self._key(key), value, nx=only_if_absent)
+        return bool(written)
+
+    async def index_add(self, index: str, member: str, score: float) -> None:
+        async with self._reaching("ZADD"):
+            await self._client.zadd(self._key(index), {member: score})
+
+    async def index_remove(self, index: str, *members: str) -> int:
+        if not members:
+            return 0
+        async with self._reaching("ZREM"):
+            removed = await self._client.zrem(self._key(index), *dict.fromkeys(members))
+        return int(removed)
+
+    async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
+        low = "-inf" if min_score == float("-inf") else repr(float(min_score))
+        async with self._reaching("ZRANGEBYSCORE"):
+            members = await self._client.zrangebyscore(self._key(index), low, "+inf", withscores=True)
+        return [(_text(member), float(score)) for member, score in members]
+
     async def ping(self) -> None:
         async with self._reaching("PING"):
             await self._client.ping()
