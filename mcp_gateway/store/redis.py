@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -293,7 +293,9 @@ class RedisStore:
         low = "-inf" if min_score == float("-inf") else repr(float(min_score))
         async with self._reaching("ZRANGEBYSCORE"):
             members = await self._client.zrangebyscore(self._key(index), low, "+inf", withscores=True)
-        return [(_text(member), float(score)) for member, score in members]
+        # With scores, redis-py answers (member, score) pairs; its annotation covers every reply shape.
+        pairs = cast(list[tuple[bytes, float]], members)
+        return [(_text(member), float(score)) for member, score in pairs]
 
     async def ping(self) -> None:
         async with self._reaching("PING"):
