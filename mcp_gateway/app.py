@@ -25,6 +25,7 @@ from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
 from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
 from mcp_gateway.http.tasks_api import TasksApi
+from mcp_gateway.http.tools_api import ToolsApi
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
 
 
@@ -35,6 +36,7 @@ class _Routes:
         self._gateway: Gateway | None = None
         self._mcp: McpEndpoint | None = None
         self._tasks: TasksApi | None = None
+        self._tools: ToolsApi | None = None
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -53,6 +55,7 @@ class _Routes:
         )
         self._mcp = McpEndpoint(context)
         self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server)
+        self._tools = ToolsApi(gateway.authenticator, gateway.config, gateway.pins, gateway.catalog, gateway.audit)
 
     @property
     def gateway(self) -> Gateway:
@@ -85,6 +88,14 @@ class _Routes:
     async def session_by_id(self, request: Request) -> Response:
         assert self._tasks is not None
         return self._store_down() or await self._tasks.by_id(request)
+
+    async def tool_pins(self, request: Request) -> Response:
+        assert self._tools is not None
+        return self._store_down() or await self._tools.pins(request)
+
+    async def approve_tool(self, request: Request) -> Response:
+        assert self._tools is not None
+        return self._store_down() or await self._tools.approve(request)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -140,6 +151,8 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
             Route("/v1/tasks/sessions/current", routes.current_session, methods=["GET", "DELETE"]),
             Route("/v1/tasks/sessions/{token_id}", routes.session_by_id, methods=["GET", "DELETE"]),
+            Route("/v1/tools/pins", routes.tool_pins, methods=["GET"]),
+            Route("/v1/tools/{name}/approve", routes.approve_tool, methods=["POST"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
