@@ -43,20 +43,21 @@ class ToolPins:
         entries = [entry for entry in catalog.all_tools() if self._modes.get(entry.upstream_name, "warn") != "off"]
         if not entries:
             return Review()
-        withheld: set[str] = set()
-        unsettled = False
+        if not self._pins.available:
+            return self._counted(entries, self._store_failed(entries, "the store is unavailable"))
         try:
             awaiting = await self._pins.awaiting()
         except StoreUnavailable as exc:
-            return self._counted(entries, self._store_failed(entries, exc))
-        for entry in entries:
+            return self._counted(entries, self._store_failed(entries, exc.message))
+        withheld: set[str] = set()
+        unsettled = False
+        for i, entry in enumerate(entries):
             try:
                 changed = await self._check(entry, awaiting)
             except StoreUnavailable as exc:
-                failed = self._store_failed([entry], exc)
-                withheld |= failed.withheld
-                unsettled = True
-                continue
+                # The rest are not tried: against a store that hangs, each would wait for its own timeout.
+                failed = self._store_failed(entries[i:], exc.message)
+                return self._counted(entries, Review(frozenset(withheld) | failed.withheld, unsettled=True))
             unsettled = unsettled or changed
             if changed and self._modes.get(entry.upstream_name) == "enforce":
                 withheld.add(entry.name)
@@ -115,15 +116,15 @@ class ToolPins:
         )
         self._audit.record(record.finish(outcome="definition_changed", latency_ms=None))
 
-    def _store_failed(self, entries: list[Entry], exc: StoreUnavailable) -> Review:
+    def _store_failed(self, entries: list[Entry], reason: str) -> Review:
         enforced = frozenset(e.name for e in entries if self._modes.get(e.upstream_name) == "enforce")
         if enforced:
             logger.error(
                 "cannot check pinned tool definitions (%s): withholding %d tool(s) of upstreams with pinning: enforce "
                 "until the store answers",
-                exc.message,
+                reason,
                 len(enforced),
             )
         else:
-            logger.warning("cannot check pinned tool definitions (%s); tools stay served (pinning: warn)", exc.message)
+            logger.warning("cannot check pinned tool definitions (%s); tools stay served (pinning: warn)", reason)
         return Review(enforced, unsettled=True)

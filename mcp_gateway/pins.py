@@ -117,6 +117,11 @@ class PinStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    @property
+    def available(self) -> bool:
+        """Whether the store answered lately (no round trip): a check known to fail need not wait for a timeout."""
+        return self._store.available
+
     async def pinned(self, upstream: str, tool: str) -> PinnedDefinition | None:
         raw = await self._store.get(f"pin:{upstream}:{tool}")
         return None if raw is None else PinnedDefinition.from_bytes(raw)
