@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 from mcp import Client
+from mcp.client.subscriptions import ToolsListChanged, listen
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.audit import AuditLog
@@ -25,8 +26,8 @@ from mcp_gateway.errors import TOOL_WITHHELD
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.pin_review import ToolPins
 from mcp_gateway.pins import PinStore, definition_hash, pinned_definition
-from mcp_gateway.store import RedisStore
-from mcp_gateway.upstreams.catalog import build_catalog
+from mcp_gateway.store import MemoryStore, RedisStore
+from mcp_gateway.upstreams.catalog import Review, build_catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from tests.conftest import free_port
 from tests.harness import DEMO_KEY, OTHER_KEY, make_config, mcp_client, serve_gateway, sha
@@ -201,6 +202,26 @@ async def test_enforce_withholds_a_changed_tool_until_an_admin_approves_it_over_
         assert not (await client.call_tool("shifty__lookup", {"key": "a"})).is_error
 
 
+async def test_approval_tells_listening_clients_that_the_tool_list_changed() -> None:
+    async with (
+        serve_gateway(make_config(**raw_config("enforce"))) as base_url,
+        mcp_client(base_url, DEMO_KEY, cache=None) as client,
+    ):
+        await redefine(client, POISONED)
+
+        async def withheld() -> bool:
+            return "shifty__lookup" not in await listed(client)
+
+        await eventually(withheld)
+        # Nothing changes upstream from here: only the approval can make the list change.
+        async with listen(client.session, tools_list_changed=True) as events:
+            async with admin(base_url) as http:
+                assert (await http.post("/v1/tools/shifty__lookup/approve", json={})).status_code == 200
+            with anyio.fail_after(10):
+                event = await anext(events)
+    assert isinstance(event, ToolsListChanged)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mcp_gateway", *args], capture_output=True, text=True, cwd=REPO, timeout=120
@@ -289,6 +310,16 @@ async def test_unreachable_store_during_a_review_withholds_under_enforce_only(mo
         await store.close()
     assert review.withheld == withheld
     assert review.unsettled  # checked again once the store answers
+
+
+async def test_pinning_off_pins_nothing_and_never_withholds() -> None:
+    connection = UpstreamConnection(script_stdio("shifty", SHIFTING_SERVER))
+    store = MemoryStore()
+    pins = ToolPins(PinStore(store), {"shifty": "off"}, AuditLog(AuditConfig()), Metrics())
+    async with running(connection):
+        review = await pins.review(build_catalog([connection]))
+    assert review == Review()
+    assert len(store) == 0
 
 
 def test_pinning_mode_must_be_off_warn_or_enforce() -> None:
