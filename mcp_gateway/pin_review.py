@@ -58,6 +58,13 @@ class ToolPins:
                 # The rest are not tried: against a store that hangs, each would wait for its own timeout.
                 failed = self._store_failed(entries[i:], exc.message)
                 return self._counted(entries, Review(frozenset(withheld) | failed.withheld, unsettled=True))
+            except ValueError as exc:
+                # Something else sits under the pin's key: nothing to compare against, so this tool fails closed.
+                logger.error("tool %r: cannot check its pinned definition: %s", entry.name, exc)
+                unsettled = True
+                if self._modes.get(entry.upstream_name) == "enforce":
+                    withheld.add(entry.name)
+                continue
             unsettled = unsettled or changed
             if changed and self._modes.get(entry.upstream_name) == "enforce":
                 withheld.add(entry.name)

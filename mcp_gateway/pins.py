@@ -74,10 +74,15 @@ class PinnedDefinition:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PinnedDefinition:
-        data = cast(dict[str, Any], json.loads(raw))
-        return cls(
-            str(data["sha256"]), cast(dict[str, Any], data["definition"]), str(data["at"]), data.get("approvedBy")
-        )
+        """Parse a stored record; anything else in its place is a ``ValueError``."""
+        try:
+            data = json.loads(raw)
+            definition = data["definition"]
+            if not isinstance(definition, dict):
+                raise TypeError("definition is not an object")
+            return cls(str(data["sha256"]), cast(dict[str, Any], definition), str(data["at"]), data.get("approvedBy"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed pin record: {exc!r}") from None
 
     def to_public(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "definition": self.definition, "at": self.at, "approvedBy": self.approved_by}

@@ -312,6 +312,16 @@ async def test_unreachable_store_during_a_review_withholds_under_enforce_only(mo
     assert review.unsettled  # checked again once the store answers
 
 
+async def test_a_malformed_pin_record_withholds_its_tool_under_enforce() -> None:
+    connection = UpstreamConnection(script_stdio("shifty", SHIFTING_SERVER))
+    store = MemoryStore()
+    await store.put("pin:shifty:lookup", b'["not a pin record"]')
+    pins = ToolPins(PinStore(store), {"shifty": "enforce"}, AuditLog(AuditConfig()), Metrics())
+    async with running(connection):
+        review = await pins.review(build_catalog([connection]))
+    assert review == Review(frozenset({"shifty__lookup"}), unsettled=True)
+
+
 async def test_pinning_off_pins_nothing_and_never_withholds() -> None:
     connection = UpstreamConnection(script_stdio("shifty", SHIFTING_SERVER))
     store = MemoryStore()

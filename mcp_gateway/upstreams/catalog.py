@@ -298,7 +298,11 @@ class LiveCatalog:
         while True:
             await anyio.sleep(interval)
             if self._unsettled:
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except Exception:
+                    # A background check must never take the gateway down; the next one tries again.
+                    logger.exception("reviewing the catalog again failed")
 
     async def _upstream_changed(self, connection: UpstreamConnection, kinds: frozenset[ListKind]) -> None:
         await self._rebuild(kinds, connection)
