@@ -157,11 +157,12 @@ async def test_warn_mode_keeps_serving_a_changed_tool_and_logs_audits_and_counts
     assert 'mcp_gateway_tool_definition_changes_total{mode="warn",upstream="shifty"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("era", ["auto", "legacy"])
 async def test_enforce_withholds_a_changed_tool_until_an_admin_approves_it_over_rest(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, era: str
 ) -> None:
     config = make_config(**raw_config("enforce", redis_section(redis_url, key_prefix)))
-    async with serve_gateway(config) as base_url, mcp_client(base_url, DEMO_KEY, cache=None) as client:
+    async with serve_gateway(config) as base_url, mcp_client(base_url, DEMO_KEY, mode=era, cache=None) as client:
         await redefine(client, POISONED)
 
         async def withheld() -> bool:
@@ -174,7 +175,7 @@ async def test_enforce_withholds_a_changed_tool_until_an_admin_approves_it_over_
         assert refused.value.error.message == (
             "Tool shifty__lookup is withheld: its definition changed upstream and awaits an admin's approval"
         )
-        async with mcp_client(base_url, OTHER_KEY, cache=None) as other:  # may not see lookup: learns nothing
+        async with mcp_client(base_url, OTHER_KEY, mode=era, cache=None) as other:  # may not see lookup: learns nothing
             with pytest.raises(MCPError) as hidden:
                 await other.call_tool("shifty__lookup", {"key": "a"})
         assert hidden.value.error.message == "Unknown tool: shifty__lookup"
