@@ -29,6 +29,7 @@ from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
 from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
+from mcp_gateway.http.tools_api import ToolsApi
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
 
 
@@ -40,6 +41,7 @@ class _Routes:
         self._mcp: McpEndpoint | None = None
         self._tasks: TasksApi | None = None
         self._definitions: TaskDefinitionsApi | None = None
+        self._tools: ToolsApi | None = None
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -65,6 +67,7 @@ class _Routes:
             lambda: [entry.name for entry in gateway.catalog.snapshot().tools()],
             gateway.config.server,
         )
+        self._tools = ToolsApi(gateway.authenticator, gateway.config, gateway.pins, gateway.catalog, gateway.audit)
 
     @property
     def gateway(self) -> Gateway:
@@ -115,6 +118,14 @@ class _Routes:
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(self.gateway.server_info["version"]))
+
+    async def tool_pins(self, request: Request) -> Response:
+        assert self._tools is not None
+        return await self._tools.pins(request)
+
+    async def approve_tool(self, request: Request) -> Response:
+        assert self._tools is not None
+        return await self._tools.approve(request)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -203,6 +214,8 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/v1/tasks/{task_id}", routes.task, methods=["GET", "PUT", "DELETE"]),
             Route("/v1/tasks/{task_id}/versions", routes.task_versions, methods=["GET"]),
             Route("/openapi.json", routes.openapi, methods=["GET"]),
+            Route("/v1/tools/pins", routes.tool_pins, methods=["GET"]),
+            Route("/v1/tools/{name}/approve", routes.approve_tool, methods=["POST"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),

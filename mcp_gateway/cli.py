@@ -1,4 +1,4 @@
-"""``mcp-gateway``: serve / check / keygen / explain / audit tail."""
+"""``mcp-gateway``: serve / check / keygen / explain / audit tail / tools diff / tools approve."""
 
 from __future__ import annotations
 
@@ -111,6 +111,26 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     return anyio.run(tail, config, args.count, args.follow)
 
 
+def cmd_tools_diff(args: argparse.Namespace) -> int:
+    from mcp_gateway.pin_commands import diff
+
+    config = _load(args.config)
+    return anyio.run(diff, config, args.upstream)
+
+
+def cmd_tools_approve(args: argparse.Namespace) -> int:
+    from mcp_gateway.pin_commands import approve
+
+    if bool(args.tools) == args.all:
+        print("error: name the tools to approve, or pass --all", file=sys.stderr)
+        return 2
+    if args.sha256 is not None and len(args.tools) != 1:
+        print("error: --sha256 approves one tool: name exactly one", file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    return anyio.run(approve, config, args.tools, args.all, args.sha256)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP-native gateway.")
     parser.add_argument(
@@ -150,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", "--count", type=int, default=20)
     tail.add_argument("-f", "--follow", action="store_true")
     tail.set_defaults(func=cmd_audit_tail)
+
+    tools = sub.add_parser("tools", help="review and approve changed tool definitions (pinning)")
+    tools_sub = tools.add_subparsers(dest="tools_command", required=True)
+    diff = tools_sub.add_parser("diff", help="show pinned vs changed definitions (exit 1 when any changed)")
+    diff.add_argument("--config", required=True)
+    diff.add_argument("--upstream", help="only this upstream's tools")
+    diff.set_defaults(func=cmd_tools_diff)
+    approve = tools_sub.add_parser("approve", help="pin the changed definitions of tools (Redis store only)")
+    approve.add_argument("--config", required=True)
+    approve.add_argument("tools", nargs="*", metavar="TOOL", help="exposed tool name, e.g. demo__echo")
+    approve.add_argument("--all", action="store_true", help="approve every changed definition")
+    approve.add_argument("--sha256", help="approve only if the changed definition has this hash (the one reviewed)")
+    approve.set_defaults(func=cmd_tools_approve)
     return parser
 
 

@@ -48,6 +48,8 @@ class UpstreamConfig:
     protocol: str = "auto"
     call_timeout: float = 60.0
     connect_timeout: float = 30.0
+    # What a changed tool definition does (pins.py): "off", "warn" (log, audit, metric) or "enforce" (withhold).
+    pinning: Literal["off", "warn", "enforce"] = "warn"
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,16 @@ class Identity:
     allowed_resources: tuple[str, ...] | None = None
     allowed_prompts: tuple[str, ...] | None = None
     require_task: bool = False
-    # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
-    # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
-    scopes: tuple[str, ...] = ()
     # What the identity may do beyond calling tools: "admin" may manage agents and read every agent run.
     roles: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         return ADMIN_ROLE in self.roles
+
+    # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
+    # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,9 @@ class ServerConfig:
     mcp_session_ttl: int = 3600
     # On SIGTERM, how long calls in flight may take to finish before they are cancelled (idle streams end at once).
     shutdown_grace: int = 25
+    # While tool definitions await approval, how often (seconds) to check the pins again: how soon an approval made
+    # on another replica takes effect here.
+    pin_recheck: float = 10.0
 
 
 MAX_JSON_DEPTH = 512
@@ -385,6 +391,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
             "protocol",
             "timeout",
             "connectTimeout",
+            "pinning",
         },
         path,
     )
@@ -415,6 +422,9 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
     protocol = r.string(data, "protocol", path, default="auto") or "auto"
     if protocol not in ("auto", "legacy", "2026-07-28"):
         r.fail(f"{path}.protocol", f"must be 'auto', 'legacy' or '2026-07-28', got {protocol!r}")
+    pinning = r.string(data, "pinning", path, default="warn") or "warn"
+    if pinning not in ("off", "warn", "enforce"):
+        r.fail(f"{path}.pinning", f"must be 'off', 'warn' or 'enforce', got {pinning!r}")
     return UpstreamConfig(
         name=name,
         transport=transport,
@@ -422,6 +432,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         protocol=protocol,
         call_timeout=r.number(data, "timeout", path, 60.0, minimum=0.001),
         connect_timeout=r.number(data, "connectTimeout", path, 30.0, minimum=0.001),
+        pinning=cast(Literal["off", "warn", "enforce"], pinning),
     )
 
 
@@ -489,6 +500,7 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
 
 
 def _roles(r: _Reader, data: dict[str, Any], path: str) -> tuple[str, ...]:
+    """Unknown roles are an error: a misspelt "admin" would otherwise silently grant nothing."""
     roles = r.string_list(data, "roles", path) or ()
     for i, role in enumerate(roles):
         if role != ADMIN_ROLE:
@@ -745,7 +757,9 @@ def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig |
 
 def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
     keys = {"host", "port", "maxBodyBytes", "bodyReadTimeout", "maxJsonDepth", "maxArgumentDepth"}
-    r.unknown_keys(data, keys | {"allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace"}, path)
+    r.unknown_keys(
+        data, keys | {"allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace", "pinRecheck"}, path
+    )
     separator = r.string(data, "toolSeparator", path, default=DEFAULT_SEPARATOR) or DEFAULT_SEPARATOR
     default = ServerConfig()
     max_json_depth = r.integer(data, "maxJsonDepth", path, default.max_json_depth, minimum=2)
@@ -766,6 +780,7 @@ def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
         tool_separator=separator,
         mcp_session_ttl=r.integer(data, "mcpSessionTtl", path, 3600, minimum=1),
         shutdown_grace=r.integer(data, "shutdownGrace", path, 25),
+        pin_recheck=r.number(data, "pinRecheck", path, default.pin_recheck, minimum=0.01),
     )
 
 

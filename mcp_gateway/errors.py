@@ -108,16 +108,16 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
-class RequestTimeout(GatewayError):
-    status = 408
-    code = "request_timeout"
-
-
 class Conflict(GatewayError):
     """The request is well-formed but clashes with what exists: a taken id, a read-only definition."""
 
     status = 409
     code = "conflict"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(GatewayError):
@@ -156,6 +156,10 @@ POLICY_DENIED = -32003
 """JSON-RPC code of a ``resources/read``, ``prompts/get`` or ``completion/complete`` that a policy blocked (a blocked
 ``tools/call`` answers an ``isError`` result instead). In the implementation-defined server range, clear of the
 codes the MCP SDK uses (-32000 connection closed, -32001 request timeout, -32002 resource not found, -32020..-32042)."""
+
+TOOL_WITHHELD = -32004
+"""JSON-RPC code of a ``tools/call`` to a tool withheld because its definition changed upstream and awaits an admin's
+approval (``pinning: enforce``); only a caller allowed to see the tool gets it, others get "Unknown tool"."""
 
 
 class RpcError(Exception):

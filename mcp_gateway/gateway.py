@@ -1,8 +1,8 @@
 """The running gateway: everything built once from config, started and stopped together.
 
 Start-up order matters for failing early: policies compile first (a bad policy never reaches a socket), then the
-store opens, then upstreams connect and the merged catalog is built (a name clash stops start-up). Nothing here is
-rebuilt per request.
+store opens, then upstreams connect and the merged catalog is built (a name clash stops start-up) and reviewed
+against the pinned tool definitions before the first request. Nothing here is rebuilt per request.
 
 An unreachable store does not stop start-up: the gateway starts degraded, says so in one log line, reports not ready
 on ``/readyz`` and refuses every ``/mcp`` and ``/v1`` request with 503 until the store answers (an orchestrator
@@ -28,6 +28,8 @@ from mcp_gateway.errors import GatewayError, StoreUnavailable
 from mcp_gateway.http.legacy import SESSION_KEY_PREFIX
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
+from mcp_gateway.pin_review import ToolPins
+from mcp_gateway.pins import PinStore
 from mcp_gateway.policy import PolicyEngine
 from mcp_gateway.proxy import Proxy
 from mcp_gateway.resource_subscriptions import ResourceSubscriptions
@@ -80,6 +82,7 @@ class Gateway:
     subscriptions: ResourceSubscriptions
     connections: tuple[UpstreamConnection, ...]
     catalog: LiveCatalog
+    pins: PinStore
     proxy: Proxy
     server_info: dict[str, Any]
 
@@ -129,7 +132,12 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 await tg.start(connection.run)
             bridge = InputBridge()
             await tg.start(bridge.run)
-            catalog = LiveCatalog(connections, config.server.tool_separator)
+            pins = PinStore(store)
+            tool_pins = ToolPins(pins, {u.name: u.pinning for u in config.upstreams}, audit, metrics)
+            catalog = LiveCatalog(connections, config.server.tool_separator, review=tool_pins.review)
+            # Before anything is served: a changed definition must never be listed or called, not even once.
+            await catalog.refresh()
+            tg.start_soon(catalog.review_while_unsettled, config.server.pin_recheck)
 
             async def relay_list_changed(snapshot: Catalog, kinds: frozenset[ListKind]) -> None:
                 for method in sorted({_LIST_CHANGED[kind] for kind in kinds if kind in _LIST_CHANGED}):
@@ -160,6 +168,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 subscriptions=subscriptions,
                 connections=connections,
                 catalog=catalog,
+                pins=pins,
                 proxy=proxy,
                 server_info={"name": "mcp-gateway", "version": gateway_version()},
             )

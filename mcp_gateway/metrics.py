@@ -39,6 +39,18 @@ class Metrics:
         self.upstream_up = Gauge(
             "mcp_gateway_upstream_up", "1 when the upstream connection is ready", ["upstream"], registry=self.registry
         )
+        self.tool_definition_changes = Counter(
+            "mcp_gateway_tool_definition_changes_total",
+            "Tool definitions seen to differ from their pinned ones, once per definition and process",
+            ["upstream", "mode"],
+            registry=self.registry,
+        )
+        self.tools_withheld = Gauge(
+            "mcp_gateway_tools_withheld",
+            "Tools withheld because their definition changed and awaits approval (pinning: enforce)",
+            ["upstream"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

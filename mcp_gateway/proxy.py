@@ -23,7 +23,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 from mcp_gateway.audit import AuditLog, AuditRecord
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
-from mcp_gateway.errors import POLICY_DENIED, RpcError, UpstreamUnavailable
+from mcp_gateway.errors import POLICY_DENIED, TOOL_WITHHELD, RpcError, UpstreamUnavailable
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.policy import Decision, PolicyEngine, TaskContext
 from mcp_gateway.sessions import TaskSession
@@ -130,10 +130,15 @@ def _unknown_prompt(name: str) -> RpcError:
 
 
 def _tool_not_found(catalog: Catalog, name: str) -> RpcError:
-    """For a visible name: unknown, unless it belongs to a configured upstream that has not connected yet.
+    """For a visible name: unknown, unless it is withheld (its definition changed) or belongs to a configured upstream
+    that has not connected yet.
 
     The connection's last error stays in the operator's log: it can name internal hosts, paths or commands.
     """
+    withheld = catalog.withheld(name)
+    if withheld is not None:
+        message = f"Tool {name} is withheld: its definition changed upstream and awaits an admin's approval"
+        return RpcError(TOOL_WITHHELD, message, {"tool": name, "upstream": withheld.upstream_name})
     connection = catalog.unconnected_upstream(name)
     if connection is None:
         return _unknown_tool(name)

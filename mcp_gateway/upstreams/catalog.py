@@ -8,15 +8,20 @@ listed by two upstreams goes to the first in config order, with a warning.
 
 A ``Catalog`` is an immutable snapshot, cheap to rebuild. ``LiveCatalog`` rebuilds it whenever an upstream's lists
 change and swaps it in one assignment, so a request sees either the old namespace or the new one, never a mix.
+
+Before the swap a rebuilt snapshot may be reviewed (pinned tool definitions, ``pins.py``): the review names tools to
+withhold, which leave the list and the call path and are kept aside so a call can be told why. Reviewing is the only
+store work here, done once per rebuild and never per request.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import anyio
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from mcp_gateway.config import DEFAULT_SEPARATOR
@@ -28,6 +33,20 @@ logger = logging.getLogger(__name__)
 
 CatalogListener = Callable[["Catalog", frozenset[ListKind]], Awaitable[None]]
 """Called with the new snapshot and the kinds of list that changed (to tell clients ``list_changed``)."""
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a review of a rebuilt snapshot decided."""
+
+    withheld: frozenset[str] = frozenset()
+    """Exposed names of tools to take out of the list and refuse calls to."""
+    unsettled: bool = False
+    """Some definitions differ from the approved ones: review again from time to time, to see approvals given on
+    other replicas (and a store that failed the review come back)."""
+
+
+CatalogReview = Callable[["Catalog"], Awaitable[Review]]
 
 
 class NameClashError(ConfigError):
@@ -68,6 +87,8 @@ class Catalog:
     _resource_templates: tuple[dict[str, Any], ...] = ()
     _unlisted: tuple[tuple[str, UpstreamConnection], ...] = ()
     """(``{upstream}{separator}``, connection) of each prefixed upstream with no tools listed: maybe never connected."""
+    _withheld: Mapping[str, Entry] = field(default_factory=dict)
+    """Tools a review took out of ``_tools`` (their definition changed and awaits approval)."""
 
     def tools(self) -> tuple[Entry, ...]:
         """Every tool, sorted by exposed name."""
@@ -75,6 +96,27 @@ class Catalog:
 
     def tool(self, name: str) -> Entry | None:
         return self._tools.get(name)
+
+    def withheld(self, name: str) -> Entry | None:
+        """A tool listed by its upstream but withheld by a review; ``tool`` answers None for it."""
+        return self._withheld.get(name)
+
+    def withheld_names(self) -> frozenset[str]:
+        return frozenset(self._withheld)
+
+    def all_tools(self) -> tuple[Entry, ...]:
+        """Every tool the upstreams list, withheld ones included, sorted by exposed name."""
+        return tuple(sorted((*self._tools.values(), *self._withheld.values()), key=lambda entry: entry.name))
+
+    def withholding(self, names: frozenset[str], version: int) -> Catalog:
+        """This snapshot with exactly ``names`` (of its tools, withheld or not) withheld."""
+        everything = {entry.name: entry for entry in self.all_tools()}
+        return replace(
+            self,
+            version=version,
+            _tools={name: entry for name, entry in everything.items() if name not in names},
+            _withheld={name: entry for name, entry in everything.items() if name in names},
+        )
 
     def unconnected_upstream(self, name: str) -> UpstreamConnection | None:
         """The upstream a tool ``name`` would belong to, when it is not connected and has never listed a tool.
@@ -217,6 +259,9 @@ class LiveCatalog:
     Building at construction raises ``NameClashError``, so a clash among the upstreams reachable at start-up stops
     the gateway. A clash that appears later (an upstream added a tool) cannot stop a running gateway: the previous
     snapshot stays in place and the clash is logged as an error until it is resolved.
+
+    With a ``review``, the snapshot built at construction is not reviewed yet: ``refresh`` must run before requests
+    are served. Rebuilds are serialised, so a slow review can never swap in an older namespace over a newer one.
     """
 
     def __init__(
@@ -225,10 +270,14 @@ class LiveCatalog:
         separator: str = DEFAULT_SEPARATOR,
         *,
         on_change: CatalogListener | None = None,
+        review: CatalogReview | None = None,
     ) -> None:
         self._connections = tuple(connections)
         self._separator = separator
         self._listeners: list[CatalogListener] = [on_change] if on_change is not None else []
+        self._review = review
+        self._unsettled = False
+        self._lock = anyio.Lock()
         self._current = build_catalog(self._connections, separator, version=1)
         for connection in self._connections:
             connection.add_change_listener(self._upstream_changed)
@@ -239,15 +288,43 @@ class LiveCatalog:
     def add_listener(self, listener: CatalogListener) -> None:
         self._listeners.append(listener)
 
+    async def refresh(self) -> None:
+        """Review the namespace again (after an approval, or from ``review_while_unsettled``); tell listeners only
+        if the withheld tools changed."""
+        await self._rebuild(frozenset(), None)
+
+    async def review_while_unsettled(self, interval: float) -> None:
+        """Run forever: every ``interval`` seconds, refresh if the last review left definitions awaiting approval."""
+        while True:
+            await anyio.sleep(interval)
+            if self._unsettled:
+                try:
+                    await self.refresh()
+                except Exception:
+                    # A background check must never take the gateway down; the next one tries again.
+                    logger.exception("reviewing the catalog again failed")
+
     async def _upstream_changed(self, connection: UpstreamConnection, kinds: frozenset[ListKind]) -> None:
-        try:
-            catalog = build_catalog(self._connections, self._separator, version=self._current.version + 1)
-        except NameClashError as exc:
-            logger.error(
-                "upstream %r changed its lists into a clash; keeping the previous catalog: %s", connection.name, exc
-            )
-            return
-        self._current = catalog
+        await self._rebuild(kinds, connection)
+
+    async def _rebuild(self, kinds: frozenset[ListKind], cause: UpstreamConnection | None) -> None:
+        async with self._lock:
+            previous = self._current
+            try:
+                catalog = build_catalog(self._connections, self._separator, version=previous.version + 1)
+            except NameClashError as exc:
+                name = cause.name if cause is not None else "an upstream"
+                logger.error("upstream %r changed its lists into a clash; keeping the previous catalog: %s", name, exc)
+                return
+            if self._review is not None:
+                review = await self._review(catalog)
+                self._unsettled = review.unsettled
+                catalog = catalog.withholding(review.withheld, catalog.version)
+            if catalog.withheld_names() != previous.withheld_names():
+                kinds = kinds | {"tools"}
+            if not kinds:
+                return
+            self._current = catalog
         for listener in list(self._listeners):
             try:
                 await listener(catalog, kinds)
