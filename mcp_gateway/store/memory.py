@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from mcp_gateway.store.base import StreamEntry, entry_size
+from mcp_gateway.store.base import Charge, RateCharge, Refusal, StreamEntry, entry_size
 
 _STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _HEAP_SLACK = 1024
@@ -46,7 +46,8 @@ class _Stream:
 
 @dataclass
 class _Slot:
-    value: bytes | _Stream
+    value: bytes | _Stream | dict[str, int]
+    """A value, a stream, or the counters of ``take`` (a Redis hash)."""
     deadline: float | None
 
 
@@ -107,7 +108,7 @@ class MemoryStore:
         if slot is None:
             return None
         if not isinstance(slot.value, bytes):
-            raise TypeError(f"key {key!r} holds a stream, not a value")
+            raise TypeError(f"key {key!r} holds a stream or counters, not a value")
         return slot.value
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
@@ -191,6 +192,47 @@ class MemoryStore:
             return newest[::-1]
         first = bisect.bisect_right(log.entries, start, key=lambda item: item[0])
         return [entry for _, entry in islice(log.entries, first, first + count)]
+
+    async def take(self, charges: Sequence[Charge]) -> Refusal | None:
+        # Nothing awaits between the check and the update, so the pair is atomic in this process: exact.
+        self._drop_expired()
+        now_us = round(self._clock() * 1_000_000)
+        arrivals: dict[int, int] = {}
+        for index, charge in enumerate(charges):
+            if isinstance(charge, RateCharge):
+                slot = self._live(charge.key)
+                stored = int(slot.value) if slot is not None and isinstance(slot.value, bytes) else now_us
+                arrival = max(stored, now_us)
+                if arrival - charge.tolerance_us > now_us:
+                    return Refusal(index, -(-(arrival - charge.tolerance_us - now_us) // 1000))
+                arrivals[index] = arrival + charge.interval_us
+            elif charge.limit is not None and self._counters(charge.key).get(charge.field, 0) >= charge.limit:
+                return Refusal(index, None)
+        for index, charge in enumerate(charges):
+            if isinstance(charge, RateCharge):
+                arrival = arrivals[index]
+                self._put(charge.key, str(arrival).encode(), (arrival - now_us) / 1_000_000)
+            else:
+                counters = self._counters(charge.key)
+                counters[charge.field] = counters.get(charge.field, 0) + 1
+                self._put(charge.key, counters, charge.ttl_seconds)
+        return None
+
+    def _counters(self, key: str) -> dict[str, int]:
+        slot = self._live(key)
+        if slot is None:
+            return {}
+        if not isinstance(slot.value, dict):
+            raise TypeError(f"key {key!r} holds a value or a stream, not counters")
+        return slot.value
+
+    def _put(self, key: str, value: bytes | dict[str, int], ttl_seconds: float) -> None:
+        deadline = self._clock() + max(ttl_seconds, 0.001)
+        self._slots[key] = _Slot(value, deadline)
+        self._expires(key, deadline)
+
+    async def read_counts(self, key: str) -> Mapping[str, int]:
+        return dict(self._counters(key))
 
     async def get_cached(self, key: str) -> bytes | None:
         # The data already lives in this process: there is no round trip to save.
