@@ -52,7 +52,7 @@ class _Routes:
             server_info=gateway.server_info,
         )
         self._mcp = McpEndpoint(context)
-        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server)
+        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server, gateway.limiter)
 
     @property
     def gateway(self) -> Gateway:

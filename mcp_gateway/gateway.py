@@ -26,6 +26,7 @@ from mcp_gateway.bridge import InputBridge
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import GatewayError, StoreUnavailable
 from mcp_gateway.http.legacy import SESSION_KEY_PREFIX
+from mcp_gateway.limits import Limiter
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.policy import PolicyEngine
@@ -78,6 +79,7 @@ class Gateway:
     connections: tuple[UpstreamConnection, ...]
     catalog: LiveCatalog
     proxy: Proxy
+    limiter: Limiter
     server_info: dict[str, Any]
 
     async def readiness(self) -> dict[str, Any]:
@@ -138,7 +140,15 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 connection.add_resource_listener(subscriptions.updated)
             authenticator = Authenticator(config.identities, config.jwt, config.oauth)
             sessions = TaskSessions(store, config.tasks)
-            proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge)
+            limiter = Limiter(
+                config.limits,
+                config.tasks,
+                store,
+                audit,
+                metrics,
+                count_sessions=policies.reads_session_anywhere,
+            )
+            proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge, limiter)
             for connection in connections:
                 if not connection.ready:
                     logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)
@@ -156,6 +166,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 connections=connections,
                 catalog=catalog,
                 proxy=proxy,
+                limiter=limiter,
                 server_info={"name": "mcp-gateway", "version": gateway_version()},
             )
             tg.cancel_scope.cancel()

@@ -18,6 +18,7 @@ from mcp_gateway.errors import BadRequest, GatewayError, InvalidTaskToken
 from mcp_gateway.http.json_nesting import nesting_bound
 from mcp_gateway.http.mcp_context import TASK_TOKEN_HEADER
 from mcp_gateway.http.responses import error_response, json_response, read_body
+from mcp_gateway.limits import Limiter
 from mcp_gateway.sessions import TaskSessions
 
 MAX_BODY_BYTES = 256 * 1024
@@ -31,9 +32,12 @@ async def _guarded(handler: Callable[[Request], Awaitable[Response]], request: R
 
 
 class TasksApi:
-    def __init__(self, authenticator: Authenticator, sessions: TaskSessions, server: ServerConfig) -> None:
+    def __init__(
+        self, authenticator: Authenticator, sessions: TaskSessions, server: ServerConfig, limiter: Limiter
+    ) -> None:
         self._auth = authenticator
         self._sessions = sessions
+        self._limiter = limiter
         self._limit = min(server.max_body_bytes, MAX_BODY_BYTES)
         self._max_depth = server.max_json_depth
 
@@ -42,6 +46,7 @@ class TasksApi:
 
     async def _create(self, request: Request) -> Response:
         identity = await self._auth.authenticate(request.headers.get("authorization"))
+        await self._limiter.charge_session_start(identity)
         body = await read_body(request, self._limit)
         if nesting_bound(body, self._max_depth) > self._max_depth:
             raise BadRequest(f"body nests deeper than {self._max_depth} levels")
