@@ -9,6 +9,9 @@ failing closed on every resource read. Any applicable ``deny`` whose condition i
 applicable ``allow`` must be true. A condition that cannot be evaluated (a missing key, a type mismatch, ``task``
 read without a task session, a result that is not a bool) denies: a broken policy must never open a door.
 
+``session`` (the task session's call counts, see ``limits.py``) costs a store read, so whether a policy reads it is
+found at compile time, like ``task``, and the proxy reads the counts only for calls such a policy judges.
+
 Compilation happens once in :meth:`PolicyEngine.compile`, which reports every broken policy at once so
 ``mcp-gateway check`` shows them all; the request path only builds one activation and runs the programs.
 """
