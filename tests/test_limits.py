@@ -3,6 +3,7 @@ a budget shared by two replicas over one Redis; policies reading ``session``; a 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import yaml
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.audit import AuditLog, AuditRecord, read_recent
@@ -20,6 +22,8 @@ from mcp_gateway.metrics import Metrics
 from mcp_gateway.store import RedisStore, open_store
 from tests.conftest import free_port, start_redis, stop_redis
 from tests.harness import BASE_CONFIG, DEMO_KEY, OTHER_KEY, SUPPORT_KEY, make_config, mcp_client, serve_gateway
+from tests.test_config import REPO
+from tests.test_policies_e2e import run_cli
 from tests.test_store_outage import echo_call
 
 MODERN = "2026-07-28"
@@ -360,3 +364,25 @@ async def test_without_limits_a_call_is_never_charged_to_the_store() -> None:
         assert await limiter.charge_call(DEMO, None, None, "demo__echo", "demo") is None
     finally:
         await store.close()
+
+
+def test_check_warns_about_budgets_and_tool_limits_that_match_no_tool(tmp_path: Any) -> None:
+    raw = yaml.safe_load((REPO / "configs" / "example.yaml").read_text().replace("${MCP_GATEWAY_PORT:-8080}", "0"))
+    raw["store"] = {"url": "memory://"}
+    raw["upstreams"][0]["command"] = sys.executable
+    raw["tasks"][0]["budgets"] = {"tools": {"demo__update_tiket": 1, "demo__update_ticket": 1}}
+    raw["limits"] = {"perIdentityTool": [{"tools": ["demo__refund*", "demo__get_*"], "rate": 1}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("warning:") and ("budgets" in line or "perIdentityTool" in line)
+    ]
+    assert warnings == [
+        "warning: tasks[0] (resolve-ticket).budgets.tools: 'demo__update_tiket' is not a tool, so its budget caps "
+        "nothing",
+        "warning: limits.perIdentityTool[0].tools: 'demo__refund*' matches no tool",
+    ]
