@@ -262,6 +262,8 @@ class Proxy:
                 caller.identity, caller.session, caller.task, name, entry.upstream_name
             )
             if refusal is not None:
+                if self._bridge is not None:
+                    self._bridge.abandon(caller.owner, params.get("requestState"))
                 self._metrics.tool_calls.labels(entry.upstream_name, "deny", refusal.outcome).inc()
                 self._audit.record(
                     dataclasses.replace(record, decision="deny", reason=refusal.message).finish(
