@@ -6,6 +6,9 @@ Every scenario ends up as a ``load.Target`` (URL, tool name, arguments, headers)
 - ``gw-policies``: mcp-gateway with a task session (``X-Task-Token``) and two CEL allow policies on every call: one
   compares the task context with the call's arguments, one reads the identity's labels. ``-redis`` keeps task
   sessions, legacy sessions and audit in Redis instead of the embedded ``memory://`` store.
+- ``gw-limits``, ``gw-limits-redis``: ``gw-policies`` plus a rate limit of every kind (per identity, per identity and
+  tool, per task session, per upstream) and a task budget, all set far above the load, so every call is charged in
+  the store and none is refused: the cost of limits per call, against ``gw-policies`` / ``gw-policies-redis``.
 - ``gw``: mcp-gateway with no task, no policies (authentication and the proxy path only).
 - ``gw-legacy-up``: like ``gw`` but speaking the handshake era to the upstream (``protocol: legacy``).
 - ``fastmcp``: FastMCP's proxy with defaults; ``fastmcp-shared``: sharing one connected backend session.
@@ -47,6 +50,7 @@ class Scenario:
     upstream_protocol: Literal["auto", "legacy"] = "auto"
     reuse_session: bool = False
     fast: bool = False
+    limits: bool = False
 
     @property
     def needs_redis(self) -> bool:
@@ -60,6 +64,21 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("gw-policies", "(b) mcp-gateway, task + 2 CEL policies, memory://", "gateway", policies=True),
         Scenario(
             "gw-policies-redis", "(b) mcp-gateway, task + 2 CEL policies, redis://", "gateway", True, store="redis"
+        ),
+        Scenario(
+            "gw-limits",
+            "(b) mcp-gateway, task + 2 CEL policies + limits + budget, memory://",
+            "gateway",
+            True,
+            limits=True,
+        ),
+        Scenario(
+            "gw-limits-redis",
+            "(b) mcp-gateway, task + 2 CEL policies + limits + budget, redis://",
+            "gateway",
+            True,
+            store="redis",
+            limits=True,
         ),
         Scenario("gw", "(c) mcp-gateway, no policies, memory://", "gateway"),
         Scenario(
@@ -145,7 +164,20 @@ def gateway_config(
                 "message": "only the bench team may call the echo upstream",
             },
         ]
+    if scenario.limits:
+        config["limits"] = BENCH_LIMITS
+        config["tasks"][0]["budgets"] = {"tools": {"echo__echo": 10**12}, "totalCalls": 10**12}
     return config
+
+
+# Far above what the load reaches: every call is charged, none refused.
+_NEVER_REACHED = {"rate": 1_000_000, "per": 1}
+BENCH_LIMITS: dict[str, Any] = {
+    "perIdentity": _NEVER_REACHED,
+    "perIdentityTool": [{"tools": ["echo__*"], **_NEVER_REACHED}],
+    "perTaskSession": _NEVER_REACHED,
+    "perUpstream": {"echo": _NEVER_REACHED},
+}
 
 
 def start_echo(logs: Path, core: int) -> tuple[Proc, str]:

@@ -58,7 +58,7 @@ class _Routes:
             server_info=gateway.server_info,
         )
         self._mcp = McpEndpoint(context)
-        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server)
+        self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server, gateway.limiter)
         self._definitions = TaskDefinitionsApi(
             gateway.authenticator,
             gateway.definitions,

@@ -3,8 +3,8 @@
 Parsing already collected every structural problem (``load_config`` raised them). This adds what needs more than
 the file: policies compiled (syntax and type errors with position), the store reached (named by host and port, never
 with its password), upstreams connected and their tools merged (unreachable upstreams and name clashes), warnings
-for patterns and policy arguments that match nothing, and for every identity a task's ``startableBy`` lets widen
-itself through that task's lists (found without upstreams).
+for patterns, policy arguments, budgets and tool rate limits that match nothing, and for every identity a task's
+``startableBy`` lets widen itself through that task's lists (found without upstreams).
 """
 
 from __future__ import annotations
@@ -51,7 +51,24 @@ async def check_config(config: GatewayConfig, connect_upstreams: bool = True) ->
         for pattern in patterns or ():
             if not visibility.filter((pattern,), schemas):
                 warnings.append(f"{where}.allowedTools: {pattern!r} matches no tool")
+    warnings.extend(_limits_matching_nothing(config, schemas, visibility))
     return problems, warnings
+
+
+def _limits_matching_nothing(config: GatewayConfig, schemas: dict[str, Any], visibility: Visibility) -> list[str]:
+    """A misspelt tool name in a budget or a tool rate limit would silently cap nothing."""
+    found: list[str] = []
+    for i, task in enumerate(config.tasks):
+        for tool in task.budgets.tools if task.budgets is not None else ():
+            if tool not in schemas:
+                found.append(
+                    f"tasks[{i}] ({task.id}).budgets.tools: {tool!r} is not a tool, so its budget caps nothing"
+                )
+    for i, rule in enumerate(config.limits.per_identity_tool):
+        for pattern in rule.tools:
+            if not visibility.filter((pattern,), schemas):
+                found.append(f"limits.perIdentityTool[{i}].tools: {pattern!r} matches no tool")
+    return found
 
 
 def _widening_starts(config: GatewayConfig) -> list[str]:

@@ -7,6 +7,7 @@ report all of them in one run instead of one per edit-restart cycle.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -152,6 +153,14 @@ class StartableBy:
 
 
 @dataclass(frozen=True)
+class TaskBudgets:
+    """How many calls one session of a task may make: per exposed tool name, and in all (None: no cap)."""
+
+    tools: Mapping[str, int] = field(default_factory=dict)
+    total_calls: int | None = None
+
+
+@dataclass(frozen=True)
 class TaskDefinition:
     id: str
     name: str
@@ -161,6 +170,7 @@ class TaskDefinition:
     allowed_resources: tuple[str, ...] | None = None
     allowed_prompts: tuple[str, ...] | None = None
     startable_by: StartableBy | None = None
+    budgets: TaskBudgets | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,36 @@ class ServerConfig:
     pin_recheck: float = 10.0
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """``rate`` requests per ``per`` seconds on average, up to ``burst`` of them at once (GCRA)."""
+
+    rate: float
+    per: float
+    burst: int
+
+    @property
+    def interval_us(self) -> int:
+        """The average spacing of requests the limit admits, in microseconds (at least one)."""
+        return max(1, round(self.per * 1_000_000 / self.rate))
+
+
+@dataclass(frozen=True)
+class ToolRateLimit:
+    """A rate limit for each identity on each tool its ``tools`` globs match (every tool has its own bucket)."""
+
+    tools: tuple[str, ...]
+    limit: RateLimit
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    per_identity: RateLimit | None = None
+    per_identity_tool: tuple[ToolRateLimit, ...] = ()
+    per_task_session: RateLimit | None = None
+    per_upstream: Mapping[str, RateLimit] = field(default_factory=dict)
+
+
 MAX_JSON_DEPTH = 512
 """Deeper values would bring the parser, and every later walk of the value, near Python's recursion limit."""
 
@@ -235,6 +275,7 @@ class GatewayConfig:
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -665,7 +706,17 @@ _JWT_ALGORITHMS = {
 def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: frozenset[str]) -> TaskDefinition | None:
     r.unknown_keys(
         data,
-        {"id", "name", "labels", "contextSchema", "allowedTools", "allowedResources", "allowedPrompts", "startableBy"},
+        {
+            "id",
+            "name",
+            "labels",
+            "contextSchema",
+            "allowedTools",
+            "allowedResources",
+            "allowedPrompts",
+            "startableBy",
+            "budgets",
+        },
         path,
     )
     name = r.string(data, "name", path)
@@ -686,6 +737,82 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: froze
         allowed_resources=r.string_list(data, "allowedResources", path),
         allowed_prompts=r.string_list(data, "allowedPrompts", path),
         startable_by=_parse_startable_by(r, data.get("startableBy"), f"{path}.startableBy", identity_ids),
+        budgets=_parse_budgets(r, data.get("budgets"), f"{path}.budgets"),
+    )
+
+
+def _parse_budgets(r: _Reader, value: Any, path: str) -> TaskBudgets | None:
+    if value is None:
+        return None
+    data = r.mapping(value, path)
+    r.unknown_keys(data, {"tools", "totalCalls"}, path)
+    tools: dict[str, int] = {}
+    for name, count in r.mapping(data.get("tools"), f"{path}.tools").items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            r.fail(f"{path}.tools.{name}", f"must be a whole number of calls (0 or more), got {count!r}")
+            continue
+        tools[str(name)] = count
+    total = r.integer(data, "totalCalls", path, 0) if data.get("totalCalls") is not None else None
+    return TaskBudgets(tools=tools, total_calls=total)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _parse_rate_limit(r: _Reader, value: Any, path: str, extra: frozenset[str] = frozenset()) -> RateLimit | None:
+    """``{rate, per, burst?}``: ``per`` in seconds, or a duration such as ``"60s"``, ``"1m"``, ``"500ms"``;
+    ``burst`` defaults to ``rate`` (a whole period's worth at once)."""
+    data = r.mapping(value, path)
+    r.unknown_keys(data, {"rate", "per", "burst"} | extra, path)
+    if "rate" not in data:
+        r.fail(f"{path}.rate", "is required")
+        return None
+    rate = r.number(data, "rate", path, 0)
+    per_raw = data.get("per", 1)
+    per: float | None = None
+    if isinstance(per_raw, int | float) and not isinstance(per_raw, bool):
+        per = float(per_raw)
+    elif isinstance(per_raw, str) and (match := _DURATION.match(per_raw)):
+        per = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if per is None or per <= 0:
+        r.fail(f"{path}.per", f"must be a positive number of seconds or a duration like '60s', got {per_raw!r}")
+        return None
+    if rate <= 0:
+        r.fail(f"{path}.rate", "must be more than 0")
+        return None
+    burst = r.integer(data, "burst", path, max(1, math.ceil(rate)), minimum=1)
+    return RateLimit(rate=rate, per=per, burst=burst)
+
+
+def _parse_limits(r: _Reader, data: dict[str, Any], path: str, upstream_names: frozenset[str]) -> LimitsConfig:
+    r.unknown_keys(data, {"perIdentity", "perIdentityTool", "perTaskSession", "perUpstream"}, path)
+    tool_limits: list[ToolRateLimit] = []
+    for i, raw in enumerate(r.sequence(data.get("perIdentityTool"), f"{path}.perIdentityTool")):
+        item_path = f"{path}.perIdentityTool[{i}]"
+        item = r.mapping(raw, item_path)
+        tools = r.string_list(item, "tools", item_path)
+        limit = _parse_rate_limit(r, item, item_path, frozenset({"tools"}))
+        if not tools:
+            r.fail(f"{item_path}.tools", "must name at least one tool name or glob")
+        elif limit is not None:
+            tool_limits.append(ToolRateLimit(tools, limit))
+    per_upstream: dict[str, RateLimit] = {}
+    for name, raw in r.mapping(data.get("perUpstream"), f"{path}.perUpstream").items():
+        if name not in upstream_names:
+            # A misspelt upstream would silently limit nothing.
+            r.fail(f"{path}.perUpstream.{name}", "is not a configured upstream")
+        elif (limit := _parse_rate_limit(r, raw, f"{path}.perUpstream.{name}")) is not None:
+            per_upstream[name] = limit
+
+    def single(key: str) -> RateLimit | None:
+        return None if data.get(key) is None else _parse_rate_limit(r, data[key], f"{path}.{key}")
+
+    return LimitsConfig(
+        per_identity=single("perIdentity"),
+        per_identity_tool=tuple(tool_limits),
+        per_task_session=single("perTaskSession"),
+        per_upstream=per_upstream,
     )
 
 
@@ -819,7 +946,19 @@ def parse_config(raw: Any) -> GatewayConfig:
     root = r.mapping(raw, "config")
     r.unknown_keys(
         root,
-        {"server", "store", "upstreams", "identities", "jwt", "oauth", "tasks", "policies", "audit", "console"},
+        {
+            "server",
+            "store",
+            "upstreams",
+            "identities",
+            "jwt",
+            "oauth",
+            "tasks",
+            "policies",
+            "audit",
+            "console",
+            "limits",
+        },
         "config",
     )
     store = r.mapping(root.get("store"), "store")
@@ -833,11 +972,13 @@ def parse_config(raw: Any) -> GatewayConfig:
     oauth_raw = root.get("oauth")
     if jwt_raw is not None and oauth_raw is not None:
         r.fail("oauth", "set either jwt or oauth, not both (oauth validates JWT access tokens itself)")
+    upstreams = r.items(root.get("upstreams"), "upstreams", lambda d, p: _parse_upstream(r, d, p), lambda u: u.name)
+    upstream_names = frozenset(upstream.name for upstream in upstreams)
     config = GatewayConfig(
         server=_parse_server(r, r.mapping(root.get("server"), "server"), "server"),
         store_url=store_url,
         store_prefix=r.string(store, "prefix", "store", default="mcpgw:") or "mcpgw:",
-        upstreams=r.items(root.get("upstreams"), "upstreams", lambda d, p: _parse_upstream(r, d, p), lambda u: u.name),
+        upstreams=upstreams,
         identities=identities,
         jwt=_parse_jwt(r, r.mapping(jwt_raw, "jwt"), "jwt") if jwt_raw is not None else None,
         tasks=r.items(root.get("tasks"), "tasks", lambda d, p: _parse_task(r, d, p, identity_ids), lambda t: t.id),
@@ -845,6 +986,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
         console=_parse_console(r, r.mapping(root.get("console"), "console"), "console"),
+        limits=_parse_limits(r, r.mapping(root.get("limits"), "limits"), "limits", upstream_names),
     )
     _check_api_key_reuse(r, config)
     if r.problems:

@@ -135,6 +135,17 @@ class ValidationFailed(GatewayError):
     code = "validation_failed"
 
 
+class RateLimited(GatewayError):
+    """429: over a rate limit; ``Retry-After`` (whole seconds, rounded up) tells the caller when to try again."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_ms: int) -> None:
+        super().__init__(message, details={"retryAfterMs": retry_after_ms})
+        self.retry_after_ms = retry_after_ms
+
+
 class StoreUnavailable(GatewayError):
     status = 503
     code = "store_unavailable"
@@ -160,6 +171,14 @@ codes the MCP SDK uses (-32000 connection closed, -32001 request timeout, -32002
 TOOL_WITHHELD = -32004
 """JSON-RPC code of a ``tools/call`` to a tool withheld because its definition changed upstream and awaits an admin's
 approval (``pinning: enforce``); only a caller allowed to see the tool gets it, others get "Unknown tool"."""
+
+RATE_LIMITED = -32005
+"""JSON-RPC code of a ``tools/call`` refused by a rate limit (``limits:``); ``data`` holds ``retryAfterMs`` and the
+``limit`` that refused. Next to ``POLICY_DENIED`` for the same reasons."""
+
+BUDGET_EXHAUSTED = -32006
+"""JSON-RPC code of a ``tools/call`` refused because its task session spent a budget; ``data`` names the ``budget``
+(``totalCalls`` or ``tools.<name>``) and its ``limit``. Unlike a rate limit it never refills: the session is done."""
 
 
 class RpcError(Exception):

@@ -26,6 +26,7 @@ from mcp_gateway.bridge import InputBridge
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import GatewayError, StoreUnavailable
 from mcp_gateway.http.legacy import SESSION_KEY_PREFIX
+from mcp_gateway.limits import Limiter
 from mcp_gateway.metrics import Metrics
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.pin_review import ToolPins
@@ -84,6 +85,7 @@ class Gateway:
     catalog: LiveCatalog
     pins: PinStore
     proxy: Proxy
+    limiter: Limiter
     server_info: dict[str, Any]
 
     async def readiness(self) -> dict[str, Any]:
@@ -150,7 +152,14 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             authenticator = Authenticator(config.identities, config.jwt, config.oauth)
             definitions = TaskDefinitions(store, config.tasks)
             sessions = TaskSessions(store, definitions)
-            proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge)
+            limiter = Limiter(
+                config.limits,
+                store,
+                audit,
+                metrics,
+                count_sessions=policies.reads_session_anywhere,
+            )
+            proxy = Proxy(catalog.snapshot, policies, audit, metrics, bridge, limiter)
             for connection in connections:
                 if not connection.ready:
                     logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)
@@ -170,6 +179,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 catalog=catalog,
                 pins=pins,
                 proxy=proxy,
+                limiter=limiter,
                 server_info={"name": "mcp-gateway", "version": gateway_version()},
             )
             tg.cancel_scope.cancel()

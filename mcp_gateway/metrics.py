@@ -36,6 +36,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.limit_refusals = Counter(
+            "mcp_gateway_limit_refusals_total",
+            "Requests refused by a rate limit or a task budget (limit: perIdentity, perIdentityTool, perTaskSession, "
+            "perUpstream, totalCalls, tools), or because the store could not be asked (store)",
+            ["limit"],
+            registry=self.registry,
+        )
         self.upstream_up = Gauge(
             "mcp_gateway_upstream_up", "1 when the upstream connection is ready", ["upstream"], registry=self.registry
         )

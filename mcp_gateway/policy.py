@@ -9,6 +9,9 @@ failing closed on every resource read. Any applicable ``deny`` whose condition i
 applicable ``allow`` must be true. A condition that cannot be evaluated (a missing key, a type mismatch, ``task``
 read without a task session, a result that is not a bool) denies: a broken policy must never open a door.
 
+``session`` (the task session's call counts, see ``limits.py``) costs a store read, so whether a policy reads it is
+found at compile time, like ``task``, and the proxy reads the counts only for calls such a policy judges.
+
 Compilation happens once in :meth:`PolicyEngine.compile`, which reports every broken policy at once so
 ``mcp-gateway check`` shows them all; the request path only builds one activation and runs the programs.
 """
@@ -32,10 +35,14 @@ POLICY_VARIABLES: Mapping[str, VariableType] = {
     "task": "dyn",
     "request": "map",
     "now": "timestamp",
+    "session": "dyn",
 }
 
 # `task` as a variable, not a field or key named task (`request.tool.args.task`, `args['task']`).
 _READS_TASK = re.compile(r"(?<![.\w'\"])task\b")
+_READS_SESSION = re.compile(r"(?<![.\w'\"])session\b")
+# `session.calls["tool"]` with a literal name: such a tool reads as 0 calls before its first, not as a missing key.
+_CALL_REFERENCE = re.compile(r"""session\s*\.\s*calls\s*\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
 _ARG_REFERENCE = re.compile(
     r"""request\s*\.\s*tool\s*\.\s*args\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^']*)'|"([^"]*)")\s*\])"""
 )
@@ -52,6 +59,14 @@ class TaskContext:
     task_name: str
     labels: Mapping[str, str]
     context: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """The calls a task session has made so far (forwarded ones), as policies see them in ``session``."""
+
+    calls: Mapping[str, int]
+    total_calls: int
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class CompiledPolicy:
     reads_task: bool
     resource_selector: re.Pattern[str] = _NEVER
     prompt_selector: re.Pattern[str] = _NEVER
+    reads_session: bool = False
 
     @property
     def name(self) -> str:
@@ -124,6 +140,16 @@ class PolicyEngine:
         self._applicable: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._applicable_resources: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._applicable_prompts: dict[str, tuple[CompiledPolicy, ...]] = {}
+        self.reads_session_anywhere = any(p.reads_session for p in self.policies)
+        """Whether any policy reads ``session``: then every call of a task session is counted (``limits.py``)."""
+        # Tools named literally in `session.calls["..."]`: present, as 0, in every session's calls.
+        self._counted_tools = {
+            name: 0
+            for p in self.policies
+            for pair in _CALL_REFERENCE.findall(p.config.condition)
+            for name in pair
+            if name
+        }
 
     @classmethod
     def compile(cls, policies: Sequence[PolicyConfig], backend: Backend | None = None) -> PolicyEngine:
@@ -149,6 +175,7 @@ class PolicyEngine:
                     bool(_READS_TASK.search(config.condition)),
                     _selector(config.resources) or _NEVER,
                     _selector(config.prompts) or _NEVER,
+                    bool(_READS_SESSION.search(config.condition)),
                 )
             )
         if problems:
@@ -161,6 +188,10 @@ class PolicyEngine:
         if found is None:
             found = self._remember(self._applicable, tool_name, [p for p in self.policies if p.applies_to(tool_name)])
         return found
+
+    def reads_session(self, tool_name: str) -> bool:
+        """Whether judging a call of this tool reads ``session`` (then its counts are read from the store first)."""
+        return self.reads_session_anywhere and any(p.reads_session for p in self.applicable(tool_name))
 
     def applicable_to_resource(self, uri: str) -> tuple[CompiledPolicy, ...]:
         """The policies that judge reads of this resource URI, in the same order as :meth:`applicable`."""
@@ -198,12 +229,13 @@ class PolicyEngine:
         args: Mapping[str, Any],
         method: str = "tools/call",
         now: datetime | None = None,
+        session: SessionUsage | None = None,
     ) -> Decision:
         policies = self.applicable(tool_name)
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this tool")
         request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
-        return self._decide(policies, identity, task, request, now)
+        return self._decide(policies, identity, task, request, now, session)
 
     def evaluate_resource(
         self,
@@ -248,15 +280,16 @@ class PolicyEngine:
         task: TaskContext | None,
         request: Mapping[str, Any],
         now: datetime | None,
+        session: SessionUsage | None = None,
     ) -> Decision:
         try:
-            activation = self._activation(identity, task, request, now)
+            activation = self._activation(identity, task, request, now, session)
         except RecursionError:
             # The arguments become CEL values recursively; ones nested past the interpreter's limit cannot be judged,
             # so the request is refused (fail closed) and audited like any denial.
             return Decision(allowed=False, reason="the arguments nest too deeply to evaluate policies")
         for policy in policies:
-            result = self._judge(policy, activation, task)
+            result = self._judge(policy, activation, task, session)
             if result.blocks:
                 return _denial(result)
         allows = [p.name for p in policies if p.config.effect == "allow"]
@@ -281,7 +314,7 @@ class PolicyEngine:
         """
         request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
         activation = self._activation(identity, task, request, now)
-        results = [self._judge(p, activation, task) for p in self.applicable(tool_name)]
+        results = [self._judge(p, activation, task, None) for p in self.applicable(tool_name)]
         return [(r, _denial(r) if r.blocks else None) for r in results]
 
     def check_argument_references(self, tools: Mapping[str, Any]) -> list[str]:
@@ -309,7 +342,12 @@ class PolicyEngine:
         return warnings
 
     def _activation(
-        self, identity: Identity, task: TaskContext | None, request: Mapping[str, Any], now: datetime | None
+        self,
+        identity: Identity,
+        task: TaskContext | None,
+        request: Mapping[str, Any],
+        now: datetime | None,
+        session: SessionUsage | None = None,
     ) -> Activation:
         return self._environment.bind(
             {
@@ -324,16 +362,23 @@ class PolicyEngine:
                 else {"id": task.task_id, "name": task.task_name, "labels": task.labels, "context": task.context},
                 "request": request,
                 "now": now or datetime.now(UTC),
+                "session": None
+                if session is None
+                else {"calls": {**self._counted_tools, **session.calls}, "totalCalls": session.total_calls},
             }
         )
 
     @staticmethod
-    def _judge(policy: CompiledPolicy, activation: Activation, task: TaskContext | None) -> PolicyResult:
+    def _judge(
+        policy: CompiledPolicy, activation: Activation, task: TaskContext | None, session: SessionUsage | None
+    ) -> PolicyResult:
         try:
             value = policy.program.evaluate(activation)
         except CelEvaluationError as exc:
             if task is None and policy.reads_task:
                 return PolicyResult(policy, None, "it reads `task`, but the call is not bound to a task session")
+            if session is None and policy.reads_session:
+                return PolicyResult(policy, None, "it reads `session`, but the call is not bound to a task session")
             return PolicyResult(policy, None, f"evaluation error: {exc}")
         if not isinstance(value, bool):
             return PolicyResult(policy, None, f"condition returned {type(value).__name__}, not a bool")

@@ -9,6 +9,7 @@ allowed it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,9 +24,10 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 from mcp_gateway.audit import AuditLog, AuditRecord
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
-from mcp_gateway.errors import POLICY_DENIED, TOOL_WITHHELD, RpcError, UpstreamUnavailable
+from mcp_gateway.errors import POLICY_DENIED, TOOL_WITHHELD, RpcError, StoreUnavailable, UpstreamUnavailable
+from mcp_gateway.limits import Limiter
 from mcp_gateway.metrics import Metrics
-from mcp_gateway.policy import Decision, PolicyEngine, TaskContext
+from mcp_gateway.policy import Decision, PolicyEngine, SessionUsage, TaskContext
 from mcp_gateway.sessions import TaskSession
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
@@ -154,8 +156,10 @@ class Proxy:
         audit: AuditLog,
         metrics: Metrics,
         bridge: InputBridge | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._catalog = catalog
+        self._limiter = limiter
         self._bridge = bridge
         self._policies = policies
         self._audit = audit
@@ -241,13 +245,7 @@ class Proxy:
             # What the caller could not see even if its upstream were up answers exactly like what does not exist.
             raise _tool_not_found(catalog, name) if visible else _unknown_tool(name)
         args = cast(dict[str, Any], arguments)
-        decision = self._policies.evaluate(
-            identity=caller.identity,
-            task=caller.task_context(),
-            tool_name=name,
-            upstream=entry.upstream_name,
-            args=args,
-        )
+        decision = await self._judge_call(caller, name, entry.upstream_name, args)
         record = AuditRecord.begin(
             identity=caller.identity.id,
             task_session_id=caller.session.token_id if caller.session else None,
@@ -263,9 +261,42 @@ class Proxy:
             self._metrics.tool_calls.labels(entry.upstream_name, "deny", "denied").inc()
             self._audit.record(record.finish(outcome="denied", latency_ms=None))
             return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
+        if self._limiter is not None:
+            # Charged last, so only a call about to be forwarded spends a rate limit's room or a budget's unit.
+            refusal = await self._limiter.charge_call(
+                caller.identity, caller.session, caller.task, name, entry.upstream_name
+            )
+            if refusal is not None:
+                if self._bridge is not None:
+                    self._bridge.abandon(caller.owner, params.get("requestState"))
+                self._metrics.tool_calls.labels(entry.upstream_name, "deny", refusal.outcome).inc()
+                self._audit.record(
+                    dataclasses.replace(record, decision="deny", reason=refusal.message).finish(
+                        outcome=refusal.outcome, latency_ms=None
+                    )
+                )
+                raise refusal.rpc_error()
 
         params = forwarded_params(params, name=entry.original_name)
         return await self._forward_recorded(caller, entry.connection, params, link, record)
+
+    async def _judge_call(self, caller: Caller, name: str, upstream: str, args: dict[str, Any]) -> Decision:
+        """The policies' verdict on a tool call; their ``session`` (the session's call counts) is read from the
+        store only when an applicable policy reads it, and a store that cannot answer denies."""
+        usage: SessionUsage | None = None
+        if caller.session is not None and self._limiter is not None and self._policies.reads_session(name):
+            try:
+                usage = await self._limiter.usage(caller.session)
+            except StoreUnavailable:
+                return Decision(allowed=False, reason="the task session's call counts could not be read from the store")
+        return self._policies.evaluate(
+            identity=caller.identity,
+            task=caller.task_context(),
+            tool_name=name,
+            upstream=upstream,
+            args=args,
+            session=usage,
+        )
 
     async def list_resources(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)

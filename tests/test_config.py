@@ -244,3 +244,56 @@ def test_console_secret_must_be_long_enough_to_sign_cookies() -> None:
     assert problems_of({"console": {"secret": "short"}}) == [
         "console.secret: must be at least 32 characters (try `openssl rand -hex 32`)"
     ]
+
+
+def test_limits_take_rates_durations_and_default_bursts() -> None:
+    config = parse_config(
+        {
+            "upstreams": [{"name": "demo", "transport": "stdio", "command": "x"}],
+            "limits": {
+                "perIdentity": {"rate": 100, "per": "1m", "burst": 20},
+                "perIdentityTool": [{"tools": ["payments__*"], "rate": 5, "per": 60}],
+                "perTaskSession": {"rate": 2, "per": "500ms"},
+                "perUpstream": {"demo": {"rate": 50}},
+            },
+        }
+    )
+    limits = config.limits
+    assert limits.per_identity is not None and (limits.per_identity.per, limits.per_identity.burst) == (60, 20)
+    assert limits.per_identity.interval_us == 600_000
+    assert limits.per_identity_tool[0].tools == ("payments__*",) and limits.per_identity_tool[0].limit.burst == 5
+    assert limits.per_task_session is not None and limits.per_task_session.per == 0.5
+    assert limits.per_upstream["demo"].per == 1 and limits.per_upstream["demo"].burst == 50
+
+
+def test_malformed_limits_are_reported_with_their_paths() -> None:
+    problems = problems_of(
+        {
+            "limits": {
+                "perIdentity": {"rate": 0},
+                "perIdentityTool": [{"rate": 1}],
+                "perTaskSession": {"rate": 1, "per": "soon"},
+                "perUpstream": {"nowhere": {"rate": 1}},
+                "perTenant": {},
+            }
+        }
+    )
+    assert problems == [
+        "limits.perTenant: unknown key (allowed: perIdentity, perIdentityTool, perTaskSession, perUpstream)",
+        "limits.perIdentityTool[0].tools: must name at least one tool name or glob",
+        "limits.perUpstream.nowhere: is not a configured upstream",
+        "limits.perIdentity.rate: must be more than 0",
+        "limits.perTaskSession.per: must be a positive number of seconds or a duration like '60s', got 'soon'",
+    ]
+
+
+def test_task_budgets_are_parsed_and_checked() -> None:
+    task = {"name": "refund", "budgets": {"tools": {"payments__issue_refund": 1}, "totalCalls": 50}}
+    budgets = parse_config({"tasks": [task]}).tasks[0].budgets
+    assert budgets is not None and (dict(budgets.tools), budgets.total_calls) == ({"payments__issue_refund": 1}, 50)
+    problems = problems_of({"tasks": [{"name": "t", "budgets": {"tools": {"x": -1}, "totalCalls": "many", "y": 1}}]})
+    assert problems == [
+        "tasks[0].budgets.y: unknown key (allowed: tools, totalCalls)",
+        "tasks[0].budgets.tools.x: must be a whole number of calls (0 or more), got -1",
+        "tasks[0].budgets.totalCalls: must be an integer, got str",
+    ]

@@ -11,7 +11,7 @@ import pytest
 from mcp_gateway.cel import Backend
 from mcp_gateway.config import Identity, PolicyConfig
 from mcp_gateway.errors import ConfigError
-from mcp_gateway.policy import Decision, PolicyEngine, TaskContext
+from mcp_gateway.policy import Decision, PolicyEngine, SessionUsage, TaskContext
 
 ALICE = Identity(id="alice", name="Alice", labels={"team": "support"})
 SUPPORT_TASK = TaskContext(
@@ -364,3 +364,39 @@ def test_resource_requests_show_uri_upstream_and_method_to_conditions() -> None:
         identity=ALICE, task=None, uri="docs://a", upstream="docs", method="completion/complete"
     )
     assert not completing.allowed
+
+
+def test_reading_session_is_known_per_tool_at_compile_time() -> None:
+    engine = PolicyEngine.compile(
+        [
+            policy("one-refund", 'session.calls["crm__refund"] < 1', tools=("crm__refund",)),
+            policy("reads-args", "request.tool.args.session == 'x'", tools=("crm__get_customer",)),
+        ]
+    )
+    assert engine.reads_session_anywhere
+    assert engine.reads_session("crm__refund")
+    assert not engine.reads_session("crm__get_customer")
+    assert not PolicyEngine.compile([SEED]).reads_session_anywhere
+
+
+def test_session_counts_are_visible_and_a_named_tool_not_called_yet_counts_zero() -> None:
+    engine = PolicyEngine.compile(
+        [policy("one-refund", 'session.calls["crm__refund"] < 1 && session.totalCalls < 3', tools=("crm__refund",))]
+    )
+
+    def judge(calls: dict[str, int], total: int) -> bool:
+        usage = SessionUsage(calls=calls, total_calls=total)
+        args = {"identity": ALICE, "task": SUPPORT_TASK, "tool_name": "crm__refund", "upstream": "crm", "args": {}}
+        return engine.evaluate(**args, session=usage).allowed  # type: ignore[arg-type]
+
+    assert judge({}, 0)
+    assert judge({"crm__get_customer": 2}, 2)
+    assert not judge({"crm__refund": 1}, 1)
+    assert not judge({}, 3)
+
+
+def test_policy_reading_session_without_a_task_session_denies_saying_so() -> None:
+    engine = PolicyEngine.compile([policy("one-refund", 'session.calls["crm__refund"] < 1')])
+    decision = decide(engine, "crm__refund", task=None)
+    assert not decision.allowed
+    assert "it reads `session`, but the call is not bound to a task session" in decision.reason

@@ -13,7 +13,7 @@ import redis
 
 from mcp_gateway.errors import StoreUnavailable
 from mcp_gateway.store import MemoryStore, RedisStore, Store, open_store
-from mcp_gateway.store.base import entry_size
+from mcp_gateway.store.base import CountCharge, RateCharge, Refusal, entry_size
 from tests.conftest import free_port
 
 # --- values and lifetimes ---
@@ -259,6 +259,96 @@ async def test_missing_index_ranges_as_empty(store: Store) -> None:
 
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
+
+
+# --- take: rate limits and counters ---
+
+PER_SECOND_BURST_2 = 1_000_000  # one request per second (microseconds apart on average)
+
+
+async def test_rate_limit_allows_its_burst_then_says_when_to_retry(store: Store) -> None:
+    charge = RateCharge("rate:{a}", interval_us=PER_SECOND_BURST_2, burst=2)
+    assert await store.take([charge]) is None
+    assert await store.take([charge]) is None
+    refusal = await store.take([charge])
+    assert refusal is not None and refusal.index == 0
+    assert refusal.retry_after_ms is not None and 900 < refusal.retry_after_ms <= 1000
+
+
+async def test_rate_limit_refills_over_time(store: Store) -> None:
+    charge = RateCharge("rate:{a}", interval_us=200_000, burst=1)
+    assert await store.take([charge]) is None
+    assert await store.take([charge]) is not None
+    await anyio.sleep(0.25)
+    assert await store.take([charge]) is None
+
+
+async def test_rate_limit_key_expires_once_full_again(store: Store) -> None:
+    await store.take([RateCharge("rate:{a}", interval_us=100_000, burst=1)])
+    await anyio.sleep(0.25)
+    assert await store.delete("rate:{a}") == 0
+
+
+async def test_counters_count_and_refuse_at_their_limit(store: Store) -> None:
+    refund = CountCharge("budget:{s}", "tool:refund", limit=2, ttl_seconds=10)
+    assert await store.take([refund]) is None
+    assert await store.take([refund]) is None
+    assert await store.take([refund]) == Refusal(0, None)
+    assert await store.read_counts("budget:{s}") == {"tool:refund": 2}
+
+
+async def test_counter_without_a_limit_only_counts(store: Store) -> None:
+    for _ in range(3):
+        assert await store.take([CountCharge("budget:{s}", "total", limit=None, ttl_seconds=10)]) is None
+    assert await store.read_counts("budget:{s}") == {"total": 3}
+
+
+async def test_take_applies_nothing_when_one_charge_is_refused(store: Store) -> None:
+    total = CountCharge("budget:{s}", "total", limit=5, ttl_seconds=10)
+    refund = CountCharge("budget:{s}", "tool:refund", limit=1, ttl_seconds=10)
+    rate = RateCharge("rate:{s}", interval_us=PER_SECOND_BURST_2, burst=1)
+    assert await store.take([rate, total, refund]) is None
+    assert await store.take([total, refund]) == Refusal(1, None)
+    assert await store.read_counts("budget:{s}") == {"total": 1, "tool:refund": 1}
+    refusal = await store.take([total, rate])
+    assert refusal is not None and refusal.index == 1
+    assert await store.read_counts("budget:{s}") == {"total": 1, "tool:refund": 1}
+
+
+async def test_counters_disappear_after_their_ttl(store: Store) -> None:
+    await store.take([CountCharge("budget:{s}", "total", limit=1, ttl_seconds=0.2)])
+    await anyio.sleep(0.35)
+    assert await store.read_counts("budget:{s}") == {}
+    assert await store.take([CountCharge("budget:{s}", "total", limit=1, ttl_seconds=0.2)]) is None
+
+
+async def test_concurrent_takes_never_pass_a_counter_limit(store: Store) -> None:
+    charge = CountCharge("budget:{s}", "total", limit=7, ttl_seconds=10)
+    results: list[Refusal | None] = []
+
+    async def spend() -> None:
+        results.append(await store.take([charge]))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(30):
+            tg.start_soon(spend)
+    assert results.count(None) == 7
+    assert await store.read_counts("budget:{s}") == {"total": 7}
+
+
+async def test_take_names_the_refusing_charge_across_hash_slots(store: Store) -> None:
+    spent = CountCharge("budget:{b}", "total", limit=1, ttl_seconds=10)
+    assert await store.take([spent]) is None
+    refusal = await store.take([RateCharge("rate:{a}", interval_us=PER_SECOND_BURST_2, burst=5), spent])
+    assert refusal == Refusal(1, None)
+
+
+async def test_take_of_nothing_is_allowed(store: Store) -> None:
+    assert await store.take([]) is None
+
+
+async def test_missing_counters_read_as_empty(store: Store) -> None:
+    assert await store.read_counts("budget:{nobody}") == {}
 
 
 # --- memory specifics ---

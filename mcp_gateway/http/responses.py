@@ -11,7 +11,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mcp_gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RequestTimeout, StoreUnavailable
+from mcp_gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    StoreUnavailable,
+)
 from mcp_gateway.http.json_nesting import nesting_bound
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ def error_response(error: GatewayError) -> Response:
     if isinstance(error, RequestTimeout):
         # The rest of a body that stalled may still come: the connection cannot carry another request.
         headers["connection"] = "close"
+    if isinstance(error, RateLimited):
+        headers["retry-after"] = str(max(1, -(-error.retry_after_ms // 1000)))
     if error.challenge is not None:
         headers["www-authenticate"] = error.challenge.header()
     return json_response(body, error.status, headers)

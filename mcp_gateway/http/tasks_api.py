@@ -17,6 +17,7 @@ from mcp_gateway.config import ServerConfig
 from mcp_gateway.errors import BadRequest, Forbidden, GatewayError, InvalidTaskToken
 from mcp_gateway.http.mcp_context import TASK_TOKEN_HEADER
 from mcp_gateway.http.responses import error_response, json_response, read_json_object
+from mcp_gateway.limits import Limiter
 from mcp_gateway.sessions import TaskSessions
 
 MAX_BODY_BYTES = 256 * 1024
@@ -30,14 +31,18 @@ async def guarded(handler: Callable[[Request], Awaitable[Response]], request: Re
 
 
 class TasksApi:
-    def __init__(self, authenticator: Authenticator, sessions: TaskSessions, server: ServerConfig) -> None:
+    def __init__(
+        self, authenticator: Authenticator, sessions: TaskSessions, server: ServerConfig, limiter: Limiter
+    ) -> None:
         self._auth = authenticator
         self._sessions = sessions
+        self._limiter = limiter
         self._limit = min(server.max_body_bytes, MAX_BODY_BYTES)
         self._max_depth = server.max_json_depth
 
     async def _create(self, request: Request) -> Response:
         identity = await self._auth.authenticate(request.headers.get("authorization"))
+        await self._limiter.charge_session_start(identity)
         payload = await read_json_object(request, self._limit, self._max_depth, '{"taskId", "context", "ttl"?}')
         task_id = payload.get("taskId")
         if not isinstance(task_id, str) or not task_id:

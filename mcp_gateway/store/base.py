@@ -18,6 +18,46 @@ class StreamEntry:
     fields: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class RateCharge:
+    """One request against a rate limit (GCRA): on average one per ``interval_us`` microseconds, ``burst`` at once.
+
+    The key holds the limit's theoretical arrival time and expires once the limit is back to full.
+    """
+
+    key: str
+    interval_us: int
+    burst: int
+
+    @property
+    def tolerance_us(self) -> int:
+        """How far ahead of now the arrival time may run: the room ``burst - 1`` back-to-back requests take."""
+        return self.interval_us * (self.burst - 1)
+
+
+@dataclass(frozen=True)
+class CountCharge:
+    """One unit added to ``field`` of the counters under ``key``, refused when it would pass ``limit`` (None:
+    count only). The counters disappear ``ttl_seconds`` after the last charge."""
+
+    key: str
+    field: str
+    limit: int | None
+    ttl_seconds: float
+
+
+Charge = RateCharge | CountCharge
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why ``Store.take`` applied nothing: ``charges[index]`` is over its limit. ``retry_after_ms`` says when a rate
+    limit has room again; None for a counter, which never refills."""
+
+    index: int
+    retry_after_ms: int | None
+
+
 def entry_size(fields: Mapping[str, str]) -> int:
     """What an entry counts against a stream's ``max_bytes``: its field names and values in UTF-8."""
     return sum(_utf8_length(name) + _utf8_length(value) for name, value in fields.items())
@@ -99,6 +139,20 @@ class Store(Protocol):
 
     async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
         """The members scored ``min_score`` or more, lowest score first (ties by member)."""
+
+    async def take(self, charges: Sequence[Charge]) -> Refusal | None:
+        """Apply every charge, or none of them and say which one is over its limit; one atomic step.
+
+        Rate limits are judged on the store's clock (Redis ``TIME``), so replicas with skewed clocks agree. Redis
+        Cluster cannot run one script over several hash slots: there the charges are applied per slot, in order of
+        first appearance, each slot's atomically, stopping at the first refusal, so the charges of slots before a
+        refusing one stay spent (never fewer units spent than allowed calls). Keys meant to be charged together
+        share a hash tag (``{...}``).
+        """
+        ...
+
+    async def read_counts(self, key: str) -> Mapping[str, int]:
+        """The counters ``CountCharge`` keeps under ``key``; empty when there are none."""
         ...
 
     async def ping(self) -> None: ...

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from mcp_gateway.store.base import StreamEntry, entry_size
+from mcp_gateway.store.base import Charge, RateCharge, Refusal, StreamEntry, entry_size
 
 _STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _HEAP_SLACK = 1024
@@ -44,10 +44,15 @@ class _Stream:
     last: StreamId = (0, 0)
 
 
+class _Counters(dict[str, int]):
+    """The counters of ``take`` under one key (a Redis hash): a type of its own, so a sorted index is never read as
+    counters or the other way round."""
+
+
 @dataclass
 class _Slot:
-    # A value, a stream, or a sorted index (member -> score).
-    value: bytes | _Stream | dict[str, float]
+    # A value, a stream, a sorted index (member -> score), or the counters of ``take`` (a Redis hash).
+    value: bytes | _Stream | dict[str, float] | _Counters
     deadline: float | None
 
 
@@ -108,7 +113,7 @@ class MemoryStore:
         if slot is None:
             return None
         if not isinstance(slot.value, bytes):
-            raise TypeError(f"key {key!r} holds a stream or an index, not a value")
+            raise TypeError(f"key {key!r} holds a stream, an index or counters, not a value")
         return slot.value
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
@@ -203,7 +208,7 @@ class MemoryStore:
         slot = self._live(key)
         if slot is None:
             return None
-        if not isinstance(slot.value, dict):
+        if not isinstance(slot.value, dict) or isinstance(slot.value, _Counters):
             raise TypeError(f"key {key!r} does not hold a sorted index")
         return slot.value
 
@@ -227,6 +232,47 @@ class MemoryStore:
     async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
         present = self._index(index) or {}
         return sorted(((m, s) for m, s in present.items() if s >= min_score), key=lambda item: (item[1], item[0]))
+
+    async def take(self, charges: Sequence[Charge]) -> Refusal | None:
+        # Nothing awaits between the check and the update, so the pair is atomic in this process: exact.
+        self._drop_expired()
+        now_us = round(self._clock() * 1_000_000)
+        arrivals: dict[int, int] = {}
+        for index, charge in enumerate(charges):
+            if isinstance(charge, RateCharge):
+                slot = self._live(charge.key)
+                stored = int(slot.value) if slot is not None and isinstance(slot.value, bytes) else now_us
+                arrival = max(stored, now_us)
+                if arrival - charge.tolerance_us > now_us:
+                    return Refusal(index, -(-(arrival - charge.tolerance_us - now_us) // 1000))
+                arrivals[index] = arrival + charge.interval_us
+            elif charge.limit is not None and self._counters(charge.key).get(charge.field, 0) >= charge.limit:
+                return Refusal(index, None)
+        for index, charge in enumerate(charges):
+            if isinstance(charge, RateCharge):
+                arrival = arrivals[index]
+                self._put(charge.key, str(arrival).encode(), (arrival - now_us) / 1_000_000)
+            else:
+                counters = self._counters(charge.key)
+                counters[charge.field] = counters.get(charge.field, 0) + 1
+                self._put(charge.key, counters, charge.ttl_seconds)
+        return None
+
+    def _counters(self, key: str) -> _Counters:
+        slot = self._live(key)
+        if slot is None:
+            return _Counters()
+        if not isinstance(slot.value, _Counters):
+            raise TypeError(f"key {key!r} holds a value, a stream or an index, not counters")
+        return slot.value
+
+    def _put(self, key: str, value: bytes | _Counters, ttl_seconds: float) -> None:
+        deadline = self._clock() + max(ttl_seconds, 0.001)
+        self._slots[key] = _Slot(value, deadline)
+        self._expires(key, deadline)
+
+    async def read_counts(self, key: str) -> Mapping[str, int]:
+        return dict(self._counters(key))
 
     async def get_cached(self, key: str) -> bytes | None:
         # The data already lives in this process: there is no round trip to save.

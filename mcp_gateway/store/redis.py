@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.typing import EncodableT, FieldT
 
 from mcp_gateway.errors import StoreUnavailable, describe
-from mcp_gateway.store.base import StreamEntry, entry_size
+from mcp_gateway.store.base import Charge, RateCharge, Refusal, StreamEntry, entry_size
 from mcp_gateway.store.health import StoreHealth
 from mcp_gateway.store.memory import parse_stream_id
 from mcp_gateway.store.tracking import TrackedKeys
@@ -52,6 +52,41 @@ if used and used > cap then
   redis.call('XTRIM', KEYS[1], 'MAXLEN', math.max(1, math.floor(length * cap * 3 / 4 / used)))
 end
 return id
+"""
+# Store.take: every charge checked first, then all applied, or none; one key per charge, four ARGV each:
+# 'r', interval_us, tolerance_us, '' (a GCRA rate limit: the key holds the theoretical arrival time in microseconds
+# of the server's clock) or 'c', field, limit (-1: none), ttl_ms (a counter in a hash). Answers nil when applied,
+# else {0-based index of the refusing charge, milliseconds until a rate limit has room (-1 for a counter)}.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local arrivals = {}
+for i = 1, #KEYS do
+  local a = (i - 1) * 4
+  if ARGV[a + 1] == 'r' then
+    local tolerance = tonumber(ARGV[a + 3])
+    local arrival = math.max(tonumber(redis.call('GET', KEYS[i]) or now), now)
+    if arrival - tolerance > now then
+      return {i - 1, math.ceil((arrival - tolerance - now) / 1000)}
+    end
+    arrivals[i] = arrival + tonumber(ARGV[a + 2])
+  else
+    local limit = tonumber(ARGV[a + 3])
+    if limit >= 0 and tonumber(redis.call('HGET', KEYS[i], ARGV[a + 2]) or 0) >= limit then
+      return {i - 1, -1}
+    end
+  end
+end
+for i = 1, #KEYS do
+  local a = (i - 1) * 4
+  if ARGV[a + 1] == 'r' then
+    redis.call('SET', KEYS[i], string.format('%d', arrivals[i]), 'PX', math.ceil((arrivals[i] - now) / 1000) + 1)
+  else
+    redis.call('HINCRBY', KEYS[i], ARGV[a + 2], 1)
+    redis.call('PEXPIRE', KEYS[i], ARGV[a + 4])
+  end
+end
+return nil
 """
 # The byte cap is checked after every 1/16th of it appended by this client: the check costs no extra round trip but
 # a MEMORY USAGE, which samples the stream.
@@ -116,6 +151,7 @@ class RedisStore:
         self._transactional = not isinstance(client, RedisCluster)
         self._health = StoreHealth(self._ping_briefly, description)
         self._append_and_trim = client.register_script(_APPEND_AND_TRIM)
+        self._take = client.register_script(_TAKE)
         # Per stream, the bytes this client appended since it last checked the stream's size; a stream not seen
         # yet is checked at its first append (it may have grown under another process).
         self._unchecked_bytes: dict[str, int] = {}
@@ -296,6 +332,44 @@ class RedisStore:
         # With scores, redis-py answers (member, score) pairs; its annotation covers every reply shape.
         pairs = cast(list[tuple[bytes, float]], members)
         return [(_text(member), float(score)) for member, score in pairs]
+
+    async def take(self, charges: Sequence[Charge]) -> Refusal | None:
+        if not charges:
+            return None
+        for first, group in self._by_slot(charges):
+            keys: list[str] = []
+            args: list[EncodableT] = []
+            for charge in group:
+                keys.append(self._key(charge.key))
+                if isinstance(charge, RateCharge):
+                    args += ["r", charge.interval_us, charge.tolerance_us, ""]
+                else:
+                    limit = -1 if charge.limit is None else charge.limit
+                    args += ["c", charge.field, limit, _ttl_millis(charge.ttl_seconds)]
+            async with self._reaching("EVALSHA (take)"):
+                answer = await self._take(keys=keys, args=args)
+            if answer is not None:
+                position, retry_after_ms = (int(part) for part in answer)
+                return Refusal(first[position], None if retry_after_ms < 0 else retry_after_ms)
+        return None
+
+    def _by_slot(self, charges: Sequence[Charge]) -> list[tuple[list[int], list[Charge]]]:
+        """The charges as one group (standalone Redis), or one group per hash slot in order of first appearance
+        (Cluster), each with the charges' positions in ``charges``."""
+        if self._transactional:
+            return [(list(range(len(charges))), list(charges))]
+        assert isinstance(self._client, RedisCluster)
+        groups: dict[int, tuple[list[int], list[Charge]]] = {}
+        for index, charge in enumerate(charges):
+            positions, group = groups.setdefault(self._client.keyslot(self._key(charge.key)), ([], []))
+            positions.append(index)
+            group.append(charge)
+        return list(groups.values())
+
+    async def read_counts(self, key: str) -> Mapping[str, int]:
+        async with self._reaching("HGETALL"):
+            raw = await self._client.hgetall(self._key(key))
+        return {_text(field): int(value) for field, value in (raw or {}).items()}
 
     async def ping(self) -> None:
         async with self._reaching("PING"):
