@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, cast
 import yaml
 
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.upstream_auth_config import UpstreamAuth, parse_upstream_auth
 
 DEFAULT_SEPARATOR = "__"
 DEFAULT_SESSION_TTL = 3600
@@ -47,6 +48,8 @@ class UpstreamConfig:
     protocol: str = "auto"
     call_timeout: float = 60.0
     connect_timeout: float = 30.0
+    # How the gateway authenticates to an HTTP upstream beyond its static headers (upstream_auth_config.py).
+    auth: UpstreamAuth | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class Identity:
     allowed_resources: tuple[str, ...] | None = None
     allowed_prompts: tuple[str, ...] | None = None
     require_task: bool = False
+    # The validated OAuth/JWT access token the request at hand presented (None for API keys and in config): the
+    # subject token of a ``tokenExchange`` upstream. Never forwarded as is, never logged.
+    access_token: str | None = field(default=None, repr=False, compare=False)
     # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
     # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
     scopes: tuple[str, ...] = ()
@@ -370,6 +376,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
             "protocol",
             "timeout",
             "connectTimeout",
+            "auth",
         },
         path,
     )
@@ -380,6 +387,14 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         r.fail(f"{path}.name", f"{name!r} must match {_NAME_PATTERN.pattern}")
     kind = r.string(data, "transport", path, default="stdio" if "command" in data else "streamable-http")
     transport: StdioTransport | HttpTransport
+    auth_headers: dict[str, str] = {}
+    auth: UpstreamAuth | None = None
+    if data.get("auth") is not None:
+        if kind == "stdio":
+            # One process serves every caller, so nothing per call can reach it; its own secrets go in `env`.
+            r.fail(f"{path}.auth", "applies to streamable-http upstreams; give a stdio upstream its secrets in env")
+        else:
+            auth_headers, auth = parse_upstream_auth(r, r.mapping(data["auth"], f"{path}.auth"), f"{path}.auth")
     if kind == "stdio":
         command = r.string(data, "command", path)
         args = r.string_list(data, "args", path) or ()
@@ -393,7 +408,10 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         url = r.string(data, "url", path) or ""
         if url and not url.startswith(("http://", "https://")):
             r.fail(f"{path}.url", "must be an http:// or https:// URL")
-        transport = HttpTransport(url=url, headers=r.string_map(data, "headers", path))
+        headers = r.string_map(data, "headers", path)
+        if both := {name.lower() for name in headers} & {name.lower() for name in auth_headers}:
+            r.fail(f"{path}.auth.static.headers", f"{', '.join(sorted(both))} also set in headers; set it once")
+        transport = HttpTransport(url=url, headers={**headers, **auth_headers})
     else:
         r.fail(f"{path}.transport", f"must be 'stdio' or 'streamable-http', got {kind!r}")
         return None
@@ -407,6 +425,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         protocol=protocol,
         call_timeout=r.number(data, "timeout", path, 60.0, minimum=0.001),
         connect_timeout=r.number(data, "connectTimeout", path, 30.0, minimum=0.001),
+        auth=auth,
     )
 
 
