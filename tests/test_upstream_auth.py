@@ -122,11 +122,13 @@ def assert_no_secret(text: str, *secrets: str) -> None:
         assert secret not in text
 
 
-async def test_client_credentials_token_reaches_the_upstream_on_every_path_and_is_reused() -> None:
+@pytest.mark.parametrize("protocol", ["legacy", "2026-07-28"])
+async def test_client_credentials_token_reaches_the_upstream_on_every_path_and_is_reused(protocol: str) -> None:
     async with oauth_provider(SCOPES) as server, token_checking_upstream(server) as url:
-        config, _ = gateway_config(server, {"url": url, "auth": {"clientCredentials": client_auth(server, url)}})
+        auth = {"clientCredentials": client_auth(server, url)}
+        config, _ = gateway_config(server, {"url": url, "protocol": protocol, "auth": auth})
         async with serve_gateway(config) as gateway:
-            # The connection came up (its handshake and lists were let through) and lists the upstream's tools.
+            # The connection came up (its handshake or discover, lists and GET or listen stream were let through).
             async with mcp_client(gateway, DEMO_KEY) as client:
                 tools = sorted(tool.name for tool in (await client.list_tools()).tools)
             assert "checked__whoami" in tools
