@@ -277,7 +277,8 @@ class UpstreamConnection:
         """A call with its credential; on a 401, once more with a fresh one, then an error naming the upstream."""
         credentials = self._credentials
         for attempt in range(2):
-            credential = await credentials.call_headers(identity)
+            # Without `auth` there is nothing but the static headers, which the hop already sends.
+            credential = await credentials.call_headers(identity) if credentials.refreshable else {}
             try:
                 return await hop.request(
                     method,
