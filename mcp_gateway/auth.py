@@ -74,10 +74,10 @@ class Authenticator:
             raise self._refuse("the Authorization header must use the Bearer scheme", error="invalid_request")
         try:
             if self._tokens is not None and looks_like_jwt(token):
-                return self._identify(await self._tokens.verify(token))
+                return self._identify(await self._tokens.verify(token), token)
             identity = self._authenticate_api_key(token)
             if identity is None and self._introspector is not None:
-                return self._identify(await self._introspector.verify(token))
+                return self._identify(await self._introspector.verify(token), token)
         except TokenRefused as exc:
             raise self._refuse(exc.reason) from exc
         if identity is None:
@@ -94,8 +94,9 @@ class Authenticator:
             raise self._refuse("credential expired")
         return identity
 
-    def _identify(self, claims: dict[str, Any]) -> Identity:
-        """Verified claims → the identity their ``identityClaim`` names, carrying the token's scopes."""
+    def _identify(self, claims: dict[str, Any], token: str) -> Identity:
+        """Verified claims → the identity their ``identityClaim`` names, carrying the token and its scopes (the
+        token only for a ``tokenExchange`` upstream to exchange)."""
         claim = self._identity_claim
         subject = claims.get(claim)
         if not isinstance(subject, str) or not subject:
@@ -113,4 +114,4 @@ class Authenticator:
                     description="the access token lacks a required scope",
                 ),
             )
-        return replace(identity, scopes=scopes)
+        return replace(identity, scopes=scopes, access_token=token)

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, cast
 import yaml
 
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.upstream_auth_config import UpstreamAuth, parse_upstream_auth
 
 DEFAULT_SEPARATOR = "__"
 ADMIN_ROLE = "admin"
@@ -51,6 +52,8 @@ class UpstreamConfig:
     connect_timeout: float = 30.0
     # What a changed tool definition does (pins.py): "off", "warn" (log, audit, metric) or "enforce" (withhold).
     pinning: Literal["off", "warn", "enforce"] = "warn"
+    # How the gateway authenticates to an HTTP upstream beyond its static headers (upstream_auth_config.py).
+    auth: UpstreamAuth | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class Identity:
     def is_admin(self) -> bool:
         return ADMIN_ROLE in self.roles
 
+    # The validated OAuth/JWT access token the request at hand presented (None for API keys and in config): the
+    # subject token of a ``tokenExchange`` upstream. Never forwarded as is, never logged.
+    access_token: str | None = field(default=None, repr=False, compare=False)
     # Granted by the OAuth/JWT access token of the request at hand (its `scope` claim); always empty in config and
     # for API keys. The authenticator hands out a copy carrying them, so CEL can read `identity.scopes`.
     scopes: tuple[str, ...] = ()
@@ -433,6 +439,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
             "timeout",
             "connectTimeout",
             "pinning",
+            "auth",
         },
         path,
     )
@@ -443,6 +450,14 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         r.fail(f"{path}.name", f"{name!r} must match {_NAME_PATTERN.pattern}")
     kind = r.string(data, "transport", path, default="stdio" if "command" in data else "streamable-http")
     transport: StdioTransport | HttpTransport
+    auth_headers: dict[str, str] = {}
+    auth: UpstreamAuth | None = None
+    if data.get("auth") is not None:
+        if kind == "stdio":
+            # One process serves every caller, so nothing per call can reach it; its own secrets go in `env`.
+            r.fail(f"{path}.auth", "applies to streamable-http upstreams; give a stdio upstream its secrets in env")
+        else:
+            auth_headers, auth = parse_upstream_auth(r, r.mapping(data["auth"], f"{path}.auth"), f"{path}.auth")
     if kind == "stdio":
         command = r.string(data, "command", path)
         args = r.string_list(data, "args", path) or ()
@@ -456,7 +471,10 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         url = r.string(data, "url", path) or ""
         if url and not url.startswith(("http://", "https://")):
             r.fail(f"{path}.url", "must be an http:// or https:// URL")
-        transport = HttpTransport(url=url, headers=r.string_map(data, "headers", path))
+        headers = r.string_map(data, "headers", path)
+        if both := {name.lower() for name in headers} & {name.lower() for name in auth_headers}:
+            r.fail(f"{path}.auth.static.headers", f"{', '.join(sorted(both))} also set in headers; set it once")
+        transport = HttpTransport(url=url, headers={**headers, **auth_headers})
     else:
         r.fail(f"{path}.transport", f"must be 'stdio' or 'streamable-http', got {kind!r}")
         return None
@@ -474,6 +492,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         call_timeout=r.number(data, "timeout", path, 60.0, minimum=0.001),
         connect_timeout=r.number(data, "connectTimeout", path, 30.0, minimum=0.001),
         pinning=cast(Literal["off", "warn", "enforce"], pinning),
+        auth=auth,
     )
 
 

@@ -490,7 +490,11 @@ class Proxy:
         if link.answers_input_required and not connection.modern and self._bridge is not None:
 
             async def send_parked(params: dict[str, Any], down: Downstream, progress: ProgressSink) -> dict[str, Any]:
-                return hop_result(await connection.request(method, params, on_progress=progress, downstream=down))
+                return hop_result(
+                    await connection.request(
+                        method, params, on_progress=progress, downstream=down, identity=caller.identity
+                    )
+                )
 
             return await self._bridge.forward(
                 owner=caller.owner,
@@ -516,6 +520,7 @@ class Proxy:
                 on_progress=link.progress,
                 downstream=link.downstream,
                 client_capabilities=capabilities,
+                identity=caller.identity,
             )
             return hop_result(result)
 

@@ -32,15 +32,17 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, 
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import mcp_param_headers, x_mcp_header_map
+from mcp_types import INTERNAL_ERROR
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from mcp_gateway.config import HttpTransport, UpstreamConfig
+from mcp_gateway.config import HttpTransport, Identity, UpstreamConfig
 from mcp_gateway.errors import RpcError, UpstreamUnavailable, describe
 from mcp_gateway.upstreams.backoff import Backoff
+from mcp_gateway.upstreams.credentials import UpstreamCredentials
 from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.encoding import encoded_first
 from mcp_gateway.upstreams.http import http_transport
-from mcp_gateway.upstreams.http_hop import HttpHop, HttpSessionState
+from mcp_gateway.upstreams.http_hop import CredentialRefused, HttpHop, HttpSessionState
 from mcp_gateway.upstreams.lists import (
     ALL_LISTS,
     ListKind,
@@ -117,6 +119,8 @@ class UpstreamConnection:
         self._resource_listeners: list[ResourceListener] = []
         # Server→client requests and log messages the upstream sends during a call go to that call's client.
         self._router = DownstreamRouter(config.name, exact=isinstance(config.transport, HttpTransport))
+        # Kept across reconnects: a token fetched for one session is good for the next.
+        self._credentials = UpstreamCredentials(config)
         self.last_error: str | None = None
         self.generation = 0
         """How many sessions have been established so far; a reconnect increments it."""
@@ -205,13 +209,15 @@ class UpstreamConnection:
         on_progress: ProgressFnT | None = None,
         downstream: Downstream | None = None,
         client_capabilities: Mapping[str, Any] | None = None,
+        identity: Identity | None = None,
     ) -> dict[str, Any]:
         """Send one request upstream and return its raw result dict.
 
         ``downstream`` is the client the call is made for: requests (sampling, elicitation, roots) and log messages
         the upstream sends while serving this call are relayed to it; without one they are refused.
         ``client_capabilities`` are that client's, declared to a 2026-07-28 upstream in place of the gateway's own
-        (a handshake-era session declared the gateway's once, at initialize).
+        (a handshake-era session declared the gateway's once, at initialize). ``identity`` is the caller, for an
+        HTTP upstream whose credential is made per caller (``credentials.py``); None for the gateway's own requests.
 
         Raises:
             UpstreamUnavailable: not connected, or the connection died before the answer arrived.
@@ -239,10 +245,12 @@ class UpstreamConnection:
                     stamped_params = stamped(
                         live.session, method, outbound, opts, client_capabilities=client_capabilities
                     )
-                    return await live.hop.request(
+                    return await self._hop_request(
+                        live.hop,
                         method,
                         stamped_params or {},
                         opts.get("headers") or {},
+                        identity,
                         on_progress=on_progress,
                         downstream=downstream,
                     )
@@ -254,6 +262,42 @@ class UpstreamConnection:
             if live.lost.is_set():
                 raise UpstreamUnavailable(f"upstream {self.name!r} went away during {method}") from exc
             raise RpcError(exc.code, exc.message, exc.data) from exc
+
+    async def _hop_request(
+        self,
+        hop: HttpHop,
+        method: str,
+        params: dict[str, Any],
+        headers: Mapping[str, str],
+        identity: Identity | None,
+        *,
+        on_progress: ProgressFnT | None,
+        downstream: Downstream | None,
+    ) -> dict[str, Any]:
+        """A call with its credential; on a 401, once more with a fresh one, then an error naming the upstream."""
+        credentials = self._credentials
+        for attempt in range(2):
+            # Without `auth` there is nothing but the static headers, which the hop already sends.
+            credential = await credentials.call_headers(identity) if credentials.refreshable else {}
+            try:
+                return await hop.request(
+                    method,
+                    params,
+                    {**headers, **credential},
+                    on_progress=on_progress,
+                    downstream=downstream,
+                )
+            except CredentialRefused:
+                if attempt == 0 and credentials.refreshable:
+                    logger.info(
+                        "upstream %r refused the credential of %s; retrying with a fresh one", self.name, method
+                    )
+                    credentials.refused(identity, credential)
+                    continue
+                break
+        raise RpcError(
+            INTERNAL_ERROR, f"upstream {self.name!r} refused the gateway's credential for {method} (HTTP 401)"
+        )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, stay connected, reconnect with backoff; runs until cancelled."""
@@ -352,6 +396,7 @@ class UpstreamConnection:
                 call_timeout=self.config.call_timeout,
                 on_lost=lost.set,
                 state=http_state,
+                auth=self._credentials.connection_auth(),
             )
         return stdio_transport(transport)
 
@@ -367,7 +412,7 @@ class UpstreamConnection:
 
         return HttpHop(
             url=transport.url,
-            static_headers=dict(transport.headers),
+            static_headers={name.lower(): value for name, value in transport.headers.items()},
             state=http_state,
             on_lost=lost.set,
             on_notification=on_notification,

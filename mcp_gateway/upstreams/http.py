@@ -1,6 +1,7 @@
 """The streamable HTTP transport: the gateway is an HTTP client of the upstream's MCP endpoint.
 
-Static headers from config (an API key for the upstream, say) go on every request. Two ways an HTTP upstream goes
+Static headers from config (an API key for the upstream, say) go on every request, and so does the upstream-level
+token of a ``clientCredentials`` upstream (``credentials.py``, as an httpx2 ``Auth``). Two ways an HTTP upstream goes
 away are invisible to the SDK's transport as a whole: a legacy-era server that restarted and forgot our
 ``Mcp-Session-Id`` (every request then answers 404), and a server that vanished while nothing but the standalone GET
 stream was open (the transport retries that stream twice, then gives up quietly). Both are reported through
@@ -53,6 +54,7 @@ async def http_transport(
     call_timeout: float,
     on_lost: Callable[[], None],
     state: HttpSessionState,
+    auth: httpx2.Auth | None = None,
 ) -> AsyncIterator[TransportStreams]:
     """A transport to ``config.url``; ``on_lost`` fires when the server is unreachable or forgot our session.
 
@@ -67,6 +69,7 @@ async def http_transport(
 
     client = httpx2.AsyncClient(
         headers=dict(config.headers),
+        auth=auth,
         timeout=httpx2.Timeout(connect_timeout, read=max(_MIN_READ_TIMEOUT, call_timeout)),
         event_hooks={"response": [watch_session]},
         transport=_ReportingTransport(httpx2.AsyncHTTPTransport(), on_lost),

@@ -44,6 +44,10 @@ NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Receives notifications an upstream sends on a call's stream that are not about the call (``list_changed``...)."""
 
 
+class CredentialRefused(Exception):
+    """The upstream answered 401: the credential the request carried is not (or no longer) good there."""
+
+
 @dataclass
 class HttpSessionState:
     """What the upstream's HTTP session says about itself, captured from the SDK transport's responses."""
@@ -71,6 +75,7 @@ class HttpHop:
 
     url: str
     static_headers: Mapping[str, str]
+    """Lower-cased names, so a per-call header of the same name replaces it instead of going out twice."""
     state: HttpSessionState
     on_lost: Callable[[], None]
     on_notification: NotificationHandler
@@ -121,7 +126,7 @@ class HttpHop:
         body = encode_json({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
             return await self._post_and_read(call, body)
-        except (RpcError, UpstreamUnavailable):
+        except (RpcError, UpstreamUnavailable, CredentialRefused):
             raise  # answered, or nobody left to tell
         except BaseException:
             if self.legacy:
@@ -175,6 +180,8 @@ class HttpHop:
         if 300 <= status < 400:
             location = response.headers.get("location", "?")
             raise RpcError(INVALID_REQUEST, f"Redirect to {location} not followed; use that URL as the endpoint")
+        if status == 401:
+            raise CredentialRefused(f"upstream at {self.url} refused the credential (HTTP 401)")
         if status >= 400:
             if _content_type(response).startswith("application/json"):
                 try:
