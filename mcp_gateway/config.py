@@ -20,6 +20,7 @@ import yaml
 from mcp_gateway.errors import ConfigError
 
 DEFAULT_SEPARATOR = "__"
+ADMIN_ROLE = "admin"
 DEFAULT_SESSION_TTL = 3600
 MAX_SESSION_TTL = 86400
 
@@ -64,6 +65,12 @@ class Identity:
     # None means "every tool"; an empty tuple means "no tool".
     allowed_tools: tuple[str, ...] | None = None
     require_task: bool = False
+    # What the identity may do beyond calling tools: "admin" may manage agents and read every agent run.
+    roles: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,22 @@ class TaskDefinition:
     context_schema: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     allowed_tools: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """An OpenAI-compatible chat-completions endpoint that agents may use, by ``id``."""
+
+    id: str
+    model: str
+    provider: Literal["openai"] = "openai"
+    # None: the openai client's own default endpoint (api.openai.com).
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    max_tokens: int | None = None
+    # Retries the openai client makes itself (connection errors, 408/409/429/5xx) before the fallback model is tried.
+    max_retries: int = 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,7 @@ class GatewayConfig:
     tasks: tuple[TaskDefinition, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
+    models: tuple[ModelConfig, ...] = ()
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -352,7 +376,7 @@ def _parse_credential(r: _Reader, data: dict[str, Any], path: str) -> ApiKey | N
 
 
 def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | None:
-    r.unknown_keys(data, {"id", "name", "labels", "credentials", "allowedTools", "requireTask"}, path)
+    r.unknown_keys(data, {"id", "name", "labels", "credentials", "allowedTools", "requireTask", "roles"}, path)
     identity_id = r.string(data, "id", path)
     if identity_id is None:
         return None
@@ -366,7 +390,17 @@ def _parse_identity(r: _Reader, data: dict[str, Any], path: str) -> Identity | N
         api_keys=keys,
         allowed_tools=r.string_list(data, "allowedTools", path),
         require_task=r.boolean(data, "requireTask", path, False),
+        roles=_roles(r, data, path),
     )
+
+
+def _roles(r: _Reader, data: dict[str, Any], path: str) -> tuple[str, ...]:
+    """Unknown roles are an error: a misspelt "admin" would otherwise silently grant nothing."""
+    roles = r.string_list(data, "roles", path) or ()
+    for i, role in enumerate(roles):
+        if role != ADMIN_ROLE:
+            r.fail(f"{path}.roles[{i}]", f"unknown role {role!r} (known: {ADMIN_ROLE})")
+    return roles
 
 
 def _parse_jwt(r: _Reader, data: dict[str, Any], path: str) -> JwtConfig | None:
@@ -445,6 +479,32 @@ def _schema_problem(schema: Any) -> str | None:
     return None
 
 
+def _parse_model(r: _Reader, data: dict[str, Any], path: str) -> ModelConfig | None:
+    r.unknown_keys(data, {"id", "provider", "baseUrl", "apiKey", "model", "timeout", "maxTokens", "maxRetries"}, path)
+    model_id = r.string(data, "id", path)
+    model = r.string(data, "model", path)
+    provider = r.string(data, "provider", path, default="openai")
+    if provider != "openai":
+        r.fail(f"{path}.provider", f"must be 'openai' (any OpenAI-compatible endpoint), got {provider!r}")
+    base_url = r.optional_string(data, "baseUrl", path)
+    if base_url and not base_url.startswith(("http://", "https://")):
+        r.fail(f"{path}.baseUrl", "must be an http:// or https:// URL")
+    max_tokens = data.get("maxTokens")
+    if max_tokens is not None:
+        max_tokens = r.integer(data, "maxTokens", path, 1, minimum=1)
+    if model_id is None or model is None:
+        return None
+    return ModelConfig(
+        id=model_id,
+        model=model,
+        base_url=base_url,
+        api_key=r.optional_string(data, "apiKey", path),
+        timeout=r.number(data, "timeout", path, 60.0, minimum=0.001),
+        max_tokens=max_tokens,
+        max_retries=r.integer(data, "maxRetries", path, 2),
+    )
+
+
 def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig | None:
     r.unknown_keys(data, {"name", "effect", "condition", "tools", "message"}, path)
     name = r.string(data, "name", path)
@@ -491,7 +551,9 @@ def parse_config(raw: Any) -> GatewayConfig:
     """Turn parsed YAML into a GatewayConfig, or raise ConfigError listing every problem."""
     r = _Reader()
     root = r.mapping(raw, "config")
-    r.unknown_keys(root, {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit"}, "config")
+    r.unknown_keys(
+        root, {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit", "models"}, "config"
+    )
     store = r.mapping(root.get("store"), "store")
     r.unknown_keys(store, {"url", "prefix"}, "store")
     store_url = r.string(store, "url", "store", default="memory://") or "memory://"
@@ -508,6 +570,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         tasks=r.items(root.get("tasks"), "tasks", lambda d, p: _parse_task(r, d, p), lambda t: t.id),
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
+        models=r.items(root.get("models"), "models", lambda d, p: _parse_model(r, d, p), lambda m: m.id),
     )
     _check_api_key_reuse(r, config)
     if r.problems:
