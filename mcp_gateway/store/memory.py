@@ -92,6 +92,13 @@ class MemoryStore:
         self._slots[key] = _Slot(value, self._clock() + ttl_seconds)
         self._sweep_if_due()
 
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        _check_ttl(ttl_seconds)
+        if self._live(key) is not None:
+            return False
+        await self.set(key, value, ttl_seconds)
+        return True
+
     async def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
         deadline = self._clock() + ttl_seconds
