@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mcp_gateway.agents.api import AgentsApi
+from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.mcp_context import McpContext
@@ -79,11 +81,13 @@ class _Routes:
 
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
+    agents = AgentsApi()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running_gateway(config) as gateway:
+        async with running_gateway(config) as gateway, running_agents(gateway) as running:
             routes.bind(gateway)
+            agents.bind(running)
             yield
 
     return Starlette(
@@ -92,6 +96,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/v1/tasks/sessions", routes.create_session, methods=["POST"]),
             Route("/v1/tasks/sessions/current", routes.current_session, methods=["GET", "DELETE"]),
             Route("/v1/tasks/sessions/{token_id}", routes.session_by_id, methods=["GET", "DELETE"]),
+            *agents.routes(),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),

@@ -58,6 +58,11 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"
