@@ -12,6 +12,14 @@ from tests.harness import BASE_CONFIG, make_config, sha
 
 ADMIN_KEY = "mgw_test_admin_key_33333333333333333333"
 ADMIN = {"id": "admin", "roles": ["admin"], "credentials": [{"sha256": sha(ADMIN_KEY)}]}
+TICKET_BOT_KEY = "mgw_test_ticket_bot_key_4444444444444444"
+# Works only inside task sessions, and may see the agents' tools.
+TICKET_BOT = {
+    "id": "ticket-bot",
+    "requireTask": True,
+    "allowedTools": ["demo__*", "agents__*"],
+    "credentials": [{"sha256": sha(TICKET_BOT_KEY)}],
+}
 
 
 def agent_config(model_url: str, **sections: Any) -> GatewayConfig:
@@ -20,7 +28,7 @@ def agent_config(model_url: str, **sections: Any) -> GatewayConfig:
         {"id": "primary", "model": "primary-model", "baseUrl": model_url, "timeout": 10, "maxRetries": 0},
         {"id": "backup", "model": "backup-model", "baseUrl": model_url, "timeout": 10, "maxRetries": 0},
     ]
-    identities = [*copy.deepcopy(BASE_CONFIG["identities"]), ADMIN]
+    identities = [*copy.deepcopy(BASE_CONFIG["identities"]), ADMIN, TICKET_BOT]
     return make_config(**{"models": models, "identities": identities, **sections})
 
 
