@@ -147,11 +147,16 @@ class AgentRuns:
             local[0].cancel()
         return record
 
-    async def _prepare(self, caller: Caller, agent_id: str, request: RunRequest) -> _Prepared:
-        identity = caller.identity
+    async def runnable(self, identity: Identity, agent_id: str) -> Agent:
+        """The live agent, if this identity may see its tool; otherwise it does not exist for it (404)."""
         agent = await self._registry.get_live(agent_id)
         if not self._proxy.visibility.allows(identity.allowed_tools, self.tool_name(agent)):
             raise NotFound(f"agent {agent_id!r} not found")
+        return agent
+
+    async def _prepare(self, caller: Caller, agent_id: str, request: RunRequest) -> _Prepared:
+        identity = caller.identity
+        agent = await self.runnable(identity, agent_id)
         revision = await self._registry.revision(agent.id, agent.active_revision)
         if request.task_id is not None:
             _, session = await self._sessions.create(identity.id, request.task_id, request.context or {})
