@@ -225,3 +225,60 @@ async def test_cancelled_run_stops_and_says_so(setup: tuple[str, ScriptedModels]
     assert record["status"] == "cancelled" and record["endedAt"] is not None
     assert record["turns"] == []
     assert again.status_code == 409
+
+
+async def test_task_tool_runs_a_sub_conversation_whose_denied_call_the_model_recovers_from(
+    setup: tuple[str, ScriptedModels],
+) -> None:
+    base_url, models = setup
+    models.script(
+        "primary-model",
+        tool_call("tasks__resolve-ticket", ticket_id="T-9", customer_id="cust-001"),
+        tool_call("demo__get_customer", customer_id="cust-002"),
+        tool_call("demo__get_customer", customer_id="cust-001"),
+        answer("Ada Lovelace, gold"),
+        answer("Ticket T-9 is for Ada Lovelace (gold)."),
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        agent = await create_agent(http, base_url, taskTools=["resolve-ticket"], mcpServers=[])
+        record = await run(http, base_url, agent["id"])
+        child_session = record["turns"][0]["toolCalls"][0]["taskSessionId"]
+        session = await http.get(f"{base_url}/v1/tasks/sessions/{child_session}", headers=auth(DEMO_KEY))
+    assert record["status"] == "completed"
+    assert record["output"] == "Ticket T-9 is for Ada Lovelace (gold)."
+    parent_first, child_first, child_second, child_third, parent_last = models.requests
+    assert [t["function"]["name"] for t in parent_first["tools"]] == ["tasks__resolve-ticket"]
+    assert parent_first["tools"][0]["function"]["parameters"]["required"] == ["ticket_id", "customer_id"]
+    # The sub-conversation sees the task's tools, under the child session the policy reads.
+    assert sorted(t["function"]["name"] for t in child_first["tools"]) == [
+        "demo__echo",
+        "demo__get_customer",
+        "demo__update_ticket",
+    ]
+    assert json.loads(child_first["messages"][1]["content"]) == {"ticket_id": "T-9", "customer_id": "cust-001"}
+    assert "this task may only touch its own customer" in tool_messages(child_second)[0]
+    assert json.loads(tool_messages(child_third)[1])["tier"] == "gold"
+    assert tool_messages(parent_last) == ["Ada Lovelace, gold"]
+    task_call = record["turns"][0]["toolCalls"][0]
+    assert (task_call["tool"], task_call["outcome"]) == ("tasks__resolve-ticket", "ok")
+    inner = [turn["toolCalls"][0]["decision"] for turn in task_call["turns"][:2]]
+    assert inner == ["denied", "allowed"]
+    assert record["usage"]["primary"]["calls"] == 5
+    assert session.status_code == 404
+
+
+async def test_task_tool_with_an_invalid_context_is_an_error_result_for_the_model(
+    setup: tuple[str, ScriptedModels],
+) -> None:
+    base_url, models = setup
+    models.script(
+        "primary-model", tool_call("tasks__resolve-ticket", ticket_id="T-9"), answer("I need the customer id.")
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        agent = await create_agent(http, base_url, taskTools=["resolve-ticket"])
+        record = await run(http, base_url, agent["id"])
+    assert (record["status"], record["output"]) == ("completed", "I need the customer id.")
+    call = record["turns"][0]["toolCalls"][0]
+    assert (call["outcome"], call.get("taskSessionId")) == ("error", None)
+    (message,) = tool_messages(models.requests[1])
+    assert message.startswith("Error: context does not match") and "/customer_id" in message

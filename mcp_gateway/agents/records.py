@@ -29,9 +29,12 @@ class ToolCallRecord:
     outcome: str
     latency_ms: float
     error: str | None = None
+    # A task tool: the child task session it ran under, and the turns of its sub-conversation.
+    task_session_id: str | None = None
+    turns: tuple[TurnRecord, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "id": self.call_id,
             "tool": self.tool,
             "arguments": dict(self.arguments),
@@ -40,6 +43,10 @@ class ToolCallRecord:
             "latencyMs": self.latency_ms,
             "error": self.error,
         }
+        if self.task_session_id is not None:
+            wire["taskSessionId"] = self.task_session_id
+            wire["turns"] = [turn.to_wire() for turn in self.turns]
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> ToolCallRecord:
@@ -51,6 +58,8 @@ class ToolCallRecord:
             outcome=data["outcome"],
             latency_ms=data["latencyMs"],
             error=data.get("error"),
+            task_session_id=data.get("taskSessionId"),
+            turns=tuple(TurnRecord.from_wire(turn) for turn in data.get("turns", ())),
         )
 
 
@@ -110,6 +119,9 @@ class Usage:
     def add(self, prompt_tokens: int, completion_tokens: int) -> Usage:
         return Usage(self.calls + 1, self.prompt_tokens + prompt_tokens, self.completion_tokens + completion_tokens)
 
+    def plus(self, turn: TurnRecord) -> Usage:
+        return self.add(turn.prompt_tokens, turn.completion_tokens)
+
     def to_wire(self) -> dict[str, int]:
         return {
             "calls": self.calls,
@@ -117,6 +129,15 @@ class Usage:
             "completionTokens": self.completion_tokens,
             "totalTokens": self.prompt_tokens + self.completion_tokens,
         }
+
+
+def model_calls(turn: TurnRecord) -> list[TurnRecord]:
+    """The turn and every turn of the task tools it ran, each one model call."""
+    calls = [turn]
+    for call in turn.tool_calls:
+        for inner in call.turns:
+            calls.extend(model_calls(inner))
+    return calls
 
 
 @dataclass(frozen=True)

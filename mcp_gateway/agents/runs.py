@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,16 +21,16 @@ from anyio.abc import TaskGroup
 
 from mcp_gateway.agents.conversation import Conversation, Ending
 from mcp_gateway.agents.definitions import Agent, RuntimeSpec
-from mcp_gateway.agents.models import ModelClients, ModelFailure
-from mcp_gateway.agents.records import RunRecord, TurnRecord, Usage
+from mcp_gateway.agents.mcp_tools import add_mcp_tools
+from mcp_gateway.agents.models import ModelFailure
+from mcp_gateway.agents.records import RunRecord, TurnRecord, Usage, model_calls
 from mcp_gateway.agents.registry import AgentRegistry
 from mcp_gateway.agents.run_store import RunStore
+from mcp_gateway.agents.task_tools import ConversationParts, add_task_tools
 from mcp_gateway.agents.toolbox import ToolBox
-from mcp_gateway.config import Identity, TaskDefinition
+from mcp_gateway.config import Identity
 from mcp_gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TaskRequired, describe
-from mcp_gateway.proxy import Caller, Proxy
-from mcp_gateway.sessions import TaskSessions
-from mcp_gateway.upstreams.catalog import Catalog
+from mcp_gateway.proxy import Caller
 
 logger = logging.getLogger(__name__)
 
@@ -83,24 +83,14 @@ class AgentRuns:
         self,
         registry: AgentRegistry,
         runs: RunStore,
-        models: ModelClients,
-        proxy: Proxy,
-        catalog: Callable[[], Catalog],
-        sessions: TaskSessions,
-        tasks: Mapping[str, TaskDefinition],
+        parts: ConversationParts,
         *,
-        redact_keys: tuple[str, ...],
         separator: str,
         background: TaskGroup,
     ) -> None:
         self._registry = registry
         self._runs = runs
-        self._models = models
-        self._proxy = proxy
-        self._catalog = catalog
-        self._sessions = sessions
-        self._tasks = tasks
-        self._redact_keys = redact_keys
+        self._parts = parts
         self._separator = separator
         self._background = background
         self._local: dict[str, tuple[anyio.CancelScope, anyio.Event]] = {}
@@ -150,7 +140,7 @@ class AgentRuns:
     async def runnable(self, identity: Identity, agent_id: str) -> Agent:
         """The live agent, if this identity may see its tool; otherwise it does not exist for it (404)."""
         agent = await self._registry.get_live(agent_id)
-        if not self._proxy.visibility.allows(identity.allowed_tools, self.tool_name(agent)):
+        if not self._parts.proxy.visibility.allows(identity.allowed_tools, self.tool_name(agent)):
             raise NotFound(f"agent {agent_id!r} not found")
         return agent
 
@@ -159,8 +149,8 @@ class AgentRuns:
         agent = await self.runnable(identity, agent_id)
         revision = await self._registry.revision(agent.id, agent.active_revision)
         if request.task_id is not None:
-            _, session = await self._sessions.create(identity.id, request.task_id, request.context or {})
-            caller = Caller(identity=identity, session=session, task=self._tasks.get(session.task_id))
+            _, session = await self._parts.sessions.create(identity.id, request.task_id, request.context or {})
+            caller = Caller(identity=identity, session=session, task=self._parts.tasks.get(session.task_id))
         elif caller.session is None and identity.require_task:
             raise TaskRequired(f"identity {identity.id!r} must run agents with a taskId")
         record = RunRecord(
@@ -186,10 +176,11 @@ class AgentRuns:
         ending = Ending("cancelled", error="the run was cancelled")
         try:
             with scope:
-                tools = ToolBox(
-                    self._proxy, self._catalog, prepared.caller, prepared.spec.mcp_servers, self._redact_keys
-                )
-                conversation = Conversation(prepared.spec, self._models, tools, record.input)
+                parts = self._parts
+                tools = ToolBox(parts.redact_keys)
+                add_mcp_tools(tools, parts.proxy, parts.catalog, prepared.caller, prepared.spec.mcp_servers)
+                add_task_tools(tools, parts, prepared.caller.identity, prepared.spec)
+                conversation = Conversation(prepared.spec, parts.models, tools, record.input)
                 async for turn in conversation.turns():
                     record = _with_turn(record, turn)
                     if await self._runs.cancel_requested(record.id):
@@ -219,12 +210,13 @@ class AgentRuns:
             await self._runs.save(record)
             session = prepared.caller.session
             if prepared.opened_session and session is not None:
-                await self._sessions.revoke(session.token_id, record.identity)
+                await self._parts.sessions.revoke(session.token_id, record.identity)
         except GatewayError as exc:
             logger.warning("agent run %s: final record not written: %s", record.id, exc.message)
 
 
 def _with_turn(record: RunRecord, turn: TurnRecord) -> RunRecord:
     usage = dict(record.usage)
-    usage[turn.model] = usage.get(turn.model, Usage()).add(turn.prompt_tokens, turn.completion_tokens)
+    for call in model_calls(turn):
+        usage[call.model] = usage.get(call.model, Usage()).plus(call)
     return replace(record, turns=(*record.turns, turn), usage=usage)

@@ -17,6 +17,7 @@ from mcp_gateway.agents.models import ModelClients
 from mcp_gateway.agents.registry import AgentRegistry
 from mcp_gateway.agents.run_store import RunStore
 from mcp_gateway.agents.runs import AgentRuns
+from mcp_gateway.agents.task_tools import ConversationParts
 from mcp_gateway.agents.validation import DefinitionRules
 from mcp_gateway.gateway import Gateway
 
@@ -50,17 +51,17 @@ async def running_agents(gateway: Gateway) -> AsyncIterator[Agents]:
     registry = AgentRegistry(gateway.store)
     try:
         async with anyio.create_task_group() as background:
-            runs = AgentRuns(
-                registry,
-                RunStore(gateway.store),
-                models,
-                gateway.proxy,
-                gateway.catalog.snapshot,
-                gateway.sessions,
-                {task.id: task for task in config.tasks},
+            parts = ConversationParts(
+                proxy=gateway.proxy,
+                catalog=gateway.catalog.snapshot,
+                sessions=gateway.sessions,
+                tasks={task.id: task for task in config.tasks},
+                models=models,
                 redact_keys=config.audit.redact_keys,
                 separator=config.server.tool_separator,
-                background=background,
+            )
+            runs = AgentRuns(
+                registry, RunStore(gateway.store), parts, separator=config.server.tool_separator, background=background
             )
             yield Agents(gateway=gateway, registry=registry, runs=runs)
             background.cancel_scope.cancel()
