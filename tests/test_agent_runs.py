@@ -282,3 +282,55 @@ async def test_task_tool_with_an_invalid_context_is_an_error_result_for_the_mode
     assert (call["outcome"], call.get("taskSessionId")) == ("error", None)
     (message,) = tool_messages(models.requests[1])
     assert message.startswith("Error: context does not match") and "/customer_id" in message
+
+
+async def test_sliding_window_sends_the_instruction_the_first_message_and_the_latest_messages(
+    setup: tuple[str, ScriptedModels],
+) -> None:
+    base_url, models = setup
+    models.script(
+        "primary-model",
+        tool_call("demo__echo", text="one"),
+        tool_call("demo__echo", text="two"),
+        answer("done"),
+    )
+    skills = [{"name": "brevity", "description": "short answers", "instruction": "Answer in one line."}]
+    async with httpx.AsyncClient(timeout=30) as http:
+        agent = await create_agent(
+            http, base_url, memoryStrategy="sliding_window", memoryConfig={"maxMessages": 2}, skills=skills
+        )
+        record = await run(http, base_url, agent["id"], input="first")
+    assert record["status"] == "completed"
+    third = models.requests[2]["messages"]
+    assert [m["role"] for m in third] == ["system", "user", "assistant", "tool"]
+    assert third[1]["content"] == "first" and third[3]["content"] == "two"
+    # Skills follow the instruction, in order.
+    assert third[0]["content"] == ("You help by echoing.\n\n## Skill: brevity\nshort answers\nAnswer in one line.")
+
+
+async def test_new_revision_changes_new_runs_while_a_run_on_the_old_one_finishes(
+    setup: tuple[str, ScriptedModels],
+) -> None:
+    base_url, models = setup
+    hold = Hold(then=tool_call("demo__echo", text="x"))
+    models.script("primary-model", hold, answer("old finished"), answer("new answer"))
+    async with httpx.AsyncClient(timeout=30) as http:
+        agent = await create_agent(http, base_url)
+        started = await http.post(
+            f"{base_url}/v1/agents/{agent['id']}/runs", json={"input": "x"}, headers=auth(DEMO_KEY)
+        )
+        with anyio.fail_after(10):
+            await hold.reached.wait()
+        revised = await http.post(
+            f"{base_url}/v1/agents/{agent['id']}/revisions",
+            json={"instruction": "You are revision two.", "llmModelId": "primary"},
+            headers=auth(ADMIN_KEY),
+        )
+        assert revised.status_code == 201
+        hold.release.set()
+        old = await finished(http, base_url, started.json()["id"])
+        new = await run(http, base_url, agent["id"])
+    assert (old["revision"], old["output"]) == (1, "old finished")
+    assert models.requests[1]["messages"][0]["content"] == "You help by echoing."
+    assert (new["revision"], new["output"]) == (2, "new answer")
+    assert models.requests[2]["messages"][0]["content"] == "You are revision two."
