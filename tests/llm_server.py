@@ -60,9 +60,19 @@ class ScriptedModels:
     def __init__(self) -> None:
         self._replies: dict[str, deque[Reply]] = defaultdict(deque)
         self.requests: list[dict[str, Any]] = []
+        self._held: list[Hold] = []
 
     def script(self, model: str, *replies: Reply) -> None:
         self._replies[model].extend(replies)
+
+    def release_all(self) -> None:
+        """Let every held reply go, so a failed test cannot leave the server waiting for ever at shutdown."""
+        for queue in self._replies.values():
+            for reply in queue:
+                if isinstance(reply, Hold):
+                    reply.release.set()
+        for hold in self._held:
+            hold.release.set()
 
     def requests_for(self, model: str) -> list[dict[str, Any]]:
         return [request for request in self.requests if request["model"] == model]
@@ -77,6 +87,7 @@ class ScriptedModels:
         if isinstance(reply, Failure):
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}}, reply.status)
         if isinstance(reply, Hold):
+            self._held.append(reply)
             reply.reached.set()
             await reply.release.wait()
             reply = reply.then
@@ -108,5 +119,6 @@ async def serve_models() -> AsyncIterator[tuple[str, ScriptedModels]]:
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}/v1", models
     finally:
+        models.release_all()
         server.should_exit = True
         await task
