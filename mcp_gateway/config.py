@@ -21,6 +21,8 @@ from mcp_gateway.errors import ConfigError
 
 DEFAULT_SEPARATOR = "__"
 ADMIN_ROLE = "admin"
+# Namespaces of the gateway's own tools: Task Agents (agents__{name}) and their task tools (tasks__{id}).
+RESERVED_UPSTREAM_NAMES = frozenset({"agents", "tasks"})
 DEFAULT_SESSION_TTL = 3600
 MAX_SESSION_TTL = 86400
 
@@ -315,6 +317,8 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         return None
     if not _NAME_PATTERN.match(name):
         r.fail(f"{path}.name", f"{name!r} must match {_NAME_PATTERN.pattern}")
+    if name in RESERVED_UPSTREAM_NAMES:
+        r.fail(f"{path}.name", f"{name!r} is reserved for the gateway's own tools (agents__{{name}}, tasks__{{id}})")
     kind = r.string(data, "transport", path, default="stdio" if "command" in data else "streamable-http")
     transport: StdioTransport | HttpTransport
     if kind == "stdio":

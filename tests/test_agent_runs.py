@@ -154,17 +154,30 @@ async def test_max_turns_ends_the_run(setup: tuple[str, ScriptedModels]) -> None
     assert record["turns"][1]["toolCalls"] == []
 
 
-async def test_fallback_model_answers_when_the_primary_fails_with_a_500(setup: tuple[str, ScriptedModels]) -> None:
+@pytest.mark.parametrize("status", [500, 429])
+async def test_fallback_model_answers_when_the_primary_fails(setup: tuple[str, ScriptedModels], status: int) -> None:
     base_url, models = setup
-    models.script("primary-model", Failure(500))
+    models.script("primary-model", Failure(status))
     models.script("backup-model", answer("from the backup"))
     async with httpx.AsyncClient(timeout=30) as http:
         agent = await create_agent(http, base_url, fallbackLlmModelId="backup")
         record = await run(http, base_url, agent["id"])
     assert (record["status"], record["output"]) == ("completed", "from the backup")
     turn = record["turns"][0]
-    assert (turn["model"], turn["fallbackFrom"], turn["fallbackReason"]) == ("backup", "primary", "HTTP 500")
+    assert (turn["model"], turn["fallbackFrom"], turn["fallbackReason"]) == ("backup", "primary", f"HTTP {status}")
     assert set(record["usage"]) == {"backup"}
+
+
+async def test_client_error_of_the_primary_fails_the_run_without_asking_the_fallback(
+    setup: tuple[str, ScriptedModels],
+) -> None:
+    base_url, models = setup
+    models.script("primary-model", Failure(400))
+    async with httpx.AsyncClient(timeout=30) as http:
+        agent = await create_agent(http, base_url, fallbackLlmModelId="backup")
+        record = await run(http, base_url, agent["id"])
+    assert record["status"] == "failed" and "HTTP 400" in record["error"]
+    assert models.requests_for("backup-model") == []
 
 
 async def test_run_fails_when_the_primary_fails_and_there_is_no_fallback(setup: tuple[str, ScriptedModels]) -> None:

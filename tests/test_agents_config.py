@@ -65,3 +65,10 @@ def test_unknown_role_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"identities": [{"id": "root", "roles": ["admn"]}]})
     assert caught.value.problems == ["identities[0].roles[0]: unknown role 'admn' (known: admin)"]
+
+
+@pytest.mark.parametrize("name", ["agents", "tasks"])
+def test_upstream_may_not_take_a_reserved_namespace(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"upstreams": [{"name": name, "url": "http://127.0.0.1:9/mcp"}]})
+    assert any(p.startswith("upstreams[0].name:") and "reserved" in p for p in caught.value.problems)
