@@ -13,7 +13,7 @@ from typing import Any
 
 from mcp_gateway.agents.definitions import RuntimeSpec
 from mcp_gateway.agents.memory import trimmed
-from mcp_gateway.agents.models import ModelClients
+from mcp_gateway.agents.models import Completion, ModelClients
 from mcp_gateway.agents.records import RunStatus, TurnRecord
 from mcp_gateway.agents.toolbox import ToolBox
 from mcp_gateway.agents.validation import MAX_TURNS
@@ -32,6 +32,21 @@ def system_prompt(spec: RuntimeSpec) -> str:
         heading = f"## Skill: {skill.name}"
         parts.append("\n".join(p for p in (heading, skill.description, skill.instruction) if p))
     return "\n\n".join(parts)
+
+
+def turn_record(number: int, completion: Completion) -> TurnRecord:
+    """A model call as the run records it (tool calls are added once they were made)."""
+    return TurnRecord(
+        number=number,
+        model=completion.model_id,
+        content=completion.content,
+        finish_reason=completion.finish_reason,
+        latency_ms=completion.latency_ms,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        fallback_from=completion.fallback_from,
+        fallback_reason=completion.fallback_reason,
+    )
 
 
 class Conversation:
@@ -56,17 +71,7 @@ class Conversation:
                 self._tools.definitions,
             )
             self._messages.append(completion.message)
-            turn = TurnRecord(
-                number=number,
-                model=completion.model_id,
-                content=completion.content,
-                finish_reason=completion.finish_reason,
-                latency_ms=completion.latency_ms,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                fallback_from=completion.fallback_from,
-                fallback_reason=completion.fallback_reason,
-            )
+            turn = turn_record(number, completion)
             if not completion.tool_calls:
                 self.ending = Ending("completed", output=completion.content or "")
                 yield turn

@@ -74,27 +74,38 @@ class ModelClients:
         }
 
     async def complete(
-        self, primary: str, fallback: str | None, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any]
+        self,
+        primary: str,
+        fallback: str | None,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Any],
+        *,
+        force: str | None = None,
     ) -> Completion:
+        """One turn; ``force`` names the function the model must call (OpenAI ``tool_choice``)."""
         try:
-            return await self._ask(primary, messages, tools)
+            return await self._ask(primary, messages, tools, force)
         except openai.OpenAIError as exc:
             reason = _fallback_reason(exc)
             if fallback is None or reason is None:
                 raise ModelFailure(f"model {primary!r} failed: {_describe(exc)}") from exc
         try:
-            answer = await self._ask(fallback, messages, tools)
+            answer = await self._ask(fallback, messages, tools, force)
         except openai.OpenAIError as exc:
             raise ModelFailure(
                 f"model {primary!r} failed ({reason}) and fallback model {fallback!r} failed: {_describe(exc)}"
             ) from exc
         return replace(answer, fallback_from=primary, fallback_reason=reason)
 
-    async def _ask(self, model_id: str, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any]) -> Completion:
+    async def _ask(
+        self, model_id: str, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any], force: str | None
+    ) -> Completion:
         config = self._configs[model_id]
         options: dict[str, Any] = {}
         if tools:
             options["tools"] = list(tools)
+        if force is not None:
+            options["tool_choice"] = {"type": "function", "function": {"name": force}}
         if config.max_tokens is not None:
             options["max_tokens"] = config.max_tokens
         started = time.perf_counter()

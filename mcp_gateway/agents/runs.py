@@ -26,6 +26,7 @@ from mcp_gateway.agents.models import ModelFailure
 from mcp_gateway.agents.records import RunRecord, TurnRecord, Usage, model_calls
 from mcp_gateway.agents.registry import AgentRegistry
 from mcp_gateway.agents.run_store import RunStore
+from mcp_gateway.agents.sequence import Sequence
 from mcp_gateway.agents.task_tools import ConversationParts, add_task_tools
 from mcp_gateway.agents.toolbox import ToolBox
 from mcp_gateway.config import Identity
@@ -176,11 +177,7 @@ class AgentRuns:
         ending = Ending("cancelled", error="the run was cancelled")
         try:
             with scope:
-                parts = self._parts
-                tools = ToolBox(parts.redact_keys)
-                add_mcp_tools(tools, parts.proxy, parts.catalog, prepared.caller, prepared.spec.mcp_servers)
-                add_task_tools(tools, parts, prepared.caller.identity, prepared.spec)
-                conversation = Conversation(prepared.spec, parts.models, tools, record.input)
+                conversation = self._conversation(prepared)
                 async for turn in conversation.turns():
                     record = _with_turn(record, turn)
                     if await self._runs.cancel_requested(record.id):
@@ -204,6 +201,15 @@ class AgentRuns:
             self._local.pop(record.id, None)
             done.set()
         return record
+
+    def _conversation(self, prepared: _Prepared) -> Conversation | Sequence:
+        parts, spec, caller = self._parts, prepared.spec, prepared.caller
+        if spec.mode == "sequential":
+            return Sequence(spec, parts, caller.identity, prepared.record.input)
+        tools = ToolBox(parts.redact_keys)
+        add_mcp_tools(tools, parts.proxy, parts.catalog, caller, spec.mcp_servers)
+        add_task_tools(tools, parts, caller.identity, spec)
+        return Conversation(spec, parts.models, tools, prepared.record.input)
 
     async def _finish(self, prepared: _Prepared, record: RunRecord) -> None:
         try:

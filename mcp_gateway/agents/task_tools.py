@@ -64,14 +64,20 @@ def task_instruction(parent: RuntimeSpec, task: TaskDefinition) -> str:
 
 
 def add_task_tools(box: ToolBox, parts: ConversationParts, identity: Identity, spec: RuntimeSpec) -> None:
+    """Every task of ``taskTools`` still in config; one removed since the revision was written may not run."""
     for task_id in spec.task_tools:
         task = parts.tasks.get(task_id)
-        if task is None:
-            # Removed from config since the revision was written: nothing may run under it any more.
-            continue
-        description = f"Run the task {task.name!r} in its own task session; the arguments are its context."
-        tool = f"{TASK_TOOL_NAMESPACE}{parts.separator}{task.id}"
-        box.add(tool, description, _parameters(task.context_schema), _runner(parts, identity, spec, task))
+        if task is not None:
+            add_task_tool(box, parts, identity, spec, task)
+
+
+def add_task_tool(
+    box: ToolBox, parts: ConversationParts, identity: Identity, spec: RuntimeSpec, task: TaskDefinition
+) -> str:
+    """Offer one task as a tool; return its function name."""
+    description = f"Run the task {task.name!r} in its own task session; the arguments are its context."
+    tool = f"{TASK_TOOL_NAMESPACE}{parts.separator}{task.id}"
+    return box.add(tool, description, _parameters(task.context_schema), _runner(parts, identity, spec, task))
 
 
 def _runner(parts: ConversationParts, identity: Identity, spec: RuntimeSpec, task: TaskDefinition) -> ToolHandler:

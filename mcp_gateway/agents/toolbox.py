@@ -55,14 +55,15 @@ class ToolBox:
         self._tools: dict[str, tuple[str, ToolHandler]] = {}
         self.definitions: list[dict[str, Any]] = []
 
-    def add(self, tool: str, description: str | None, parameters: Mapping[str, Any], handler: ToolHandler) -> None:
-        """Offer ``tool`` (its gateway name) to the model under a function name the API accepts."""
+    def add(self, tool: str, description: str | None, parameters: Mapping[str, Any], handler: ToolHandler) -> str:
+        """Offer ``tool`` (its gateway name) to the model under a function name the API accepts; return that name."""
         name = _function_name(tool, self._taken)
         self._tools[name] = (tool, handler)
         function: dict[str, Any] = {"name": name, "parameters": dict(parameters)}
         if description:
             function["description"] = description
         self.definitions.append({"type": "function", "function": function})
+        return name
 
     async def call(self, call_id: str, function: str, raw_arguments: str) -> ToolAnswer:
         started = time.perf_counter()

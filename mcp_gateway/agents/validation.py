@@ -134,9 +134,9 @@ def _runtime(body: Mapping[str, Any], rules: DefinitionRules, problems: _Problem
     mode = body.get("mode", "agentic")
     if mode not in _MODES:
         problems.add(("mode",), f"must be one of {', '.join(_MODES)}, got {mode!r}")
-    elif mode == "sequential":
-        problems.add(("mode",), "'sequential' is not supported by this gateway yet; use 'agentic'")
     task_tools = _strings(body, "taskTools", problems)
+    if mode == "sequential" and not task_tools:
+        problems.add(("taskTools",), "sequential mode runs the task tools in order: name at least one")
     for i, task_id in enumerate(task_tools):
         if task_id not in rules.tasks:
             problems.add(("taskTools", i), f"unknown task {task_id!r}")
