@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import yaml
 
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.agents.validation import DeclaredAgent, DefinitionRules, parse_declared
+from mcp_gateway.errors import ConfigError, ValidationFailed
 
 DEFAULT_SEPARATOR = "__"
 ADMIN_ROLE = "admin"
@@ -153,6 +154,7 @@ class GatewayConfig:
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
     models: tuple[ModelConfig, ...] = ()
+    agents: tuple[DeclaredAgent, ...] = ()
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -556,7 +558,9 @@ def parse_config(raw: Any) -> GatewayConfig:
     r = _Reader()
     root = r.mapping(raw, "config")
     r.unknown_keys(
-        root, {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit", "models"}, "config"
+        root,
+        {"server", "store", "upstreams", "identities", "jwt", "tasks", "policies", "audit", "models", "agents"},
+        "config",
     )
     store = r.mapping(root.get("store"), "store")
     r.unknown_keys(store, {"url", "prefix"}, "store")
@@ -576,10 +580,38 @@ def parse_config(raw: Any) -> GatewayConfig:
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
         models=r.items(root.get("models"), "models", lambda d, p: _parse_model(r, d, p), lambda m: m.id),
     )
+    config = replace(config, agents=_parse_agents(r, root.get("agents"), config))
     _check_api_key_reuse(r, config)
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _parse_agents(r: _Reader, raw: Any, config: GatewayConfig) -> tuple[DeclaredAgent, ...]:
+    """Task Agents declared in config, checked like ``POST /v1/agents`` bodies (tool ids only once connected)."""
+    rules = DefinitionRules(
+        models=frozenset(model.id for model in config.models),
+        tasks=frozenset(task.id for task in config.tasks),
+        upstream_tools={upstream.name: None for upstream in config.upstreams},
+    )
+
+    named: dict[str, str] = {}
+
+    def parse(data: dict[str, Any], path: str) -> DeclaredAgent | None:
+        try:
+            agent = parse_declared(data, rules)
+        except ValidationFailed as exc:
+            for problem in exc.details or ():
+                where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in problem["pointer"].split("/")[1:])
+                r.fail(f"{path}{where}", problem["message"])
+            return None
+        if agent.fields.name in named:
+            r.fail(f"{path}.name", f"{agent.fields.name!r} is already the name of {named[agent.fields.name]}")
+            return None
+        named[agent.fields.name] = path
+        return agent
+
+    return r.items(raw, "agents", parse, lambda agent: agent.id)
 
 
 def _check_api_key_reuse(r: _Reader, config: GatewayConfig) -> None:

@@ -72,3 +72,37 @@ def test_upstream_may_not_take_a_reserved_namespace(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"upstreams": [{"name": name, "url": "http://127.0.0.1:9/mcp"}]})
     assert any(p.startswith("upstreams[0].name:") and "reserved" in p for p in caught.value.problems)
+
+
+def test_declared_agents_are_checked_like_api_bodies_with_config_paths() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "models": [{"id": "m", "model": "x"}],
+                "agents": [
+                    {
+                        "name": "a",
+                        "instruction": "i",
+                        "llmModelId": "nope",
+                        "maxTurns": 0,
+                        "mcpServers": [{"upstream": "u", "allowedToolIds": ["t"]}],
+                    },
+                    {"name": "b", "instruction": "i", "llmModelId": "m"},
+                    {"id": "other", "name": "b", "instruction": "i", "llmModelId": "m"},
+                ],
+            }
+        )
+    assert caught.value.problems == [
+        "agents[0].llmModelId: unknown model 'nope' (known: m)",
+        "agents[0].mcpServers[0].upstream: unknown upstream 'u'",
+        "agents[0].maxTurns: must be an integer from 1 to 500, or null, got 0",
+        "agents[2].name: 'b' is already the name of agents[1]",
+    ]
+
+
+def test_declared_agent_id_defaults_to_its_name() -> None:
+    config = parse_config(
+        {"models": [{"id": "m", "model": "x"}], "agents": [{"name": "helper", "instruction": "i", "llmModelId": "m"}]}
+    )
+    (agent,) = config.agents
+    assert (agent.id, agent.fields.name, agent.spec.llm_model_id) == ("helper", "helper", "m")

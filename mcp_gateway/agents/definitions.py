@@ -133,6 +133,8 @@ class Agent:
     description: str = ""
     run_visibility: RunVisibility = "owner_only"
     is_deleted: bool = False
+    # Declared under ``agents:`` in config: served from there, never changed over the API.
+    read_only: bool = False
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -165,6 +167,7 @@ class Agent:
         """The API's view: the active revision in full, every revision as a summary."""
         record = self.to_record()
         del record["latestRevision"]
+        record["readOnly"] = self.read_only
         record["activeRevision"] = active.to_wire()
         record["revisions"] = [revision.summary() for revision in revisions]
         return record

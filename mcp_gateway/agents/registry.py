@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from mcp_gateway.agents.definitions import Agent, Revision, RuntimeSpec
-from mcp_gateway.agents.validation import AgentFields
+from mcp_gateway.agents.validation import AgentFields, DeclaredAgent
 from mcp_gateway.errors import Conflict, NotFound, StoreUnavailable
 from mcp_gateway.store.base import Store
 
@@ -57,12 +57,36 @@ def _decode(raw: bytes, what: str) -> dict[str, Any]:
 
 
 class AgentRegistry:
-    def __init__(self, store: Store, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self, store: Store, declared: Sequence[DeclaredAgent] = (), *, clock: Callable[[], datetime] = _utcnow
+    ) -> None:
         self._store = store
         self._clock = clock
+        loaded = clock()
+        self._declared: dict[str, tuple[Agent, Revision]] = {}
+        for entry in declared:
+            agent = Agent(
+                id=entry.id,
+                name=entry.fields.name,
+                description=entry.fields.description,
+                run_visibility="all" if entry.fields.run_visibility == "all" else "owner_only",
+                created=loaded,
+                modified=loaded,
+                active_revision=1,
+                latest_revision=1,
+                read_only=True,
+            )
+            self._declared[entry.id] = (agent, Revision(entry.id, 1, loaded, entry.spec))
+        self._declared_names = {agent.name: agent.id for agent, _ in self._declared.values()}
+
+    def _writable(self, agent_id: str) -> None:
+        if agent_id in self._declared:
+            raise Conflict(f"agent {agent_id!r} is declared in the gateway config and read-only")
 
     async def create(self, fields: AgentFields, spec: RuntimeSpec) -> tuple[Agent, Revision]:
         """A new agent with revision 1 active; 409 when the name is taken."""
+        if fields.name in self._declared_names:
+            raise Conflict(f"an agent named {fields.name!r} is declared in the gateway config")
         agent_id = AGENT_ID_PREFIX + secrets.token_hex(8)
         if not await self._store.set_if_absent(_NAME_KEY + fields.name, agent_id.encode(), KEEP_SECONDS):
             raise Conflict(f"an agent named {fields.name!r} already exists")
@@ -93,6 +117,8 @@ class AgentRegistry:
         return agent, revision
 
     async def get(self, agent_id: str) -> Agent:
+        if agent_id in self._declared:
+            return self._declared[agent_id][0]
         raw = await self._store.get(_AGENT_KEY + agent_id) if agent_id.startswith(AGENT_ID_PREFIX) else None
         if raw is None:
             raise NotFound(f"agent {agent_id!r} not found")
@@ -109,12 +135,14 @@ class AgentRegistry:
         return agent
 
     async def id_for_name(self, name: str) -> str | None:
+        if name in self._declared_names:
+            return self._declared_names[name]
         raw = await self._store.get(_NAME_KEY + name)
         return raw.decode("utf-8", errors="replace") if raw is not None else None
 
     async def list(self, *, include_deleted: bool = False) -> list[Agent]:
-        """Every agent, oldest first."""
-        agents: list[Agent] = []
+        """Every agent: those declared in config, then the stored ones oldest first."""
+        agents = [agent for agent, _ in self._declared.values()]
         after = "0"
         while True:
             entries = await self._store.read_stream(_INDEX_STREAM, _INDEX_PAGE, after=after)
@@ -130,6 +158,8 @@ class AgentRegistry:
             after = entries[-1].id
 
     async def revision(self, agent_id: str, number: int) -> Revision:
+        if agent_id in self._declared and number == 1:
+            return self._declared[agent_id][1]
         raw = await self._store.get(_revision_key(agent_id, number))
         if raw is None:
             raise NotFound(f"agent {agent_id!r} has no revision {number}")
@@ -140,12 +170,15 @@ class AgentRegistry:
 
     async def revisions(self, agent: Agent) -> tuple[Revision, ...]:
         """Every revision, 1 first, including any a replica added after this agent record was read."""
+        if agent.id in self._declared:
+            return (self._declared[agent.id][1],)
         found = [await self.revision(agent.id, n) for n in range(1, agent.latest_revision + 1)]
         while (raw := await self._store.get(_revision_key(agent.id, len(found) + 1))) is not None:
             found.append(Revision.from_record(_decode(raw, f"a revision of agent {agent.id!r}")))
         return tuple(found)
 
     async def add_revision(self, agent_id: str, spec: RuntimeSpec, *, activate: bool) -> Revision:
+        self._writable(agent_id)
         agent = await self.get_live(agent_id)
         number = agent.latest_revision + 1
         while True:
@@ -168,6 +201,7 @@ class AgentRegistry:
         return revision
 
     async def activate(self, agent_id: str, number: int) -> Agent:
+        self._writable(agent_id)
         agent = await self.get_live(agent_id)
         await self.revision(agent_id, number)
         updated = replace(agent, active_revision=number, modified=self._clock())
@@ -176,6 +210,7 @@ class AgentRegistry:
 
     async def delete(self, agent_id: str) -> None:
         """Soft delete: the record stays readable (``isDeleted``), the name is free for a new agent."""
+        self._writable(agent_id)
         agent = await self.get_live(agent_id)
         await self._save(replace(agent, is_deleted=True, modified=self._clock()))
         await self._store.delete(_NAME_KEY + agent.name)

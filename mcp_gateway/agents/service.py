@@ -48,7 +48,7 @@ class Agents:
 async def running_agents(gateway: Gateway) -> AsyncIterator[Agents]:
     config = gateway.config
     models = ModelClients(config.models)
-    registry = AgentRegistry(gateway.store)
+    registry = AgentRegistry(gateway.store, config.agents)
     try:
         async with anyio.create_task_group() as background:
             parts = ConversationParts(

@@ -52,6 +52,15 @@ class AgentFields:
     run_visibility: str
 
 
+@dataclass(frozen=True)
+class DeclaredAgent:
+    """An agent under ``agents:`` in config: one revision, read-only over the API."""
+
+    id: str
+    fields: AgentFields
+    spec: RuntimeSpec
+
+
 def json_pointer(path: tuple[str | int, ...]) -> str:
     """RFC 6901; the root is the empty string."""
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
@@ -85,6 +94,17 @@ def parse_agent(body: dict[str, Any], rules: DefinitionRules) -> tuple[AgentFiel
     problems.raise_if_any("agent definition")
     assert fields is not None and spec is not None
     return fields, spec
+
+
+def parse_declared(body: dict[str, Any], rules: DefinitionRules) -> DeclaredAgent:
+    """An ``agents:`` entry: the ``POST /v1/agents`` body plus an optional ``id`` (default: the name)."""
+    fields, spec = parse_agent({key: value for key, value in body.items() if key != "id"}, rules)
+    agent_id = body.get("id", fields.name)
+    if not isinstance(agent_id, str) or not agent_id:
+        raise ValidationFailed(
+            "agent definition is invalid", details=[{"pointer": "/id", "message": "must be a string"}]
+        )
+    return DeclaredAgent(id=agent_id, fields=fields, spec=spec)
 
 
 def parse_revision(body: dict[str, Any], rules: DefinitionRules) -> tuple[RuntimeSpec, bool]:
