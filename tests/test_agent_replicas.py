@@ -61,3 +61,21 @@ async def test_run_is_cancelled_from_another_replica(replicas: tuple[str, str, S
     # The replica running it saw the request at the end of the turn in flight and asked the model no more.
     assert record["status"] == "cancelled"
     assert len(models.requests) == 1
+
+
+async def test_run_in_flight_when_its_replica_stops_is_recorded_as_cancelled(redis_url: str, key_prefix: str) -> None:
+    async with serve_models() as (model_url, models):
+        config = agent_config(model_url, store={"url": redis_url, "prefix": key_prefix})
+        hold = Hold(then=answer("too late"))
+        models.script("primary-model", hold)
+        async with serve_gateway(config) as first, httpx.AsyncClient(timeout=30) as http:
+            agent = await create_agent(http, first)
+            async with serve_gateway(config) as second:
+                started = await http.post(
+                    f"{second}/v1/agents/{agent['id']}/runs", json={"input": "x"}, headers=auth(DEMO_KEY)
+                )
+                with anyio.fail_after(10):
+                    await hold.reached.wait()
+            record = (await http.get(f"{first}/v1/runs/{started.json()['id']}", headers=auth(DEMO_KEY))).json()
+    assert record["status"] == "cancelled"
+    assert record["endedAt"] is not None
