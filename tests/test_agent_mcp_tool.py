@@ -84,3 +84,16 @@ async def test_cancelling_the_tool_call_cancels_the_run() -> None:
         assert agent_id is not None
         (record,) = await running.runs.list(who.identity, agent_id)
         assert record.status == "cancelled"
+
+
+async def test_agent_tool_reports_each_turn_as_progress() -> None:
+    async with agents_running() as (running, models):
+        models.script("primary-model", tool_call("demo__echo", text="a"), answer("done"))
+        heard: list[tuple[float, float | None, str | None]] = []
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            heard.append((done, total, message))
+
+        result = await call_agent_tool(running, caller(running, "demo-agent"), "helper", {"input": "x"}, progress)
+        assert result["isError"] is False
+        assert heard == [(1, None, "turn 1: called demo__echo"), (2, None, "turn 2: answered")]

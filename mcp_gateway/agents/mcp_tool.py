@@ -17,7 +17,7 @@ from mcp_gateway.agents.definitions import Agent
 from mcp_gateway.agents.runs import RunRequest
 from mcp_gateway.agents.service import Agents
 from mcp_gateway.errors import GatewayError, NotFound, RpcError
-from mcp_gateway.proxy import Caller
+from mcp_gateway.proxy import Caller, ProgressSink
 
 INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -52,9 +52,16 @@ def _error_result(message: str) -> dict[str, Any]:
 
 
 async def call_agent_tool(
-    agents: Agents, caller: Caller, agent_name: str, arguments: Mapping[str, Any]
+    agents: Agents,
+    caller: Caller,
+    agent_name: str,
+    arguments: Mapping[str, Any],
+    progress: ProgressSink | None = None,
 ) -> dict[str, Any]:
-    """Run the agent named ``agent_name`` as ``caller`` and answer with an MCP tool result."""
+    """Run the agent named ``agent_name`` as ``caller`` and answer with an MCP tool result.
+
+    ``progress`` (the call's progress relay, when the client sent a progressToken) hears of every turn.
+    """
     unknown = RpcError(INVALID_PARAMS, f"Unknown tool: {agent_name}")
     agent_id = await agents.registry.id_for_name(agent_name)
     if agent_id is None:
@@ -64,7 +71,7 @@ async def call_agent_tool(
     except NotFound as exc:
         raise unknown from exc
     try:
-        record = await agents.runs.run(caller, agent_id, RunRequest.parse(arguments))
+        record = await agents.runs.run(caller, agent_id, RunRequest.parse(arguments), progress)
     except GatewayError as exc:
         return _error_result(exc.message)
     text = record.output if record.status == "completed" else f"Agent run {record.status}: {record.error}"

@@ -31,7 +31,7 @@ from mcp_gateway.agents.task_tools import ConversationParts, add_task_tools
 from mcp_gateway.agents.toolbox import ToolBox
 from mcp_gateway.config import Identity
 from mcp_gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TaskRequired, describe
-from mcp_gateway.proxy import Caller
+from mcp_gateway.proxy import Caller, ProgressSink
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,14 @@ class AgentRuns:
         self._background.start_soon(self._execute, prepared)
         return prepared.record
 
-    async def run(self, caller: Caller, agent_id: str, request: RunRequest) -> RunRecord:
-        """Run to the end in the calling task (the MCP tool): cancelling the caller cancels the run."""
-        return await self._execute(await self._prepare(caller, agent_id, request))
+    async def run(
+        self, caller: Caller, agent_id: str, request: RunRequest, progress: ProgressSink | None = None
+    ) -> RunRecord:
+        """Run to the end in the calling task (the MCP tool): cancelling the caller cancels the run.
+
+        ``progress`` hears of each finished turn (the caller asked for progress on its tool call).
+        """
+        return await self._execute(await self._prepare(caller, agent_id, request), progress)
 
     async def wait(self, run_id: str) -> None:
         """Until a run started on this replica has finished."""
@@ -171,7 +176,7 @@ class AgentRuns:
         self._local[record.id] = (anyio.CancelScope(), anyio.Event())
         return _Prepared(record, caller, revision.spec, opened_session=request.task_id is not None)
 
-    async def _execute(self, prepared: _Prepared) -> RunRecord:
+    async def _execute(self, prepared: _Prepared, progress: ProgressSink | None = None) -> RunRecord:
         record = prepared.record
         scope, done = self._local[record.id]
         ending = Ending("cancelled", error="the run was cancelled")
@@ -184,6 +189,8 @@ class AgentRuns:
                         scope.cancel()
                         break
                     await self._runs.save(record)
+                    if progress is not None:
+                        await progress(turn.number, prepared.spec.max_turns, _progress_message(turn))
                 if conversation.ending is not None:
                     ending = conversation.ending
         except ModelFailure as exc:
@@ -219,6 +226,12 @@ class AgentRuns:
                 await self._parts.sessions.revoke(session.token_id, record.identity)
         except GatewayError as exc:
             logger.warning("agent run %s: final record not written: %s", record.id, exc.message)
+
+
+def _progress_message(turn: TurnRecord) -> str:
+    if not turn.tool_calls:
+        return f"turn {turn.number}: answered"
+    return f"turn {turn.number}: called {', '.join(call.tool for call in turn.tool_calls)}"
 
 
 def _with_turn(record: RunRecord, turn: TurnRecord) -> RunRecord:
