@@ -18,6 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcp_gateway.agents.api import AgentsApi
+from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
 from mcp_gateway.errors import NotFound, StoreUnavailable
@@ -191,11 +193,13 @@ class _StoreGate:
 
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
+    agents = AgentsApi()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running_gateway(config) as gateway:
+        async with running_gateway(config) as gateway, running_agents(gateway) as running:
             routes.bind(gateway)
+            agents.bind(running)
             yield
 
     console = (
@@ -216,6 +220,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/v1/tools/pins", routes.tool_pins, methods=["GET"]),
             Route("/v1/tools/{name}/approve", routes.approve_tool, methods=["POST"]),
+            *agents.routes(),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),

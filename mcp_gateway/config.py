@@ -11,18 +11,21 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import yaml
 
-from mcp_gateway.errors import ConfigError
+from mcp_gateway.agents.validation import DeclaredAgent, DefinitionRules, parse_declared
+from mcp_gateway.errors import ConfigError, ValidationFailed
 from mcp_gateway.upstream_auth_config import UpstreamAuth, parse_upstream_auth
 
 DEFAULT_SEPARATOR = "__"
 ADMIN_ROLE = "admin"
+# Namespaces of the gateway's own tools: Task Agents (agents__{name}) and their task tools (tasks__{id}).
+RESERVED_UPSTREAM_NAMES = frozenset({"agents", "tasks"})
 DEFAULT_SESSION_TTL = 3600
 MAX_SESSION_TTL = 86400
 
@@ -180,6 +183,22 @@ class TaskDefinition:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """An OpenAI-compatible chat-completions endpoint that agents may use, by ``id``."""
+
+    id: str
+    model: str
+    provider: Literal["openai"] = "openai"
+    # None: the openai client's own default endpoint (api.openai.com).
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    max_tokens: int | None = None
+    # Retries the openai client makes itself (connection errors, 408/409/429/5xx) before the fallback model is tried.
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     name: str
     effect: Literal["allow", "deny"]
@@ -282,6 +301,8 @@ class GatewayConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    models: tuple[ModelConfig, ...] = ()
+    agents: tuple[DeclaredAgent, ...] = ()
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -448,6 +469,8 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         return None
     if not _NAME_PATTERN.match(name):
         r.fail(f"{path}.name", f"{name!r} must match {_NAME_PATTERN.pattern}")
+    if name in RESERVED_UPSTREAM_NAMES:
+        r.fail(f"{path}.name", f"{name!r} is reserved for the gateway's own tools (agents__{{name}}, tasks__{{id}})")
     kind = r.string(data, "transport", path, default="stdio" if "command" in data else "streamable-http")
     transport: StdioTransport | HttpTransport
     auth_headers: dict[str, str] = {}
@@ -880,6 +903,32 @@ def _schema_problem(schema: Any) -> str | None:
     return None
 
 
+def _parse_model(r: _Reader, data: dict[str, Any], path: str) -> ModelConfig | None:
+    r.unknown_keys(data, {"id", "provider", "baseUrl", "apiKey", "model", "timeout", "maxTokens", "maxRetries"}, path)
+    model_id = r.string(data, "id", path)
+    model = r.string(data, "model", path)
+    provider = r.string(data, "provider", path, default="openai")
+    if provider != "openai":
+        r.fail(f"{path}.provider", f"must be 'openai' (any OpenAI-compatible endpoint), got {provider!r}")
+    base_url = r.optional_string(data, "baseUrl", path)
+    if base_url and not base_url.startswith(("http://", "https://")):
+        r.fail(f"{path}.baseUrl", "must be an http:// or https:// URL")
+    max_tokens = data.get("maxTokens")
+    if max_tokens is not None:
+        max_tokens = r.integer(data, "maxTokens", path, 1, minimum=1)
+    if model_id is None or model is None:
+        return None
+    return ModelConfig(
+        id=model_id,
+        model=model,
+        base_url=base_url,
+        api_key=r.optional_string(data, "apiKey", path),
+        timeout=r.number(data, "timeout", path, 60.0, minimum=0.001),
+        max_tokens=max_tokens,
+        max_retries=r.integer(data, "maxRetries", path, 2),
+    )
+
+
 def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig | None:
     r.unknown_keys(data, {"name", "effect", "condition", "tools", "resources", "prompts", "message"}, path)
     name = r.string(data, "name", path)
@@ -977,6 +1026,8 @@ def parse_config(raw: Any) -> GatewayConfig:
             "audit",
             "console",
             "limits",
+            "models",
+            "agents",
         },
         "config",
     )
@@ -1006,11 +1057,40 @@ def parse_config(raw: Any) -> GatewayConfig:
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
         console=_parse_console(r, r.mapping(root.get("console"), "console"), "console"),
         limits=_parse_limits(r, r.mapping(root.get("limits"), "limits"), "limits", upstream_names),
+        models=r.items(root.get("models"), "models", lambda d, p: _parse_model(r, d, p), lambda m: m.id),
     )
+    config = replace(config, agents=_parse_agents(r, root.get("agents"), config))
     _check_api_key_reuse(r, config)
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _parse_agents(r: _Reader, raw: Any, config: GatewayConfig) -> tuple[DeclaredAgent, ...]:
+    """Task Agents declared in config, checked like ``POST /v1/agents`` bodies (tool ids only once connected)."""
+    rules = DefinitionRules(
+        models=frozenset(model.id for model in config.models),
+        tasks=frozenset(task.id for task in config.tasks),
+        upstream_tools={upstream.name: None for upstream in config.upstreams},
+    )
+
+    named: dict[str, str] = {}
+
+    def parse(data: dict[str, Any], path: str) -> DeclaredAgent | None:
+        try:
+            agent = parse_declared(data, rules)
+        except ValidationFailed as exc:
+            for problem in exc.details or ():
+                where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in problem["pointer"].split("/")[1:])
+                r.fail(f"{path}{where}", problem["message"])
+            return None
+        if agent.fields.name in named:
+            r.fail(f"{path}.name", f"{agent.fields.name!r} is already the name of {named[agent.fields.name]}")
+            return None
+        named[agent.fields.name] = path
+        return agent
+
+    return r.items(raw, "agents", parse, lambda agent: agent.id)
 
 
 def _check_api_key_reuse(r: _Reader, config: GatewayConfig) -> None:

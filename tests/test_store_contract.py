@@ -50,6 +50,21 @@ async def test_non_positive_ttl_is_refused(store: Store, ttl: float) -> None:
         await store.set_many({"k": b"v"}, ttl)
     with pytest.raises(ValueError, match="positive"):
         await store.get_touch("k", ttl)
+    with pytest.raises(ValueError, match="positive"):
+        await store.set_if_absent("k", b"v", ttl)
+
+
+async def test_set_if_absent_stores_only_the_first_value(store: Store) -> None:
+    assert await store.set_if_absent("k", b"first", 10) is True
+    assert await store.set_if_absent("k", b"second", 10) is False
+    assert await store.get("k") == b"first"
+
+
+async def test_set_if_absent_succeeds_again_once_the_key_expired(store: Store) -> None:
+    assert await store.set_if_absent("k", b"old", 0.2) is True
+    await anyio.sleep(0.35)
+    assert await store.set_if_absent("k", b"new", 10) is True
+    assert await store.get("k") == b"new"
 
 
 async def test_set_many_stores_every_key(store: Store) -> None:
@@ -437,6 +452,7 @@ _OPERATIONS: dict[str, Callable[[RedisStore], Awaitable[object]]] = {
     "get": lambda s: s.get("k"),
     "set": lambda s: s.set("k", b"v", 10),
     "set_many": lambda s: s.set_many({"a": b"1", "b": b"2"}, 10),
+    "set_if_absent": lambda s: s.set_if_absent("k", b"v", 10),
     "delete": lambda s: s.delete("k"),
     "get_touch": lambda s: s.get_touch("k", 10),
     "append_stream": lambda s: s.append_stream("log", {"n": "1"}, maxlen=10),

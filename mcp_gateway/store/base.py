@@ -95,6 +95,10 @@ class Store(Protocol):
         """Store ``value`` so that it disappears by itself after ``ttl_seconds``."""
         ...
 
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        """Store ``value`` only if ``key`` holds nothing (atomically, across replicas); return whether it did."""
+        ...
+
     async def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
         """Store several keys with the same lifetime (a record and its index)."""
         ...

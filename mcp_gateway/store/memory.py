@@ -123,6 +123,13 @@ class MemoryStore:
         self._slots[key] = _Slot(value, deadline)
         self._expires(key, deadline)
 
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        _check_ttl(ttl_seconds)
+        if self._live(key) is not None:
+            return False
+        await self.set(key, value, ttl_seconds)
+        return True
+
     async def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
         self._drop_expired()

@@ -246,6 +246,13 @@ class RedisStore:
         async with self._reaching("SET"):
             await self._client.set(self._key(key), value, px=millis)
 
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        millis = _ttl_millis(ttl_seconds)
+        self._forget(key)
+        async with self._reaching("SET NX"):
+            stored = await self._client.set(self._key(key), value, px=millis, nx=True)
+        return bool(stored)
+
     async def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
         millis = _ttl_millis(ttl_seconds)
         if not items:
