@@ -105,7 +105,11 @@ async def test_taken_name_is_a_conflict(gateway: str) -> None:
 
 async def test_malformed_body_is_a_bad_request(gateway: str) -> None:
     async with httpx.AsyncClient() as http:
-        broken = await http.post(f"{gateway}/v1/agents", content=b"{not json", headers=auth(ADMIN_KEY))
+        broken = await http.post(
+            f"{gateway}/v1/agents",
+            content=b"{not json",
+            headers={**auth(ADMIN_KEY), "content-type": "application/json"},
+        )
         listed = await http.post(f"{gateway}/v1/agents", json=[1], headers=auth(ADMIN_KEY))
     assert (broken.status_code, listed.status_code) == (400, 400)
     assert broken.json()["error"] == listed.json()["error"] == "bad_request"

@@ -5,7 +5,6 @@ Every answer is JSON; every error is the gateway's ``{"error", "message"}`` body
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,10 +15,10 @@ from starlette.routing import Route
 from mcp_gateway.agents.definitions import Agent
 from mcp_gateway.agents.runs import RunRequest
 from mcp_gateway.agents.service import Agents
-from mcp_gateway.agents.validation import parse_agent, parse_revision, require_object
+from mcp_gateway.agents.validation import parse_agent, parse_revision
 from mcp_gateway.config import ADMIN_ROLE, Identity
-from mcp_gateway.errors import BadRequest, Forbidden, GatewayError, NotFound
-from mcp_gateway.http.responses import error_response, json_response, read_body
+from mcp_gateway.errors import Forbidden, GatewayError, NotFound
+from mcp_gateway.http.responses import error_response, json_response, read_json_object
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -66,13 +65,9 @@ class AgentsApi:
         return identity
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        limit = min(self.agents.gateway.config.server.max_body_bytes, MAX_BODY_BYTES)
-        raw = await read_body(request, limit)
-        try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from exc
-        return require_object(payload)
+        server = self.agents.gateway.config.server
+        limit = min(server.max_body_bytes, MAX_BODY_BYTES)
+        return await read_json_object(request, limit, server.max_json_depth, "an agent definition")
 
     async def _view(self, agent: Agent) -> dict[str, Any]:
         registry = self.agents.registry

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from mcp_gateway.agents.definitions import McpServerGrant, RuntimeSpec, Skill
-from mcp_gateway.errors import BadRequest, ValidationFailed
+from mcp_gateway.errors import ValidationFailed
 
 T = TypeVar("T")
 MAX_NAME_LENGTH = 255
@@ -77,12 +77,6 @@ class _Problems:
         if self.items:
             noun = "problem" if len(self.items) == 1 else "problems"
             raise ValidationFailed(f"{what} is invalid ({len(self.items)} {noun})", details=self.items)
-
-
-def require_object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return cast(dict[str, Any], body)
 
 
 def parse_agent(body: dict[str, Any], rules: DefinitionRules) -> tuple[AgentFields, RuntimeSpec]:
