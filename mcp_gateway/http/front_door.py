@@ -87,7 +87,7 @@ class FrontDoor:
         origin = headers.get("origin")
         if not self._origins.allows(origin):
             return error_response(Forbidden(f"origin {origin!r} is not allowed"))
-        if _carries_body(scope) and not _is_json_media_type(headers.get("content-type")):
+        if _carries_body(scope, headers) and not _is_json_media_type(headers.get("content-type")):
             message = "the request body must be sent as Content-Type: application/json"
             if scope["path"] == "/mcp":
                 # An MCP client reads a JSON-RPC error; the SDK's own server answers the same code with 415.
@@ -96,10 +96,13 @@ class FrontDoor:
         return None
 
 
-def _carries_body(scope: Scope) -> bool:
-    """POST anywhere, and PUT/PATCH on the REST API (``PUT /mcp`` is a 405, not a 415)."""
+def _carries_body(scope: Scope, headers: Headers) -> bool:
+    """A request with a body to declare: POST anywhere, and PUT/PATCH on the REST API (``PUT /mcp`` is a 405, not a
+    415), unless it says it sends nothing (``POST …/activate`` with ``Content-Length: 0``)."""
     method = scope["method"]
-    return method in _BODY_METHODS or (method in _REST_BODY_METHODS and scope["path"].startswith("/v1/"))
+    if method not in _BODY_METHODS and not (method in _REST_BODY_METHODS and scope["path"].startswith("/v1/")):
+        return False
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
 def _body_deadline(receive: Receive, seconds: float) -> Receive:
