@@ -205,13 +205,15 @@ class UpstreamConnection:
         on_progress: ProgressFnT | None = None,
         downstream: Downstream | None = None,
         client_capabilities: Mapping[str, Any] | None = None,
+        log_level: str | None = None,
     ) -> dict[str, Any]:
         """Send one request upstream and return its raw result dict.
 
         ``downstream`` is the client the call is made for: requests (sampling, elicitation, roots) and log messages
         the upstream sends while serving this call are relayed to it; without one they are refused.
         ``client_capabilities`` are that client's, declared to a 2026-07-28 upstream in place of the gateway's own
-        (a handshake-era session declared the gateway's once, at initialize).
+        (a handshake-era session declared the gateway's once, at initialize). ``log_level`` is that client's log
+        opt-in, stamped on a 2026-07-28 request (a handshake-era upstream logs per session, filtered downstream).
 
         Raises:
             UpstreamUnavailable: not connected, or the connection died before the answer arrived.
@@ -237,7 +239,12 @@ class UpstreamConnection:
             with anyio.fail_after(limit):
                 if live.hop is not None:
                     stamped_params = stamped(
-                        live.session, method, outbound, opts, client_capabilities=client_capabilities
+                        live.session,
+                        method,
+                        outbound,
+                        opts,
+                        client_capabilities=client_capabilities,
+                        log_level=log_level,
                     )
                     return await live.hop.request(
                         method,
@@ -247,7 +254,14 @@ class UpstreamConnection:
                         downstream=downstream,
                     )
                 with self._router.call(downstream):
-                    return await send_raw(live.session, method, outbound, opts, client_capabilities=client_capabilities)
+                    return await send_raw(
+                        live.session,
+                        method,
+                        outbound,
+                        opts,
+                        client_capabilities=client_capabilities,
+                        log_level=log_level,
+                    )
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer {method} within {limit:g}s") from None
         except MCPError as exc:
