@@ -91,6 +91,8 @@ class ClientLink:
     """The client resolves ``input_required`` results itself (2026-07-28)."""
     capabilities: Mapping[str, Any] = field(default_factory=dict)
     """What the client declared it can be asked (2026-07-28 ``_meta``; the handshake era's live in ``downstream``)."""
+    log_level: str | None = None
+    """The least severe log message the client takes during this call; None: none (a 2026-07-28 upstream sends none)."""
 
 
 NO_LINK = ClientLink()
@@ -521,6 +523,7 @@ class Proxy:
                 downstream=link.downstream,
                 client_capabilities=capabilities,
                 identity=caller.identity,
+                log_level=link.log_level,
             )
             return hop_result(result)
 

@@ -146,9 +146,12 @@ async def test_every_round_is_a_policy_decision_of_its_own(
 
 
 async def test_modern_client_without_the_capability_is_not_asked(legacy_upstream: str) -> None:
+    """Refused with the 2026-07-28 error for it (-32021), whose data names the missing capability."""
     async with mcp_client(legacy_upstream, DEMO_KEY, mode=MODERN) as client:
-        with pytest.raises(MCPError, match="did not declare the sampling capability"):
+        with pytest.raises(MCPError, match="did not declare the sampling capability") as refused:
             await client.call_tool("demo__ask_model", {"question": "anyone?"})
+    assert refused.value.error.code == -32021
+    assert refused.value.error.data == {"requiredCapabilities": {"sampling": {}}}
 
 
 async def test_legacy_client_answers_a_modern_upstreams_input_required(modern_upstream: str) -> None:
@@ -170,3 +173,34 @@ async def test_legacy_client_without_the_capability_gets_an_error_not_a_state(mo
         with pytest.raises(MCPError, match="did not declare the form elicitation capability") as refused:
             await client.call_tool("demo__confirm_action", {"action": "ship"})
     assert refused.value.error.code == -32021
+
+
+async def test_resource_read_from_a_legacy_upstream_carries_a_no_reuse_cache_hint(legacy_upstream: str) -> None:
+    """2026-07-28 requires ttlMs/cacheScope on resources/read; a handshake-era upstream gives none to pass on."""
+    async with mcp_client(legacy_upstream, DEMO_KEY, mode=MODERN) as client:
+        uri = str((await client.list_resources()).resources[0].uri)
+    headers = modern_headers("resources/read", uri)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"{legacy_upstream}/mcp", json=modern_body("resources/read", {"uri": uri}), headers=headers
+        )
+    result = response.json()["result"]
+    assert result["contents"]
+    assert (result["ttlMs"], result["cacheScope"]) == (0, "private")
+
+
+async def test_legacy_clients_log_level_reaches_a_modern_upstream_and_its_log_messages_come_back(
+    modern_upstream: str,
+) -> None:
+    """A 2026-07-28 upstream logs only on a per-request opt-in: the session's level (every level by default)."""
+    logged: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append((params.level, params.data))
+
+    async with mcp_client(modern_upstream, DEMO_KEY, mode="legacy", logging_callback=on_log) as client:
+        assert text_of(await client.call_tool("demo__log_steps", {"n": 2})) == "logged 2"
+        assert logged == [("info", "step 1 of 2"), ("info", "step 2 of 2")]
+        await client.set_logging_level("warning")
+        await client.call_tool("demo__log_steps", {"n": 1})
+    assert len(logged) == 2  # the demo logs at info

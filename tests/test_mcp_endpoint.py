@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -350,3 +351,50 @@ async def test_a_tool_of_an_unconnected_upstream_the_caller_could_not_see_is_unk
             await client.call_tool("offline__search", {})
     assert caught.value.error.code == -32602
     assert caught.value.error.message == "Unknown tool: offline__search"
+
+
+async def raw_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """POST over a bare socket: HTTP clients refuse to send header values with surrounding whitespace."""
+    parsed = httpx.URL(url)
+    payload = json.dumps(body).encode()
+    lines = [
+        "POST /mcp HTTP/1.1",
+        f"Host: {parsed.host}:{parsed.port}",
+        "Connection: close",
+        "Content-Type: application/json",
+    ]
+    lines += [f"{name}:{value}" for name, value in headers.items()] + [f"Content-Length: {len(payload)}", "", ""]
+    reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+    writer.write("\r\n".join(lines).encode() + payload)
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"chunked" not in head.lower(), head
+    return status, json.loads(rest)
+
+
+@pytest.mark.parametrize("padding", ["  ", "\t", " \t "], ids=["spaces", "tab", "mixed"])
+async def test_mcp_header_values_are_compared_without_surrounding_whitespace(gateway: str, padding: str) -> None:
+    """RFC 9110 §5.5: optional whitespace around a field value is not part of it."""
+    body = modern_body("tools/call", {"name": "demo__add", "arguments": {"a": 1, "b": 2}})
+    headers = modern_headers("tools/call", name=f"{padding}demo__add{padding}")
+    headers["Mcp-Method"] = f"{padding}tools/call{padding}"
+    headers["Accept"] = "application/json"
+    status, answer = await raw_post(gateway, body, headers)
+    assert status == 200, answer
+    assert answer["result"]["content"]
+
+
+async def test_modern_ping_is_method_not_found(gateway: str) -> None:
+    """2026-07-28 has no ping; the handshake era keeps it (see test_legacy_ping_is_answered)."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{gateway}/mcp", json=modern_body("ping"), headers=modern_headers("ping"))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == -32601
+
+
+async def test_legacy_ping_is_answered(gateway: str) -> None:
+    async with mcp_client(gateway, DEMO_KEY, mode="legacy") as client:
+        await client.send_ping()

@@ -113,6 +113,9 @@ class LegacyEra:
         loaded = await self._load(request, caller.identity, envelope.id)
         if isinstance(loaded, Response):
             return loaded
+        if envelope.method == "ping":
+            # Only the handshake era has ping; 2026-07-28 dropped it, so the modern era answers -32601.
+            return json_response(rpc_result_body(envelope.id, {}))
         if envelope.method == "logging/setLevel":
             return await self._set_log_level(loaded, envelope)
         if envelope.method in ("resources/subscribe", "resources/unsubscribe"):
@@ -128,7 +131,9 @@ class LegacyEra:
         async def run(emit: Emit | None) -> dict[str, Any] | None:
             downstream = self.calls.downstream(session.id, session.client_capabilities, emit, session.log_level)
             progress = progress_sink(emit, token) if emit is not None and token is not None else None
-            link = ClientLink(progress=progress, downstream=downstream)
+            # A handshake-era client gets every level until it sets one; with no stream it can be sent nothing.
+            log_level = (session.log_level or LOG_LEVELS[0]) if emit is not None else None
+            link = ClientLink(progress=progress, downstream=downstream, log_level=log_level)
             result: dict[str, Any] | None = None
             with self.calls.running(session.id, envelope.id):
                 try:

@@ -50,10 +50,7 @@ class Envelope:
 
 
 def method_table(proxy: Proxy) -> dict[str, MethodHandler]:
-    """The methods both eras share; each era adds its own (initialize, server/discover) in front."""
-
-    async def ping(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
-        return {}
+    """The methods both eras share; each era adds its own (initialize and ping, server/discover) in front."""
 
     def unlinked(
         fn: Callable[[Caller, Mapping[str, Any]], Awaitable[dict[str, Any]]],
@@ -66,7 +63,6 @@ def method_table(proxy: Proxy) -> dict[str, MethodHandler]:
         return handler
 
     return {
-        "ping": ping,
         "tools/list": unlinked(proxy.list_tools),
         "tools/call": proxy.call_tool,
         "resources/list": unlinked(proxy.list_resources),
@@ -175,7 +171,7 @@ def method_not_found(method: str) -> dict[str, Any]:
 
 def is_modern(request: Request) -> bool:
     version = request.headers.get(PROTOCOL_VERSION_HEADER)
-    return version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+    return version is not None and version.strip(" \t") not in HANDSHAKE_PROTOCOL_VERSIONS
 
 
 def accepts_sse(request: Request) -> bool:

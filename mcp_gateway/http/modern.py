@@ -29,6 +29,7 @@ from mcp_types import (
     SERVER_INFO_META_KEY,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -43,6 +44,22 @@ LIST_TTL_MS = 60_000
 """How long a modern client may reuse a list; capped by the task session's remaining life."""
 
 _DROP_FROM_UPSTREAM = ("ttlMs", "cacheScope")
+_CACHEABLE_READS = frozenset({"resources/read"})
+"""Results that are not lists but still must carry cache hints in 2026-07-28 (SEP-2549)."""
+_OPTIONAL_WHITESPACE = " \t"
+"""RFC 9110 §5.5: a field value excludes the spaces and tabs around it, so ``Mcp-Name:  x `` names ``x``."""
+
+
+def _trimmed_mcp_headers(request: Request) -> Headers:
+    """The request's headers with the optional whitespace around every ``Mcp-*`` value removed.
+
+    Only the ``Mcp-*`` family is compared with the body; other headers pass unchanged.
+    """
+    raw = [
+        (name, value.strip(_OPTIONAL_WHITESPACE.encode()) if name.lower().startswith(b"mcp-") else value)
+        for name, value in request.headers.raw
+    ]
+    return Headers(raw=raw)
 
 
 def _status(code: int) -> int:
@@ -65,14 +82,15 @@ class ModernEra:
         return Response(status_code=202)
 
     async def request(self, request: Request, caller: Caller, envelope: Envelope) -> Response:
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        headers = _trimmed_mcp_headers(request)
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]
         if (duplicate := find_duplicated_routing_header(raw_headers)) is not None:
             return _rejection(envelope.id, HEADER_MISMATCH, f"{duplicate} header appears more than once")
-        verdict = classify_inbound_request(envelope.raw, headers=request.headers)
+        verdict = classify_inbound_request(envelope.raw, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return _rejection(envelope.id, verdict.code, verdict.message, verdict.data)
         if envelope.method == "tools/call":
-            rejection = self._check_param_headers(request, caller, envelope.params)
+            rejection = self._check_param_headers(headers, caller, envelope.params)
             if rejection is not None:
                 return rejection
 
@@ -105,7 +123,7 @@ class ModernEra:
             stream=token is not None and accepts_sse(request),
         )
 
-    def _check_param_headers(self, request: Request, caller: Caller, params: Mapping[str, Any]) -> Response | None:
+    def _check_param_headers(self, headers: Headers, caller: Caller, params: Mapping[str, Any]) -> Response | None:
         name = params.get("name")
         arguments = params.get("arguments") or {}
         if not isinstance(name, str) or not isinstance(arguments, dict):
@@ -113,7 +131,7 @@ class ModernEra:
         schema = self.context.proxy.param_header_schema(caller, name)
         if schema is None:
             return None
-        rejection = validate_mcp_param_headers(schema, arguments, request.headers)
+        rejection = validate_mcp_param_headers(schema, arguments, headers)
         if rejection is None:
             return None
         return _rejection(None, rejection.code, rejection.message, rejection.data)
@@ -157,6 +175,9 @@ class ModernEra:
         elif "cacheScope" in result:
             # An upstream's public hint does not survive a hop that filters and authorizes per caller.
             result = {**result, "cacheScope": "private"}
+        if method in _CACHEABLE_READS and "ttlMs" not in result:
+            # A handshake-era upstream gives no hint; 2026-07-28 requires one, and "do not reuse" is the only safe one.
+            result = {**result, "ttlMs": 0, "cacheScope": "private"}
         if "resultType" not in result:
             result = {**result, "resultType": "complete"}
         meta = result.get("_meta")

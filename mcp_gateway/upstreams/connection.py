@@ -210,6 +210,7 @@ class UpstreamConnection:
         downstream: Downstream | None = None,
         client_capabilities: Mapping[str, Any] | None = None,
         identity: Identity | None = None,
+        log_level: str | None = None,
     ) -> dict[str, Any]:
         """Send one request upstream and return its raw result dict.
 
@@ -218,6 +219,8 @@ class UpstreamConnection:
         ``client_capabilities`` are that client's, declared to a 2026-07-28 upstream in place of the gateway's own
         (a handshake-era session declared the gateway's once, at initialize). ``identity`` is the caller, for an
         HTTP upstream whose credential is made per caller (``credentials.py``); None for the gateway's own requests.
+        ``log_level`` is that client's log opt-in, stamped on a 2026-07-28 request (a handshake-era upstream logs per
+        session, filtered downstream).
 
         Raises:
             UpstreamUnavailable: not connected, or the connection died before the answer arrived.
@@ -243,7 +246,12 @@ class UpstreamConnection:
             with anyio.fail_after(limit):
                 if live.hop is not None:
                     stamped_params = stamped(
-                        live.session, method, outbound, opts, client_capabilities=client_capabilities
+                        live.session,
+                        method,
+                        outbound,
+                        opts,
+                        client_capabilities=client_capabilities,
+                        log_level=log_level,
                     )
                     return await self._hop_request(
                         live.hop,
@@ -255,7 +263,14 @@ class UpstreamConnection:
                         downstream=downstream,
                     )
                 with self._router.call(downstream):
-                    return await send_raw(live.session, method, outbound, opts, client_capabilities=client_capabilities)
+                    return await send_raw(
+                        live.session,
+                        method,
+                        outbound,
+                        opts,
+                        client_capabilities=client_capabilities,
+                        log_level=log_level,
+                    )
         except TimeoutError:
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer {method} within {limit:g}s") from None
         except MCPError as exc:

@@ -59,7 +59,12 @@ async def ask(downstream: Downstream, method: str, params: dict[str, Any]) -> di
     if capability is None:
         raise RpcError(types.METHOD_NOT_FOUND, f"{method}: not a request the gateway relays to clients")
     if capability not in downstream.capabilities:
-        raise RpcError(types.INVALID_REQUEST, f"{method}: the client did not declare the {capability} capability")
+        # The 2026-07-28 error for exactly this, with the data that names what is missing; the upstream passes it on.
+        raise RpcError(
+            types.MISSING_REQUIRED_CLIENT_CAPABILITY,
+            f"{method}: the client did not declare the {capability} capability",
+            {"requiredCapabilities": {capability: {}}},
+        )
     return await downstream.request(method, params)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from mcp.client import ClientSession
 from mcp.shared.dispatcher import CallOptions
-from mcp_types import CLIENT_CAPABILITIES_META_KEY
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY
 
 # The 2026-07-28 envelope keys and the progress token belong to the hop that sent them.
 _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
@@ -27,6 +27,7 @@ def stamped(
     opts: CallOptions,
     *,
     client_capabilities: Mapping[str, Any] | None = None,
+    log_level: str | None = None,
 ) -> dict[str, Any] | None:
     """``params`` with the session's envelope for ``method``; the routing headers go into ``opts``.
 
@@ -37,7 +38,8 @@ def stamped(
     them.
 
     ``client_capabilities`` replaces the stamped 2026-07-28 ``clientCapabilities`` with those of the client the
-    request is made for, so the upstream asks only for input that client can give.
+    request is made for, so the upstream asks only for input that client can give; ``log_level`` is that client's
+    2026-07-28 log opt-in (without it a 2026-07-28 upstream sends no log messages for the request).
     """
     data: dict[str, Any] = {"method": method}
     if params is not None:
@@ -45,8 +47,11 @@ def stamped(
     session._stamp(data, opts)
     out: dict[str, Any] | None = data.get("params")
     meta = out.get("_meta") if out is not None else None
-    if client_capabilities is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
-        meta[CLIENT_CAPABILITIES_META_KEY] = dict(client_capabilities)
+    if isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+        if client_capabilities is not None:
+            meta[CLIENT_CAPABILITIES_META_KEY] = dict(client_capabilities)
+        if log_level is not None:
+            meta[LOG_LEVEL_META_KEY] = log_level
     return out
 
 
@@ -57,12 +62,13 @@ async def send_raw(
     opts: CallOptions,
     *,
     client_capabilities: Mapping[str, Any] | None = None,
+    log_level: str | None = None,
 ) -> dict[str, Any]:
     """Send a request through ``session`` untyped: params as given, the result dict exactly as received.
 
     Raises ``MCPError`` for a JSON-RPC error answer or a closed connection, as the SDK does.
     """
-    out = stamped(session, method, params, opts, client_capabilities=client_capabilities)
+    out = stamped(session, method, params, opts, client_capabilities=client_capabilities, log_level=log_level)
     return await session._dispatcher.send_raw_request(method, out, opts)
 
 
