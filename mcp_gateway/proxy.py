@@ -126,7 +126,7 @@ def _unknown_tool(name: str) -> RpcError:
 
 def unknown_resource(uri: str) -> RpcError:
     """The one answer for a resource that does not exist or that the caller may not see."""
-    return RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
+    return RpcError(INVALID_PARAMS, f"Unknown resource: {uri}", {"uri": uri})
 
 
 def _unknown_prompt(name: str) -> RpcError:

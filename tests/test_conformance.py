@@ -57,10 +57,6 @@ KNOWN_REGRESSIONS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
             "elicitation-sep1330-enums",
         )
     },
-    ("2025-11-25", "server-sse-polling"): (
-        GATEWAY_TARGETS,
-        "the gateway's SSE response has no priming event id, so the client cannot resume a closed stream",
-    ),
     **{
         ("2026-07-28", scenario): (
             LEGACY_UPSTREAM,

@@ -183,16 +183,19 @@ async def test_tool_list_change_reaches_the_get_stream(gateway: str) -> None:
 
 
 def _sse_messages(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+    """The JSON-RPC messages of an SSE body (a priming event's empty data is none)."""
+    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ") and line[6:]]
 
 
-async def _open_session(http: httpx.AsyncClient, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
+async def _open_session(
+    http: httpx.AsyncClient, url: str, capabilities: dict[str, Any], version: str = LEGACY
+) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {DEMO_KEY}", "Accept": "application/json, text/event-stream"}
-    params = {"protocolVersion": LEGACY, "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "0"}}
+    params = {"protocolVersion": version, "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "0"}}
     response = await http.post(
         f"{url}/mcp", json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}, headers=headers
     )
-    headers = {**headers, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": LEGACY}
+    headers = {**headers, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": version}
     await http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
     return headers
 
@@ -209,7 +212,7 @@ async def test_request_is_sent_on_the_calls_sse_stream_with_a_gateway_id_and_the
             assert response.headers["content-type"].startswith("text/event-stream")
             seen: list[dict[str, Any]] = []
             async for line in response.aiter_lines():
-                if not line.startswith("data: "):
+                if not line.startswith("data: ") or not line[6:]:
                     continue
                 message = json.loads(line[len("data: ") :])
                 seen.append(message)
@@ -224,14 +227,29 @@ async def test_request_is_sent_on_the_calls_sse_stream_with_a_gateway_id_and_the
     assert final["result"]["content"][0]["text"] == "ship: decline"
 
 
-async def test_plain_json_answer_when_nothing_is_sent_first(gateway: str) -> None:
+async def test_plain_json_answer_before_2025_11_25_when_nothing_is_sent_first(gateway: str) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        headers = await _open_session(http, gateway, {})
+        headers = await _open_session(http, gateway, {}, version="2025-06-18")
         call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
         call["params"] = {"name": "demo__add", "arguments": {"a": 1, "b": 2}}
         response = await http.post(f"{gateway}/mcp", json=call, headers=headers)
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["result"]["structuredContent"] == {"result": 3}
+
+
+async def test_2025_11_25_call_stream_opens_with_a_priming_event_and_every_event_has_an_id(gateway: str) -> None:
+    """SEP-1699: an event with an id, a retry delay and empty data first; then ids on the events that follow."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        headers = await _open_session(http, gateway, {})
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+        call["params"] = {"name": "demo__add", "arguments": {"a": 1, "b": 2}}
+        response = await http.post(f"{gateway}/mcp", json=call, headers=headers)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [block.splitlines() for block in response.text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    priming, answer = events
+    assert priming[0].startswith("id: ") and priming[1:] == ["retry: 1000", "data: "]
+    assert answer[0].startswith("id: ") and answer[0] != priming[0]
+    assert _sse_messages(response.text)[0]["result"]["structuredContent"] == {"result": 3}
 
 
 async def test_cancelled_notification_cancels_the_upstream_call(gateway: str) -> None:
@@ -245,7 +263,7 @@ async def test_cancelled_notification_cancels_the_upstream_call(gateway: str) ->
         async with http.stream("POST", f"{gateway}/mcp", json=call, headers=headers) as response:
             messages: list[dict[str, Any]] = []
             async for line in response.aiter_lines():
-                if not line.startswith("data: "):
+                if not line.startswith("data: ") or not line[6:]:
                     continue
                 messages.append(json.loads(line[len("data: ") :]))
                 if len(messages) == 2:

@@ -315,7 +315,8 @@ async def test_results_carry_the_gateway_stamp_not_the_upstreams(gateway: str) -
         )
     modern_meta = modern.json()["result"]["_meta"]
     assert modern_meta["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-gateway"
-    legacy_result = legacy.json()["result"]
+    # A 2025-11-25 session that accepts SSE is answered on a stream: the answer is its last event's data.
+    legacy_result = json.loads(legacy.text.strip().splitlines()[-1].removeprefix("data: "))["result"]
     assert not any(key.startswith("io.modelcontextprotocol/") for key in legacy_result.get("_meta", {}))
     assert legacy_result["content"] == modern.json()["result"]["content"]
 

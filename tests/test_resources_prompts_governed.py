@@ -196,10 +196,15 @@ async def test_a_hidden_resource_or_prompt_answers_byte_for_byte_like_a_missing_
     hidden_name = _name(hidden).encode()
     missing_name = _name(missing).encode()
     assert b"Unknown " in hidden_body
-    assert (hidden_status, hidden_body.replace(hidden_name, b"X")) == (
+    assert (hidden_status, _same_stream(hidden_body).replace(hidden_name, b"X")) == (
         missing_status,
-        missing_body.replace(missing_name, b"X"),
+        _same_stream(missing_body).replace(missing_name, b"X"),
     )
+
+
+def _same_stream(body: bytes) -> bytes:
+    """``body`` with its SSE event ids, random per stream, made equal (their order is kept)."""
+    return re.sub(rb"^id: \S+-(\d+)\r$", rb"id: E-\1\r", body, flags=re.MULTILINE)
 
 
 def _name(params: dict[str, Any]) -> str:
@@ -222,6 +227,19 @@ async def test_subscribing_to_a_hidden_resource_is_refused_like_an_unknown_one(g
     for error in (hidden, hidden_and_missing, read_missing):
         assert error.value.error.code == types.INVALID_PARAMS
         assert re.sub(r"demo://\S+", "X", error.value.error.message) == "Unknown resource: X"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_unknown_resource_error_names_the_uri_in_its_data(gateway: tuple[str, str], mode: str) -> None:
+    """Hidden or missing alike: ``data.uri`` says which read failed, as the SDK's own resource-not-found does."""
+    url, _ = gateway
+    async with mcp_client(url, READER_KEY, mode=mode) as reader:
+        with refused() as hidden:
+            await reader.read_resource(NOTE)
+        with refused() as missing:
+            await reader.read_resource(GONE)
+    assert hidden.value.error.data == {"uri": NOTE}
+    assert missing.value.error.data == {"uri": GONE}
 
 
 async def test_a_listen_stream_leaves_hidden_uris_out_of_its_acknowledgment(gateway: tuple[str, str]) -> None:

@@ -38,6 +38,8 @@ _RENEW_EVERY_SECONDS = 60.0
 _RENEWALS_KEPT = 100_000
 # Methods whose upstream may need the client mid-call (progress, log messages, requests), so may answer over SSE.
 _LINKED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+_RESUMABLE_STREAMS_SINCE = "2025-11-25"
+"""The first revision whose SSE streams open with a priming event and carry event ids (versions compare as text)."""
 
 
 @dataclass(frozen=True)
@@ -142,13 +144,17 @@ class LegacyEra:
                     downstream.close()
             return result
 
+        # A 2025-11-25 session gets the resumable stream that revision describes (SEP-1699), opened at once with its
+        # priming event; an older one gets SSE only once the call has something to send before its answer.
+        resumable = session.protocol_version >= _RESUMABLE_STREAMS_SINCE
         return await answer(
             envelope.id,
             run,
             _finish,
             lambda code: 200,
             stream=accepts_sse(request) and envelope.method in _LINKED_METHODS,
-            lazy=token is None,
+            lazy=token is None and not resumable,
+            event_ids=secrets.token_urlsafe(12) if resumable else None,
         )
 
     async def _subscription(self, caller: Caller, session: LegacySession, envelope: Envelope) -> Response:

@@ -89,8 +89,14 @@ def rpc_result_body(request_id: Any, result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
-def sse_event(message: Any) -> bytes:
-    return b"event: message\r\ndata: " + dumps(message) + b"\r\n\r\n"
+def sse_event(message: Any, event_id: str | None = None) -> bytes:
+    head = b"id: " + event_id.encode() + b"\r\n" if event_id is not None else b""
+    return head + b"event: message\r\ndata: " + dumps(message) + b"\r\n\r\n"
+
+
+def sse_priming_event(event_id: str, retry_ms: int) -> bytes:
+    """The 2025-11-25 priming event (SEP-1699): an id and a reconnection delay, with empty data."""
+    return b"id: " + event_id.encode() + b"\r\nretry: " + str(retry_ms).encode() + b"\r\ndata: \r\n\r\n"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

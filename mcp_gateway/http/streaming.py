@@ -31,6 +31,7 @@ from mcp_gateway.http.responses import (
     rpc_error_body,
     rpc_result_body,
     sse_event,
+    sse_priming_event,
 )
 from mcp_gateway.proxy import ProgressSink
 
@@ -43,6 +44,8 @@ Run = Callable[[Emit | None], Awaitable[dict[str, Any] | None]]
 """Runs the call and returns its finished JSON-RPC message, or None when the call was cancelled (no answer)."""
 
 KEEPALIVE_SECONDS = 15.0
+RETRY_MS = 1000
+"""The reconnection delay a priming event asks for."""
 REQUEST_CANCELLED = -32800
 """Answer to a call its client cancelled, when a JSON body must say something (LSP's code; MCP names none)."""
 
@@ -81,7 +84,12 @@ class EventStream(Response):
 
 
 class CallStream(EventStream):
-    """Runs one call; streams what it emits, then its answer. JSON instead when it emitted nothing (``lazy``)."""
+    """Runs one call; streams what it emits, then its answer. JSON instead when it emitted nothing (``lazy``).
+
+    With ``event_ids`` (a prefix unique to this stream) the stream opens with a priming event and every event carries
+    an id, as the 2025-11-25 transport describes; the gateway never closes a call's stream before its answer, so a
+    client has nothing to resume unless its connection broke, which cancels the call.
+    """
 
     def __init__(
         self,
@@ -90,10 +98,12 @@ class CallStream(EventStream):
         lazy: bool,
         error_status: Callable[[int], int],
         headers: Mapping[str, str] | None = None,
+        event_ids: str | None = None,
     ) -> None:
         super().__init__(headers)
         self._run = run
         self._lazy = lazy
+        self._event_ids = event_ids
         self._error_status = error_status
         self._extra_headers = dict(headers or {})
 
@@ -101,12 +111,21 @@ class CallStream(EventStream):
         # (message, is_answer); the answer is None when the call was cancelled.
         sender, receiver = anyio.create_memory_object_stream[tuple[dict[str, Any] | None, bool]](64)
         streaming = False
+        sent = 0
+
+        def next_id() -> str | None:
+            nonlocal sent
+            sent += 1
+            return None if self._event_ids is None else f"{self._event_ids}-{sent}"
 
         async def start_stream() -> None:
             nonlocal streaming
             if not streaming:
                 streaming = True
                 await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                if self._event_ids is not None:
+                    priming = sse_priming_event(f"{self._event_ids}-0", RETRY_MS)
+                    await send({"type": "http.response.body", "body": priming, "more_body": True})
 
         async with anyio.create_task_group() as tg:
 
@@ -145,7 +164,8 @@ class CallStream(EventStream):
                         return
                     await start_stream()
                     if message is not None:
-                        await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
+                        event = sse_event(message, next_id())
+                        await send({"type": "http.response.body", "body": event, "more_body": True})
                     if is_answer:
                         break
             await start_stream()
@@ -170,11 +190,12 @@ async def answer(
     stream: bool,
     lazy: bool = False,
     headers: Mapping[str, str] | None = None,
+    event_ids: str | None = None,
 ) -> Response:
     """Run ``handler`` and frame its result.
 
     ``stream``: the client accepts SSE and the call may use it (``lazy``: only once it emits something); else the
-    handler gets no ``Emit`` and the answer is JSON.
+    handler gets no ``Emit`` and the answer is JSON. ``event_ids``: see ``CallStream``.
     """
 
     async def run(emit: Emit | None) -> dict[str, Any] | None:
@@ -185,7 +206,7 @@ async def answer(
         return None if result is None else rpc_result_body(request_id, finish(result))
 
     if stream:
-        return CallStream(run, lazy=lazy, error_status=error_status, headers=headers)
+        return CallStream(run, lazy=lazy, error_status=error_status, headers=headers, event_ids=event_ids)
     message = await run(None)
     if message is None:
         message = rpc_error_body(request_id, REQUEST_CANCELLED, "Request cancelled")
