@@ -75,6 +75,16 @@ def _cpu(cpu: dict[str, float]) -> str:
     return "/".join(parts) + extra + f" · {noise}"
 
 
+def cpu_us_per_call(row: dict[str, Any]) -> float | None:
+    """The measured process's own CPU time per call (its user+sys over the window ÷ calls): unlike latency and
+    req/s it barely moves when other work shares the machine, so it is the figure to compare across runs."""
+    cpu = row["cpu"]
+    share = cpu.get("proxy", cpu.get("upstream"))
+    if share is None or not row["rps"]:
+        return None
+    return share / 100 / row["rps"] * 1e6
+
+
 def _row(results: dict[str, Any], scenario: str, era: str, concurrency: int) -> dict[str, Any] | None:
     for row in results["summary"]:
         if (row["scenario"], row["era"], row["concurrency"]) == (scenario, era, concurrency):
@@ -151,7 +161,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"**Layout:** {s['layout']}.  ",
         "**Method:** closed loop, `c` requests in flight, raw JSON-RPC `tools/call` of the echo tool; each row is "
         f"the median of {s['rounds']} interleaved round(s) of {s['duration_s']:g} s measured after "
-        f"{s['warmup_s']:g} s warm-up. `added` = this row minus the direct row (same era, same c). CPU is % of one "
+        f"{s['warmup_s']:g} s warm-up. `added` = this row minus the direct row (same era, same c). "
+        "CPU µs/call is the measured process's own CPU time (user+sys) over the window ÷ calls (for 'direct', the echo upstream's). CPU % is % of one "
         "core over the measured window: load generator / measured proxy / echo upstream (+ Redis) · other "
         "processes (noise) / kernel interrupt handling (mostly our own loopback TCP) / stolen by the hypervisor.",
     ]
@@ -172,6 +183,7 @@ def _load_row(row: dict[str, Any]) -> str:
         _signed_ms(row.get("added_p99_ms")),
         "-" if pct is None else f"{pct:.0f} %",
         "-" if ratio is None else f"{ratio:.1f}x",
+        "-" if (us := cpu_us_per_call(row)) is None else f"{us:,.0f}",
         _cpu(row["cpu"]),
     ]
     return "| " + " | ".join(cells) + " |"
@@ -187,8 +199,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"## {ERA_TITLES[era]}",
             "",
             "| scenario | c | req/s (min-max) | p50 ms | p99 ms | added p50 | added p99 | % of direct | x FastMCP "
-            "| CPU % |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+            "| CPU µs/call | CPU % |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         lines += [_load_row(row) for row in results["summary"] if row["era"] == era]
     lines += [
