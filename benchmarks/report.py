@@ -162,7 +162,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         "**Method:** closed loop, `c` requests in flight, raw JSON-RPC `tools/call` of the echo tool; each row is "
         f"the median of {s['rounds']} interleaved round(s) of {s['duration_s']:g} s measured after "
         f"{s['warmup_s']:g} s warm-up. `added` = this row minus the direct row (same era, same c). "
-        "CPU µs/call is the measured process's own CPU time (user+sys) over the window ÷ calls (for 'direct', the echo upstream's). CPU % is % of one "
+        "CPU µs/call is the measured process's own CPU time (user+sys) over the window ÷ calls (for 'direct', "
+        "the echo upstream's). CPU % is % of one "
         "core over the measured window: load generator / measured proxy / echo upstream (+ Redis) · other "
         "processes (noise) / kernel interrupt handling (mostly our own loopback TCP) / stolen by the hypervisor.",
     ]
