@@ -8,7 +8,7 @@ from typing import Any
 from mcp_gateway.encoded_lists import EncodedList, encode, encode_answer
 
 TOOLS = [
-    {"name": f"demo__tool_{i}", "description": "Grüße \u2028 \"quoted\" \\ end", "inputSchema": {"type": "object"}}
+    {"name": f"demo__tool_{i}", "description": 'Grüße \u2028 "quoted" \\ end', "inputSchema": {"type": "object"}}
     for i in range(50)
 ]
 
