@@ -158,7 +158,7 @@ class PolicyEngine:
         # policies that hold: built once, not on every call (see ``_Recent``).
         self._identity_values: _Recent[Identity, dict[str, Any]] = _Recent()
         self._task_values: _Recent[Mapping[str, Any], tuple[str, str, Mapping[str, str], dict[str, Any]]] = _Recent()
-        self._allowed: _Recent[tuple[CompiledPolicy, ...], Decision] = _Recent()
+        self._groups: _Recent[tuple[CompiledPolicy, ...], _Group] = _Recent()
         self.reads_session_anywhere = any(p.reads_session for p in self.policies)
         """Whether any policy reads ``session``: then every call of a task session is counted (``limits.py``)."""
         # Tools named literally in `session.calls["..."]`: present, as 0, in every session's calls.
@@ -309,14 +309,15 @@ class PolicyEngine:
             # The arguments become CEL values recursively; ones nested past the interpreter's limit cannot be judged,
             # so the request is refused (fail closed) and audited like any denial.
             return Decision(allowed=False, reason="the arguments nest too deeply to evaluate policies")
-        for policy in policies:
-            result = self._judge(policy, activation, task, session)
-            if result.blocks:
-                return _denial(result)
-        allowed = self._allowed.get(policies)
-        if allowed is None:
-            allowed = self._allowed.put(policies, _allowed(policies))
-        return allowed
+        group = self._groups.get(policies)
+        if group is None:
+            group = self._groups.put(policies, _Group.of(self._environment, policies))
+        if not group.all_hold(activation):
+            for policy in policies:
+                result = self._judge(policy, activation, task, session)
+                if result.blocks:
+                    return _denial(result)
+        return group.allowed
 
     def trace(
         self,
@@ -420,11 +421,67 @@ class PolicyEngine:
         return PolicyResult(policy, value)
 
 
-def _allowed(policies: tuple[CompiledPolicy, ...]) -> Decision:
-    allows = [p.name for p in policies if p.config.effect == "allow"]
-    if allows:
-        return Decision(allowed=True, reason=f"allow policies hold: {', '.join(allows)}")
-    return Decision(allowed=True, reason="no deny policy matched")
+@dataclass(frozen=True)
+class _Group:
+    """The policies that judge one tool (or resource, or prompt), as two programs: ``d1 || d2 || ...`` over the
+    denies and ``a1 && a2 && ...`` over the allows, so the common case (nothing blocks) costs two evaluations
+    however many policies apply, and the verdict it leads to is built once.
+
+    CEL's logical operators absorb errors only where the other side decides (``false && error`` is false,
+    ``true && error`` an error), so the allow program is exactly ``true`` only when every allow condition is true,
+    and the deny program exactly ``false`` only when every deny condition is false. Anything else (an error, a
+    non-bool, a policy that blocks) is judged again one policy at a time, which names the deciding one.
+    """
+
+    deny: Program | None
+    allow: Program | None
+    allowed: Decision
+
+    @classmethod
+    def of(cls, environment: Environment, policies: tuple[CompiledPolicy, ...]) -> _Group:
+        denies = [p for p in policies if p.config.effect == "deny"]
+        allows = [p for p in policies if p.config.effect == "allow"]
+        names = ", ".join(p.name for p in allows)
+        allowed = (
+            Decision(allowed=True, reason=f"allow policies hold: {names}")
+            if allows
+            else Decision(allowed=True, reason="no deny policy matched")
+        )
+        return cls(_joined(environment, denies, "||"), _joined(environment, allows, "&&"), allowed)
+
+    def all_hold(self, activation: Activation) -> bool:
+        """True when no deny matches and every allow holds; False means "judge each policy"."""
+        try:
+            if self.deny is not None and self.deny.evaluate(activation) is not False:
+                return False
+            return self.allow is None or self.allow.evaluate(activation) is True
+        except CelEvaluationError:
+            return False
+
+
+def _joined(environment: Environment, policies: list[CompiledPolicy], operator: str) -> Program | None:
+    if not policies:
+        return None
+    if len(policies) == 1:
+        return policies[0].program
+    try:
+        return environment.compile(f" {operator} ".join(f"({p.config.condition})" for p in policies))
+    except CelCompileError:
+        # Each condition compiled on its own; should the joined one not, every call takes the one-by-one path.
+        return _NEVER_HOLDS
+
+
+class _NeverHolds(Program):
+    """A program whose evaluation always sends the call to the one-policy-at-a-time path."""
+
+    def __init__(self) -> None:
+        super().__init__("", None, lambda _: None, lambda _: Activation(None))
+
+    def evaluate(self, activation: Activation | Mapping[str, Any]) -> Any:
+        raise CelEvaluationError("not evaluated as a group")
+
+
+_NEVER_HOLDS = _NeverHolds()
 
 
 class _Recent(Generic[_K, _V]):

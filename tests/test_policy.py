@@ -429,3 +429,17 @@ def test_the_clock_is_read_only_for_policies_that_read_now() -> None:
     assert engine.policies[0].reads_now
     assert decide(engine).allowed
     assert not PolicyEngine.compile([SEED]).policies[0].reads_now
+
+
+@pytest.mark.parametrize("backend", get_args(Backend))
+def test_many_policies_judged_as_a_group_still_name_the_one_that_decides(backend: Backend) -> None:
+    """Policies are first judged as two joined programs; whatever blocks must still be named exactly as one by one."""
+    allows = [policy(f"a{i}", f"request.tool.args.n != {i + 1000}") for i in range(50)]
+    denies = [policy(f"d{i}", f"request.tool.args.n == {i + 2000}", effect="deny") for i in range(50)]
+    engine = PolicyEngine.compile([*allows, *denies, policy("needs-x", "request.tool.args.x == 'y'")], backend)
+    assert decide(engine, args={"n": 1, "x": "y"}).reason.startswith("allow policies hold: a0, a1")
+    assert decide(engine, args={"n": 1017, "x": "y"}).policy == "a17"
+    assert decide(engine, args={"n": 2031, "x": "y"}).policy == "d31"
+    missing = decide(engine, args={"n": 1})
+    assert (missing.allowed, missing.policy) == (False, "needs-x")
+    assert "evaluation error" in missing.reason
