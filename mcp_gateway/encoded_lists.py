@@ -8,9 +8,10 @@ encoder (``http/responses.py``) splices its bytes into the answer instead of wal
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
+
+from mcp_gateway import json_codec
 
 # A string no JSON value of ours contains: it holds NUL characters and a per-process random part.
 _MARK = secrets.token_hex(8)
@@ -32,7 +33,7 @@ class EncodedList(list[Any]):
 
 
 def encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_codec.dumps(value)
 
 
 def encode_answer(message: Any) -> bytes:
