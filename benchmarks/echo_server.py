@@ -45,6 +45,20 @@ ECHO_TOOL = {
     },
 }
 
+BLOB_TOOL = {
+    "name": "blob",
+    "description": "Return a text of the given size (a large result).",
+    "inputSchema": {"type": "object", "properties": {"bytes": {"type": "integer"}}, "required": ["bytes"]},
+}
+SINK_TOOL = {
+    "name": "sink",
+    "description": "Take a text and return its length (a large argument).",
+    "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+}
+# --tools N adds N more tools to the list (the catalog size scenarios); they answer like echo.
+TOOLS: list[dict[str, Any]] = [ECHO_TOOL, BLOB_TOOL, SINK_TOOL]
+_BLOBS: dict[int, str] = {}
+
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -57,9 +71,20 @@ class RpcError(Exception):
 
 
 def call_tool(params: dict[str, Any]) -> dict[str, Any]:
-    if params.get("name") != "echo":
-        raise RpcError(-32602, f"Unknown tool: {params.get('name')}")
+    name = params.get("name")
     arguments = params.get("arguments") or {}
+    if name == "blob":
+        size = arguments.get("bytes")
+        if not isinstance(size, int) or not 0 <= size <= 64 << 20:
+            raise RpcError(-32602, "blob: 'bytes' must be an integer up to 64 MiB")
+        text = _BLOBS.get(size)
+        if text is None:
+            text = _BLOBS[size] = ("0123456789abcdef" * (size // 16 + 1))[:size]
+        return {"content": [{"type": "text", "text": text}], "isError": False}
+    if name == "sink":
+        return {"content": [{"type": "text", "text": str(len(arguments.get("text") or ""))}], "isError": False}
+    if name != "echo" and not (isinstance(name, str) and name.startswith("tool_")):
+        raise RpcError(-32602, f"Unknown tool: {name}")
     text = arguments.get("text")
     if not isinstance(text, str):
         raise RpcError(-32602, "echo: 'text' must be a string")
@@ -71,7 +96,7 @@ def answer(method: str, params: dict[str, Any], *, modern: bool) -> dict[str, An
     if method == "tools/call":
         result = call_tool(params)
     elif method == "tools/list":
-        result = {"tools": [ECHO_TOOL]}
+        result = {"tools": TOOLS}
         if modern:
             result.update(ttlMs=60_000, cacheScope="public")
     elif method == "ping":
@@ -229,7 +254,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--access-log", action="store_true", help="log every request (for debugging, not benchmarks)")
+    parser.add_argument("--tools", type=int, default=0, help="list this many more tools (tool_0, tool_1, ...)")
     args = parser.parse_args()
+    TOOLS.extend({**ECHO_TOOL, "name": f"tool_{i}", "description": f"Echo number {i}."} for i in range(args.tools))
     config = uvicorn.Config(
         EchoServer(),
         host=args.host,

@@ -55,6 +55,8 @@ class Target:
     tool: str
     arguments: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "tools/call"
+    """``tools/call`` of ``tool``, or ``tools/list`` (the answer must then list ``tool``)."""
 
 
 @dataclass
@@ -162,7 +164,7 @@ def decode_answer(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     return message
 
 
-def check_tool_result(status: int, headers: Mapping[str, str], body: bytes) -> None:
+def check_tool_result(status: int, headers: Mapping[str, str], body: bytes, target: Target | None = None) -> None:
     if status != 200:
         raise CallFailed(f"HTTP {status}: {body[:200]!r}")
     message = decode_answer(headers, body)
@@ -171,6 +173,10 @@ def check_tool_result(status: int, headers: Mapping[str, str], body: bytes) -> N
         raise CallFailed(f"not a result: {json.dumps(message)[:200]}")
     if result.get("isError"):
         raise CallFailed(f"tool error: {json.dumps(result)[:300]}")
+    if target is not None and target.method == "tools/list":
+        tools = result.get("tools")
+        if not isinstance(tools, list) or not any(t.get("name") == target.tool for t in tools):
+            raise CallFailed(f"tools/list without {target.tool!r}")
 
 
 class Caller:
@@ -190,22 +196,25 @@ class Caller:
     async def open(self) -> None:
         """Legacy: the handshake that yields this worker's ``Mcp-Session-Id``. Modern: nothing to open."""
         if self.era == "modern":
-            self.headers.update({"MCP-Protocol-Version": MODERN_VERSION, "Mcp-Method": "tools/call"})
-            self.headers["Mcp-Name"] = self.target.tool
+            self.headers.update({"MCP-Protocol-Version": MODERN_VERSION, "Mcp-Method": self.target.method})
+            if self.target.method == "tools/call":
+                self.headers["Mcp-Name"] = self.target.tool
             return
         self.headers["Mcp-Session-Id"] = await open_legacy_session(self.http, self.target, self.headers)
         self.headers["MCP-Protocol-Version"] = LEGACY_VERSION
 
     def body(self) -> bytes:
-        params: dict[str, Any] = {"name": self.target.tool, "arguments": self.target.arguments}
+        params: dict[str, Any] = {}
+        if self.target.method == "tools/call":
+            params = {"name": self.target.tool, "arguments": self.target.arguments}
         if self.era == "modern":
             params["_meta"] = ENVELOPE
-        message = {"jsonrpc": "2.0", "id": next(self._ids), "method": "tools/call", "params": params}
+        message = {"jsonrpc": "2.0", "id": next(self._ids), "method": self.target.method, "params": params}
         return json.dumps(message, separators=(",", ":")).encode()
 
     async def call(self) -> None:
         status, headers, body = await self.http.post(self.target.url, self.body(), self.headers)
-        check_tool_result(status, headers, body)
+        check_tool_result(status, headers, body, self.target)
 
 
 async def open_legacy_session(http: Http, target: Target, base_headers: Mapping[str, str]) -> str:

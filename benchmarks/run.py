@@ -104,15 +104,15 @@ async def preflight(running: dict[str, Running], eras: list[Era]) -> list[str]:
             result = answer.get("result")
             if not isinstance(result, dict) or result.get("isError"):
                 raise RuntimeError(f"pre-flight: {key} ({era}) did not answer the echo call: {answer}")
-            if run.scenario.policies:
+            if run.scenario.policies and run.scenario.policy_count:
                 arguments = {**run.target.arguments, "customer_id": "someone-else"}
                 other = Target(run.target.url, run.target.tool, arguments, run.target.headers)
                 denied = (await call_once(other, era)).get("result") or {}
                 text = json.dumps(denied)
                 if not denied.get("isError") or "same-customer" not in text:
                     raise RuntimeError(f"pre-flight: {key} ({era}) let another customer's call through: {text}")
-        note = f"{key}: echo call answered in {' and '.join(eras)} era"
-        if run.scenario.policies:
+        note = f"{key}: {run.target.method} answered in {' and '.join(eras)} era"
+        if run.scenario.policies and run.scenario.policy_count:
             note += "; policy denial verified"
         if run.scenario.kind == "gateway":
             note += f"; {upstream_protocol(run.proc)}"
@@ -198,9 +198,13 @@ def summarize(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
         )
     by = {(r["scenario"], r["era"], r["concurrency"]): r for r in rows}
     for row in rows:
-        direct = by.get(("direct", row["era"], row["concurrency"]))
+        # A size scenario compares with the upstream answering the same call directly (gw-1mb-arg: direct-1mb-arg).
+        baseline = "direct-" + row["scenario"].removeprefix("gw-")
+        if baseline not in {key for key, _, _ in by}:
+            baseline = "direct"
+        direct = by.get((baseline, row["era"], row["concurrency"]))
         fastmcp = by.get(("fastmcp", row["era"], row["concurrency"]))
-        if direct is not None and row["scenario"] != "direct":
+        if direct is not None and direct is not row:
             row["added_p50_ms"] = row["p50_ms"] - direct["p50_ms"]
             row["added_p99_ms"] = row["p99_ms"] - direct["p99_ms"]
             row["pct_of_direct"] = 100 * row["rps"] / direct["rps"] if direct["rps"] else None
@@ -314,6 +318,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 log_level=args.gateway_log_level,
             )
             running[key] = run
+            procs.extend(run.helpers)
             if run.proc is not echo:
                 procs.append(run.proc)
         start_rss = {key: run.proc.rss() for key, run in running.items()}

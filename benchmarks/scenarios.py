@@ -12,6 +12,10 @@ Every scenario ends up as a ``load.Target`` (URL, tool name, arguments, headers)
 - ``gw``: mcp-gateway with no task, no policies (authentication and the proxy path only).
 - ``gw-legacy-up``: like ``gw`` but speaking the handshake era to the upstream (``protocol: legacy``).
 - ``fastmcp``: FastMCP's proxy with defaults; ``fastmcp-shared``: sharing one connected backend session.
+- Growth and size (off by default): ``gw-task`` (a task session, no policy), ``gw-policies-10`` and ``gw-policies-100``
+  (that many applicable policies); ``direct-1mb-result`` / ``gw-1mb-result`` (a 1 MB tool result),
+  ``direct-1mb-arg`` / ``gw-1mb-arg`` (a 1 MB argument); ``gw-list-10k`` (``tools/list`` of an upstream with 10,000
+  tools, from the gateway's warm cache).
 - ``floor``, ``floor-fast``: not a product, a calibration: the thinnest Python proxy (``floor_proxy.py``), on the
   gateway's server stack and on uvloop + httptools. Off by default.
 """
@@ -25,7 +29,8 @@ import secrets
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +45,11 @@ ARGUMENTS = {"text": "hello from the benchmark", "customer_id": CUSTOMER}
 TASK_ID = "bench-task"
 
 
+MEGABYTE = 1_000_000
+BIG_RESULT: dict[str, Any] = {"tool": "blob", "arguments": {"bytes": MEGABYTE}}
+BIG_ARGUMENT: dict[str, Any] = {"tool": "sink", "arguments": {"text": "x" * MEGABYTE}}
+
+
 @dataclass(frozen=True)
 class Scenario:
     key: str
@@ -51,6 +61,13 @@ class Scenario:
     reuse_session: bool = False
     fast: bool = False
     limits: bool = False
+    policy_count: int = 2
+    """With ``policies``: the two standard policies, then allow policies that always hold, up to this many."""
+    tool: str = "echo"
+    arguments: Mapping[str, Any] = field(default_factory=lambda: ARGUMENTS)
+    method: str = "tools/call"
+    upstream_tools: int = 0
+    """More than 0: the scenario gets its own echo upstream listing this many more tools."""
 
     @property
     def needs_redis(self) -> bool:
@@ -86,6 +103,20 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("fastmcp", "(d) FastMCP proxy, defaults", "fastmcp"),
         Scenario("fastmcp-shared", "(d) FastMCP proxy, one shared backend session", "fastmcp", reuse_session=True),
+        Scenario("gw-task", "(e) mcp-gateway, task, no policy, memory://", "gateway", True, policy_count=0),
+        Scenario("gw-policies-10", "(e) mcp-gateway, task + 10 CEL policies", "gateway", True, policy_count=10),
+        Scenario("gw-policies-100", "(e) mcp-gateway, task + 100 CEL policies", "gateway", True, policy_count=100),
+        Scenario("direct-1mb-result", "(f) upstream directly, 1 MB result", "direct", **BIG_RESULT),
+        Scenario("gw-1mb-result", "(f) mcp-gateway, no policies, 1 MB result", "gateway", **BIG_RESULT),
+        Scenario("direct-1mb-arg", "(f) upstream directly, 1 MB argument", "direct", **BIG_ARGUMENT),
+        Scenario("gw-1mb-arg", "(f) mcp-gateway, no policies, 1 MB argument", "gateway", **BIG_ARGUMENT),
+        Scenario(
+            "gw-list-10k",
+            "(f) mcp-gateway, tools/list of 10,000 tools",
+            "gateway",
+            method="tools/list",
+            upstream_tools=10_000,
+        ),
         Scenario("floor", "(ref) thinnest Python proxy, asyncio + h11", "floor"),
         Scenario("floor-fast", "(ref) thinnest Python proxy, uvloop + httptools", "floor", fast=True),
     )
@@ -101,6 +132,8 @@ class Running:
     proc: Proc
     target: Target
     store_prefix: str | None = None
+    helpers: list[Proc] = field(default_factory=list)
+    """Processes started for this scenario alone (its own upstream), stopped with it."""
 
 
 def gateway_bin() -> str:
@@ -149,7 +182,7 @@ def gateway_config(
                 },
             }
         ]
-        config["policies"] = [
+        standard = [
             {
                 "name": "same-customer",
                 "effect": "allow",
@@ -164,6 +197,16 @@ def gateway_config(
                 "message": "only the bench team may call the echo upstream",
             },
         ]
+        always = [
+            {
+                "name": f"always-{i}",
+                "effect": "allow",
+                "tools": ["echo__*"],
+                "condition": f"request.tool.args.customer_id != 'nobody-{i}'",
+            }
+            for i in range(max(0, scenario.policy_count - len(standard)))
+        ]
+        config["policies"] = (standard + always)[: scenario.policy_count]
     if scenario.limits:
         config["limits"] = BENCH_LIMITS
         config["tasks"][0]["budgets"] = {"tools": {"echo__echo": 10**12}, "totalCalls": 10**12}
@@ -180,11 +223,10 @@ BENCH_LIMITS: dict[str, Any] = {
 }
 
 
-def start_echo(logs: Path, core: int) -> tuple[Proc, str]:
+def start_echo(logs: Path, core: int, tools: int = 0, name: str = "echo") -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc(
-        "echo", [sys.executable, str(BENCH_DIR / "echo_server.py"), "--port", str(port)], logs / "echo.log", core
-    )
+    argv = [sys.executable, str(BENCH_DIR / "echo_server.py"), "--port", str(port), "--tools", str(tools)]
+    proc = Proc(name, argv, logs / f"{name}.log", core)
     proc.start().wait_port(port)
     return proc, f"http://127.0.0.1:{port}/mcp"
 
@@ -199,11 +241,23 @@ def start_redis(logs: Path, core: int) -> tuple[Proc, str]:
 
 
 def start_scenario(
-    scenario: Scenario, *, echo: Proc, upstream: str, logs: Path, core: int, redis_url: str | None, log_level: str
+    scenario: Scenario,
+    *,
+    echo: Proc,
+    upstream: str,
+    logs: Path,
+    core: int,
+    redis_url: str | None,
+    log_level: str,
+    echo_core: int = 0,
 ) -> Running:
     """Start the process the scenario measures and return its target (the echo process itself for ``direct``)."""
     if scenario.kind == "direct":
-        return Running(scenario, echo, Target(url=upstream, tool="echo", arguments=ARGUMENTS))
+        return Running(scenario, echo, Target(upstream, scenario.tool, scenario.arguments, method=scenario.method))
+    helpers: list[Proc] = []
+    if scenario.upstream_tools:
+        own, upstream = start_echo(logs, echo_core, scenario.upstream_tools, name=f"echo-{scenario.key}")
+        helpers.append(own)
     port = free_port()
     if scenario.kind in ("fastmcp", "floor"):
         script = "fastmcp_proxy.py" if scenario.kind == "fastmcp" else "floor_proxy.py"
@@ -237,8 +291,8 @@ def start_scenario(
     headers = {"Authorization": f"Bearer {key}"}
     if scenario.policies:
         headers["X-Task-Token"] = create_task_session(base, key)
-    target = Target(url=f"{base}/mcp", tool="echo__echo", arguments=ARGUMENTS, headers=headers)
-    return Running(scenario, proc, target, store_prefix=prefix if scenario.needs_redis else None)
+    target = Target(f"{base}/mcp", f"echo__{scenario.tool}", scenario.arguments, headers, scenario.method)
+    return Running(scenario, proc, target, store_prefix=prefix if scenario.needs_redis else None, helpers=helpers)
 
 
 def wait_ready(proc: Proc, base: str, timeout: float = 30.0) -> None:

@@ -7,6 +7,7 @@ would have touched the store; health and metrics still answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.agents.api import AgentsApi
 from mcp_gateway.agents.service import running_agents
@@ -33,6 +34,8 @@ from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
 from mcp_gateway.http.tools_api import ToolsApi
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
+
+logger = logging.getLogger(__name__)
 
 
 class _Routes:
@@ -191,6 +194,57 @@ class _StoreGate:
         await self._app(scope, receive, send)
 
 
+class _GatewayApp(Starlette):
+    """Starlette, with ``/mcp`` taken before its middleware stack and router.
+
+    Every MCP request goes to the one endpoint, so routing it through Starlette's error and exception middleware and
+    its router (three ASGI layers, a ``send`` wrapper each) buys nothing; it passes the same front door and store gate
+    as every other guarded route, in one short chain, and a bug of ours still answers the same JSON 500.
+    """
+
+    def __init__(self, *, mcp: ASGIApp, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._mcp_path = mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mcp":
+            scope["app"] = self
+            await self._mcp_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+_MCP_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
+_MCP_ALLOW = "GET, HEAD, POST, DELETE"
+
+
+def _mcp_asgi(routes: _Routes) -> ASGIApp:
+    """``/mcp`` as a bare ASGI app: the endpoint's answer, or a JSON 500 (logged with its traceback) for a bug."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            request = Request(scope, receive, send)
+            if scope["method"] in _MCP_METHODS:
+                response = await routes.mcp(request)
+            else:
+                response = http_error_response(request, HTTPException(405, headers={"Allow": _MCP_ALLOW}))
+            await response(scope, receive, tracked)
+        except Exception:
+            logger.exception("unhandled error answering %s /mcp", scope["method"])
+            if started:
+                raise
+            await internal_error_response(Request(scope), Exception())(scope, receive, send)
+
+    return app
+
+
 def create_app(config: GatewayConfig) -> Starlette:
     routes = _Routes()
     agents = AgentsApi()
@@ -207,7 +261,8 @@ def create_app(config: GatewayConfig) -> Starlette:
         if config.console.secret
         else [Route("/console{rest:path}", _console_off)]
     )
-    app = Starlette(
+    app = _GatewayApp(
+        mcp=FrontDoor(_StoreGate(_mcp_asgi(routes), routes), server=config.server),
         routes=[
             *console,
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),

@@ -101,6 +101,10 @@ class Environment:
     def bind(self, values: Mapping[str, Any]) -> Activation:
         return Activation(self._impl.bind({name: to_cel(value) for name, value in values.items()}))
 
+    def bind_converted(self, values: dict[str, Any]) -> Activation:
+        """Like :meth:`bind`, for values already made CEL-ready with :func:`to_cel` (the caller keeps them)."""
+        return Activation(self._impl.bind(values))
+
 
 def to_cel(value: Any) -> Any:
     """Plain dicts, lists and aware datetimes: the only containers both libraries accept."""

@@ -23,9 +23,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from mcp_gateway.cel import Activation, Backend, CelCompileError, CelEvaluationError, Environment, Program, VariableType
+from mcp_gateway.cel import (
+    Activation,
+    Backend,
+    CelCompileError,
+    CelEvaluationError,
+    Environment,
+    Program,
+    VariableType,
+    to_cel,
+)
 from mcp_gateway.config import Identity, PolicyConfig
 from mcp_gateway.errors import ConfigError
 
@@ -41,6 +50,7 @@ POLICY_VARIABLES: Mapping[str, VariableType] = {
 # `task` as a variable, not a field or key named task (`request.tool.args.task`, `args['task']`).
 _READS_TASK = re.compile(r"(?<![.\w'\"])task\b")
 _READS_SESSION = re.compile(r"(?<![.\w'\"])session\b")
+_READS_NOW = re.compile(r"(?<![.\w'\"])now\b")
 # `session.calls["tool"]` with a literal name: such a tool reads as 0 calls before its first, not as a missing key.
 _CALL_REFERENCE = re.compile(r"""session\s*\.\s*calls\s*\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
 _ARG_REFERENCE = re.compile(
@@ -48,6 +58,8 @@ _ARG_REFERENCE = re.compile(
 )
 _NEVER = re.compile(r"(?!)")
 _APPLICABLE_CACHE_LIMIT = 4096
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,8 @@ class CompiledPolicy:
     resource_selector: re.Pattern[str] = _NEVER
     prompt_selector: re.Pattern[str] = _NEVER
     reads_session: bool = False
+    reads_now: bool = True
+    """Whether the condition may read ``now``: the clock is read only for calls such a policy judges."""
 
     @property
     def name(self) -> str:
@@ -140,6 +154,11 @@ class PolicyEngine:
         self._applicable: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._applicable_resources: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._applicable_prompts: dict[str, tuple[CompiledPolicy, ...]] = {}
+        # CEL-ready values of the identities and task sessions seen lately, and the verdict of each group of allow
+        # policies that hold: built once, not on every call (see ``_Recent``).
+        self._identity_values: _Recent[Identity, dict[str, Any]] = _Recent()
+        self._task_values: _Recent[Mapping[str, Any], tuple[str, str, Mapping[str, str], dict[str, Any]]] = _Recent()
+        self._groups: _Recent[tuple[CompiledPolicy, ...], _Group] = _Recent()
         self.reads_session_anywhere = any(p.reads_session for p in self.policies)
         """Whether any policy reads ``session``: then every call of a task session is counted (``limits.py``)."""
         # Tools named literally in `session.calls["..."]`: present, as 0, in every session's calls.
@@ -176,6 +195,7 @@ class PolicyEngine:
                     _selector(config.resources) or _NEVER,
                     _selector(config.prompts) or _NEVER,
                     bool(_READS_SESSION.search(config.condition)),
+                    bool(_READS_NOW.search(config.condition)),
                 )
             )
         if problems:
@@ -215,7 +235,8 @@ class PolicyEngine:
     ) -> tuple[CompiledPolicy, ...]:
         found = tuple(sorted(matching, key=lambda p: p.config.effect != "deny"))
         if len(cache) >= _APPLICABLE_CACHE_LIMIT:
-            cache.clear()
+            # The oldest entry goes, not the whole cache: past the limit every other call would rebuild it.
+            del cache[next(iter(cache))]
         cache[key] = found
         return found
 
@@ -283,19 +304,20 @@ class PolicyEngine:
         session: SessionUsage | None = None,
     ) -> Decision:
         try:
-            activation = self._activation(identity, task, request, now, session)
+            activation = self._activation(identity, task, request, now, session, policies)
         except RecursionError:
             # The arguments become CEL values recursively; ones nested past the interpreter's limit cannot be judged,
             # so the request is refused (fail closed) and audited like any denial.
             return Decision(allowed=False, reason="the arguments nest too deeply to evaluate policies")
-        for policy in policies:
-            result = self._judge(policy, activation, task, session)
-            if result.blocks:
-                return _denial(result)
-        allows = [p.name for p in policies if p.config.effect == "allow"]
-        if allows:
-            return Decision(allowed=True, reason=f"allow policies hold: {', '.join(allows)}")
-        return Decision(allowed=True, reason="no deny policy matched")
+        group = self._groups.get(policies)
+        if group is None:
+            group = self._groups.put(policies, _Group.of(self._environment, policies))
+        if not group.all_hold(activation):
+            for policy in policies:
+                result = self._judge(policy, activation, task, session)
+                if result.blocks:
+                    return _denial(result)
+        return group.allowed
 
     def trace(
         self,
@@ -313,8 +335,9 @@ class PolicyEngine:
         Each result comes with the Decision it would cause on its own when it blocks, else None.
         """
         request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
-        activation = self._activation(identity, task, request, now)
-        results = [self._judge(p, activation, task, None) for p in self.applicable(tool_name)]
+        policies = self.applicable(tool_name)
+        activation = self._activation(identity, task, request, now, None, policies)
+        results = [self._judge(p, activation, task, None) for p in policies]
         return [(r, _denial(r) if r.blocks else None) for r in results]
 
     def check_argument_references(self, tools: Mapping[str, Any]) -> list[str]:
@@ -347,26 +370,39 @@ class PolicyEngine:
         task: TaskContext | None,
         request: Mapping[str, Any],
         now: datetime | None,
-        session: SessionUsage | None = None,
+        session: SessionUsage | None,
+        policies: tuple[CompiledPolicy, ...],
     ) -> Activation:
-        return self._environment.bind(
-            {
-                "identity": {
-                    "id": identity.id,
-                    "name": identity.name,
-                    "labels": identity.labels,
-                    "scopes": identity.scopes,
-                },
-                "task": None
-                if task is None
-                else {"id": task.task_id, "name": task.task_name, "labels": task.labels, "context": task.context},
-                "request": request,
-                "now": now or datetime.now(UTC),
-                "session": None
-                if session is None
-                else {"calls": {**self._counted_tools, **session.calls}, "totalCalls": session.total_calls},
-            }
-        )
+        """The CEL variables of one call. The identity's and the task session's values are converted once and
+        reused; only the request (and ``session``, ``now`` when a policy reads them) is new on each call."""
+        identity_value = self._identity_values.get(identity)
+        if identity_value is None:
+            identity_value = self._identity_values.put(
+                identity,
+                to_cel(
+                    {"id": identity.id, "name": identity.name, "labels": identity.labels, "scopes": identity.scopes}
+                ),
+            )
+        values: dict[str, Any] = {
+            "identity": identity_value,
+            "task": None if task is None else self._task_value(task),
+            "request": to_cel(request),
+            "session": None
+            if session is None
+            else {"calls": {**self._counted_tools, **session.calls}, "totalCalls": session.total_calls},
+        }
+        if now is not None or any(p.reads_now for p in policies):
+            values["now"] = to_cel(now or datetime.now(UTC))
+        return self._environment.bind_converted(values)
+
+    def _task_value(self, task: TaskContext) -> dict[str, Any]:
+        # Keyed by the session's context mapping, which the task session store hands out once per decoded record;
+        # the rest of the task's fields must be the very same objects too, or the value is built again.
+        cached = self._task_values.get(task.context)
+        if cached is not None and cached[:2] == (task.task_id, task.task_name) and cached[2] is task.labels:
+            return cached[3]
+        fields = {"id": task.task_id, "name": task.task_name, "labels": task.labels, "context": task.context}
+        return self._task_values.put(task.context, (task.task_id, task.task_name, task.labels, to_cel(fields)))[3]
 
     @staticmethod
     def _judge(
@@ -383,6 +419,89 @@ class PolicyEngine:
         if not isinstance(value, bool):
             return PolicyResult(policy, None, f"condition returned {type(value).__name__}, not a bool")
         return PolicyResult(policy, value)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The policies that judge one tool (or resource, or prompt), as two programs: ``d1 || d2 || ...`` over the
+    denies and ``a1 && a2 && ...`` over the allows, so the common case (nothing blocks) costs two evaluations
+    however many policies apply, and the verdict it leads to is built once.
+
+    CEL's logical operators absorb errors only where the other side decides (``false && error`` is false,
+    ``true && error`` an error), so the allow program is exactly ``true`` only when every allow condition is true,
+    and the deny program exactly ``false`` only when every deny condition is false. Anything else (an error, a
+    non-bool, a policy that blocks) is judged again one policy at a time, which names the deciding one.
+    """
+
+    deny: Program | None
+    allow: Program | None
+    allowed: Decision
+
+    @classmethod
+    def of(cls, environment: Environment, policies: tuple[CompiledPolicy, ...]) -> _Group:
+        denies = [p for p in policies if p.config.effect == "deny"]
+        allows = [p for p in policies if p.config.effect == "allow"]
+        names = ", ".join(p.name for p in allows)
+        allowed = (
+            Decision(allowed=True, reason=f"allow policies hold: {names}")
+            if allows
+            else Decision(allowed=True, reason="no deny policy matched")
+        )
+        return cls(_joined(environment, denies, "||"), _joined(environment, allows, "&&"), allowed)
+
+    def all_hold(self, activation: Activation) -> bool:
+        """True when no deny matches and every allow holds; False means "judge each policy"."""
+        try:
+            if self.deny is not None and self.deny.evaluate(activation) is not False:
+                return False
+            return self.allow is None or self.allow.evaluate(activation) is True
+        except CelEvaluationError:
+            return False
+
+
+def _joined(environment: Environment, policies: list[CompiledPolicy], operator: str) -> Program | None:
+    if not policies:
+        return None
+    if len(policies) == 1:
+        return policies[0].program
+    try:
+        return environment.compile(f" {operator} ".join(f"({p.config.condition})" for p in policies))
+    except CelCompileError:
+        # Each condition compiled on its own; should the joined one not, every call takes the one-by-one path.
+        return _NEVER_HOLDS
+
+
+class _NeverHolds(Program):
+    """A program whose evaluation always sends the call to the one-policy-at-a-time path."""
+
+    def __init__(self) -> None:
+        super().__init__("", None, lambda _: None, lambda _: Activation(None))
+
+    def evaluate(self, activation: Activation | Mapping[str, Any]) -> Any:
+        raise CelEvaluationError("not evaluated as a group")
+
+
+_NEVER_HOLDS = _NeverHolds()
+
+
+class _Recent(Generic[_K, _V]):
+    """A bounded map keyed by object identity, for values derived from objects the gateway keeps (identities,
+    decoded task sessions, cached policy groups). The key object is held too, so its id cannot be reused while the
+    entry lives; the oldest entry goes first."""
+
+    def __init__(self, limit: int = _APPLICABLE_CACHE_LIMIT) -> None:
+        self._entries: dict[int, tuple[_K, _V]] = {}
+        self._limit = limit
+
+    def get(self, key: _K) -> _V | None:
+        entry = self._entries.get(id(key))
+        return entry[1] if entry is not None and entry[0] is key else None
+
+    def put(self, key: _K, value: _V) -> _V:
+        if len(self._entries) >= self._limit:
+            del self._entries[next(iter(self._entries))]
+        self._entries[id(key)] = (key, value)
+        return value
 
 
 def _denial(result: PolicyResult) -> Decision:

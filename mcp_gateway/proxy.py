@@ -24,6 +24,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 from mcp_gateway.audit import AuditLog, AuditRecord
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
+from mcp_gateway.encoded_lists import EncodedList
 from mcp_gateway.errors import POLICY_DENIED, TOOL_WITHHELD, RpcError, StoreUnavailable, UpstreamUnavailable
 from mcp_gateway.limits import Limiter
 from mcp_gateway.metrics import Metrics
@@ -177,14 +178,17 @@ class Proxy:
         return self._visibility
 
     def visible_tools(self, caller: Caller) -> list[dict[str, Any]]:
-        """The caller's filtered tool list, memoised per catalog snapshot and pattern list."""
+        """The caller's filtered tool list, memoised per catalog snapshot and pattern list; it keeps its JSON
+        encoding once made (``EncodedList``), so a warm ``tools/list`` is not encoded again. Never mutate it."""
         catalog = self._catalog()
         key = (catalog.version, caller.patterns)
         tools = self._tool_lists.get(key)
         if tools is None:
             if len(self._tool_lists) > 1024:
                 self._tool_lists.clear()
-            tools = [t.definition for t in catalog.tools() if self._visibility.allows(caller.patterns, t.name)]
+            tools = EncodedList(
+                [t.definition for t in catalog.tools() if self._visibility.allows(caller.patterns, t.name)]
+            )
             self._tool_lists[key] = tools
         return tools
 

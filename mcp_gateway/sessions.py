@@ -190,6 +190,9 @@ def _validated_ttl(ttl: object) -> int:
     return ttl
 
 
+_DECODED_LIMIT = 4096
+
+
 class TaskSessions:
     """Create, resolve and revoke task sessions held in a ``Store`` shared by every replica."""
 
@@ -198,6 +201,9 @@ class TaskSessions:
         self._clock = clock
         self._definitions = definitions
         self._start_permits: dict[tuple[str, str, int], tuple[Identity, TaskDefinition, bool]] = {}
+        # Records decoded lately, by their bytes: a session used on every call is parsed once, and policies can
+        # keep its CEL values keyed by the decoded context (``PolicyEngine``). Same bytes, same session.
+        self._decoded: dict[bytes, TaskSession] = {}
 
     async def create(
         self, identity: Identity, task_id: str, context: object, ttl: object = None
@@ -263,7 +269,12 @@ class TaskSessions:
         raw = await self._store.get_cached(_RECORD_KEY + token_digest(token))
         if raw is None:
             raise InvalidTaskToken(_INVALID_TOKEN)
-        session = TaskSession._from_record(raw)
+        session = self._decoded.get(raw)
+        if session is None:
+            session = TaskSession._from_record(raw)
+            if len(self._decoded) >= _DECODED_LIMIT:
+                del self._decoded[next(iter(self._decoded))]
+            self._decoded[raw] = session
         if session.is_expired(self._clock()):
             raise InvalidTaskToken(_INVALID_TOKEN)
         self._check_owner(session, identity_id)

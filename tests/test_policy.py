@@ -400,3 +400,46 @@ def test_policy_reading_session_without_a_task_session_denies_saying_so() -> Non
     decision = decide(engine, "crm__refund", task=None)
     assert not decision.allowed
     assert "it reads `session`, but the call is not bound to a task session" in decision.reason
+
+
+# --- values reused across calls ---
+
+
+def test_identities_and_task_sessions_reused_across_calls_are_judged_each_on_their_own() -> None:
+    """The engine keeps CEL values per identity and per task session object: another object with other values
+    (a reloaded identity, another session, a new task version) must be judged on its own values, never on cached ones.
+    """
+    engine = PolicyEngine.compile(
+        [SEED, policy("support-only", "identity.labels.team == 'support' && task.labels.tier == '1'")]
+    )
+    args = {"customer_id": "c-42"}
+    assert decide(engine, args=args).allowed
+    other_team = Identity(id="alice", name="Alice", labels={"team": "sales"})
+    assert decide(engine, args=args, identity=other_team).policy == "support-only"
+    assert decide(engine, args=args).allowed
+    other_customer = TaskContext("sess-2", "support-ticket", "Support ticket", {"tier": "1"}, {"customer_id": "c-7"})
+    assert decide(engine, args=args, task=other_customer).policy == "same-customer"
+    other_tier = TaskContext("sess-1", "support-ticket", "Support ticket", {"tier": "2"}, SUPPORT_TASK.context)
+    assert decide(engine, args=args, task=other_tier).policy == "support-only"
+    assert decide(engine, args=args).allowed
+
+
+def test_the_clock_is_read_only_for_policies_that_read_now() -> None:
+    engine = PolicyEngine.compile([policy("business-hours", "now.getHours() < 24", tools=("crm__*",))])
+    assert engine.policies[0].reads_now
+    assert decide(engine).allowed
+    assert not PolicyEngine.compile([SEED]).policies[0].reads_now
+
+
+@pytest.mark.parametrize("backend", get_args(Backend))
+def test_many_policies_judged_as_a_group_still_name_the_one_that_decides(backend: Backend) -> None:
+    """Policies are first judged as two joined programs; whatever blocks must still be named exactly as one by one."""
+    allows = [policy(f"a{i}", f"request.tool.args.n != {i + 1000}") for i in range(50)]
+    denies = [policy(f"d{i}", f"request.tool.args.n == {i + 2000}", effect="deny") for i in range(50)]
+    engine = PolicyEngine.compile([*allows, *denies, policy("needs-x", "request.tool.args.x == 'y'")], backend)
+    assert decide(engine, args={"n": 1, "x": "y"}).reason.startswith("allow policies hold: a0, a1")
+    assert decide(engine, args={"n": 1017, "x": "y"}).policy == "a17"
+    assert decide(engine, args={"n": 2031, "x": "y"}).policy == "d31"
+    missing = decide(engine, args={"n": 1})
+    assert (missing.allowed, missing.policy) == (False, "needs-x")
+    assert "evaluation error" in missing.reason

@@ -416,3 +416,21 @@ async def test_without_the_listener_nothing_is_served_from_the_cache(
             await second.resolve(token, ALICE)
         token, _ = await first.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
         assert (await second.resolve(token, ALICE)).context == CONTEXT
+
+
+async def test_a_session_decoded_once_still_expires_and_is_still_revoked(store: Store) -> None:
+    """Records are decoded once per replica (by their bytes); expiry and revocation must still hold on the next call."""
+    now = [datetime.now(UTC)]
+    sessions = task_sessions(store, [TICKET], clock=lambda: now[0])
+    token, _ = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=60)
+    first = await sessions.resolve(token, ALICE)
+    assert await sessions.resolve(token, ALICE) is first
+    now[0] += timedelta(seconds=61)
+    with pytest.raises(InvalidTaskToken):
+        await sessions.resolve(token, ALICE)
+    now[0] -= timedelta(seconds=61)
+    other, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=60)
+    await sessions.resolve(other, ALICE)
+    await sessions.revoke(session.token_id, ALICE)
+    with pytest.raises(InvalidTaskToken):
+        await sessions.resolve(other, ALICE)

@@ -6,7 +6,6 @@ proves which conversation it belongs to and how results are framed, which lives 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
+from mcp_gateway import json_codec
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.config import Identity, ServerConfig
 from mcp_gateway.errors import GatewayError, TaskRequired
@@ -135,7 +135,7 @@ def parse_envelope(body: bytes, max_depth: int) -> Envelope | dict[str, Any]:
     if nesting > max_depth:
         return _invalid(INVALID_REQUEST, f"the message nests deeper than {max_depth} levels")
     try:
-        message = json.loads(body)
+        message = json_codec.loads(body)
     except (ValueError, RecursionError) as exc:
         return _invalid(PARSE_ERROR, f"Parse error: {exc}")
     if isinstance(message, list):

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from mcp_gateway.encoded_lists import encode_answer
 from mcp_gateway.errors import (
     BadRequest,
     GatewayError,
@@ -29,7 +30,8 @@ SSE_HEADERS = {"cache-control": "no-cache, no-transform", "x-accel-buffering": "
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON; a memoised list answer (``EncodedList``) is spliced in, not encoded again."""
+    return encode_answer(value)
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -10,7 +10,6 @@ alone as ``UnforwardableRequest`` (-32602), while the connection carries on.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -20,6 +19,7 @@ from mcp.client import Transport
 from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_PARAMS
 
+from mcp_gateway import json_codec
 from mcp_gateway.errors import RpcError
 
 if TYPE_CHECKING:
@@ -44,8 +44,10 @@ class UnforwardableRequest(RpcError):
 def encode_json(message: Mapping[str, Any]) -> bytes:
     """One JSON-RPC message as the HTTP hop sends it; raises ``UnforwardableRequest`` instead of encoder errors."""
     try:
-        # ensure_ascii (the default) escapes lone surrogates, so the text always encodes.
-        return json.dumps(message).encode()
+        return json_codec.dumps(message)
+    except UnicodeEncodeError:
+        # A lone surrogate is valid JSON text but not UTF-8: escaped, it still reaches the upstream as sent.
+        return json_codec.dumps(message, ascii_only=True)
     except _ENCODING_ERRORS as exc:
         raise UnforwardableRequest(exc) from exc
 

@@ -16,7 +16,6 @@ JSON-RPC error body on a non-2xx status, 404 for a forgotten ``Mcp-Session-Id`` 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import anyio
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 
+from mcp_gateway import json_codec
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.upstreams.downstream import Downstream, ask
 from mcp_gateway.upstreams.encoding import UnforwardableRequest, encode_json
@@ -185,7 +185,7 @@ class HttpHop:
         if status >= 400:
             if _content_type(response).startswith("application/json"):
                 try:
-                    message = json.loads(await response.read())
+                    message = json_codec.loads(await response.read())
                 except ValueError:
                     message = None
                 if isinstance(message, dict) and isinstance(message.get("error"), dict):
@@ -289,7 +289,7 @@ def _is_sse(response: aiohttp.ClientResponse) -> bool:
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(raw)
+        message = json_codec.loads(raw)
     except ValueError as exc:
         raise RpcError(PARSE_ERROR, f"the upstream's answer is not JSON: {exc}") from exc
     if not isinstance(message, dict):
