@@ -18,9 +18,12 @@ import anyio
 import pytest
 
 from mcp_gateway.config import HttpTransport, StdioTransport, UpstreamConfig
+from mcp_gateway.gateway import running_gateway
+from mcp_gateway.proxy import Caller
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.handshake_sessions import HandshakeSessions, back_channel
 from scripts.conformance import FIXTURE_MODULE, ROOT, fixture_server
+from tests.harness import make_config
 from tests.test_upstreams import running
 
 
@@ -221,3 +224,14 @@ async def test_calls_without_a_client_to_ask_stay_2026_07_28(protocol: str, tmp_
             result = await connection.request("tools/call", SAMPLE, downstream=Client(SAMPLING))
             assert "no back-channel" in text(result)
         assert connection.handshake_sessions == 0
+
+
+async def test_a_call_made_for_no_client_declares_no_capability_to_a_2026_upstream() -> None:
+    """An agent run's tool call has nobody to ask: the upstream must not be told sampling or elicitation exist."""
+    stdio = {"transport": "stdio", "command": sys.executable, "args": ["-m", FIXTURE_MODULE], "cwd": str(ROOT)}
+    config = make_config(upstreams=[{"name": "fixture", **stdio}])
+    async with running_gateway(config) as gateway:
+        caller = Caller(identity=next(i for i in config.identities if i.id == "demo-agent"))
+        params = {"name": "fixture__test_input_required_result_capabilities", "arguments": {}}
+        result = await gateway.proxy.call_tool(caller, params)
+    assert text(result) == "nothing to ask: the client declared neither sampling nor elicitation"
