@@ -150,8 +150,12 @@ class HandshakeSessions(Generic[S]):
                     "upstream %r: %d handshake sessions busy; this call goes as 2026-07-28", self._upstream, len(self)
                 )
                 return None
-            entry = self._entries[key] = _Entry(capabilities)
-            self._tg.start_soon(self._hold, key, entry)
+            entry = _Entry[S](capabilities)
+            try:
+                self._tg.start_soon(self._hold, key, entry)
+            except RuntimeError:
+                return None  # the connection's session has just ended; its caller is about to hear so
+            self._entries[key] = entry
         await entry.ready.wait()
         if entry.closing or entry.session is None or entry.session.lost.is_set():
             return None
