@@ -511,13 +511,9 @@ class Proxy:
                 progress=link.progress,
                 send=send_parked,
             )
-        # A 2026-07-28 upstream is told what the calling client can be asked; with no client to ask (NO_LINK) it
-        # sees the gateway's own declaration.
-        capabilities: Mapping[str, Any] | None = None
-        if link.downstream is not None:
-            capabilities = link.downstream.capabilities
-        elif link.answers_input_required:
-            capabilities = link.capabilities
+        # A 2026-07-28 upstream is told what the calling client can be asked and nothing more; with no client to ask
+        # (NO_LINK: an agent run's call, a completion) that is nothing.
+        capabilities = link.downstream.capabilities if link.downstream is not None else link.capabilities
 
         async def send(params: dict[str, Any]) -> dict[str, Any]:
             result = await connection.request(

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NPM_PEERS = ROOT / "node_modules" / "@modelcontextprotocol"
 INSPECTOR_CLI = NPM_PEERS / "inspector-cli" / "build" / "index.js"
 SDK_CLIENT = Path(__file__).resolve().parent / "peers" / "sdk_client.mjs"
+SDK_BACK_CHANNEL_CLIENT = Path(__file__).resolve().parent / "peers" / "sdk_back_channel_client.mjs"
 OIDC_PROVIDER = ROOT / "node_modules" / "oidc-provider"
 OAUTH_PROVIDER = Path(__file__).resolve().parent / "peers" / "oauth_provider.mjs"
 
@@ -60,6 +61,15 @@ async def inspector_cli(url: str, *args: str, headers: dict[str, str]) -> NodeRu
 async def sdk_client(url: str, headers: dict[str, str]) -> NodeRun:
     """``tests/peers/sdk_client.mjs``: the TypeScript SDK client's list / call / progress / sampling round."""
     return await run_node([str(SDK_CLIENT), url, json.dumps(headers)], cwd=ROOT)
+
+
+async def sdk_back_channel_client(
+    url: str, headers: dict[str, str], capabilities: dict[str, Any], calls: list[dict[str, Any]]
+) -> NodeRun:
+    """``tests/peers/sdk_back_channel_client.mjs``: a TypeScript SDK client declaring ``capabilities`` makes
+    ``calls``, answering the sampling and elicitation requests they bring."""
+    args = [str(SDK_BACK_CHANNEL_CLIENT), url, json.dumps(headers), json.dumps(capabilities), json.dumps(calls)]
+    return await run_node(args, cwd=ROOT)
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,22 @@
 Both are Node programs speaking the handshake era (2025-11-25) over streamable HTTP, sending our headers themselves
 (``--header`` and ``requestInit.headers``), in front of the bundled demo upstream (stdio). The SDK client's round
 includes a sampling request from the upstream, so it runs against the upstream spoken to in either era: a
-handshake-era client must reach an upstream of either era.
+handshake-era client must reach an upstream of either era. In front of the conformance fixture, a dual-era upstream
+whose tools ask their client the handshake way, the TypeScript client gets its sampling and elicitation requests with
+the default upstream settings.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from scripts.conformance import FIXTURE_MODULE, ROOT, fixture_server
 from tests.harness import (
     DEMO_KEY,
     DEMO_UPSTREAM,
@@ -22,7 +28,7 @@ from tests.harness import (
     make_config,
     serve_gateway,
 )
-from tests.npm_peers import inspector_cli, sdk_client
+from tests.npm_peers import inspector_cli, sdk_back_channel_client, sdk_client
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +106,65 @@ async def test_typescript_sdk_client_lists_calls_and_answers_sampling_through_th
     assert seen["progress"] == [1, 2, 3]
     assert seen["samplingRequests"] == ["what is 6 x 7?"]
     assert seen["sampled"]["content"][0]["text"] == "ts peer heard: what is 6 x 7?"
+
+
+@pytest.fixture(scope="module", params=["stdio", "http"])
+async def gateway_to_dual_era_upstream(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """The gateway in front of the conformance fixture with the default upstream settings (``protocol: auto``).
+
+    The fixture speaks both eras, and its ``test_sampling`` and ``test_elicitation`` ask the client with a
+    server→client request during the call, which only a handshake-era session can carry.
+    """
+    if request.param == "stdio":
+        upstream = {"name": "fixture", "transport": "stdio", "command": sys.executable, "args": ["-m", FIXTURE_MODULE]}
+        async with serve_gateway(make_config(upstreams=[{**upstream, "cwd": str(ROOT)}])) as url:
+            yield url
+        return
+    workdir: Path = tmp_path_factory.mktemp("fixture")
+    async with fixture_server(workdir) as fixture_url:
+        upstream = {"name": "fixture", "transport": "streamable-http", "url": fixture_url}
+        async with serve_gateway(make_config(upstreams=[upstream])) as url:
+            yield url
+
+
+def tool_text(result: dict[str, Any]) -> str:
+    assert result.get("isError") is not True, result
+    text: str = result["content"][0]["text"]
+    return text
+
+
+async def test_typescript_handshake_client_is_asked_for_sampling_and_elicitation_by_a_dual_era_upstream(
+    gateway_to_dual_era_upstream: str,
+) -> None:
+    calls = [
+        {"name": "fixture__test_sampling", "arguments": {"prompt": "What is the capital of France?"}},
+        {"name": "fixture__test_elicitation", "arguments": {"message": "Who are you?"}},
+    ]
+    capabilities = {"sampling": {}, "elicitation": {}}
+    url = f"{gateway_to_dual_era_upstream}/mcp"
+    seen = (await sdk_back_channel_client(url, bearer(DEMO_KEY), capabilities, calls)).json()
+    assert seen["protocolVersion"] == "2025-11-25"
+    assert seen["asked"] == [
+        {"method": "sampling/createMessage", "text": "What is the capital of France?"},
+        {"method": "elicitation/create", "text": "Who are you?"},
+    ]
+    sampled, elicited = (tool_text(result) for result in seen["results"])
+    assert sampled == "LLM response: ts peer says Paris"
+    assert elicited.startswith("User response: action=accept, content=")
+    assert json.loads(elicited.split("content=", 1)[1])["username"] == "ts-user"
+
+
+async def test_upstream_hears_of_no_capability_the_typescript_client_did_not_declare(
+    gateway_to_dual_era_upstream: str,
+) -> None:
+    """The fixture's tool asks for whatever the session declared; each client gets a session declaring its own."""
+    url = f"{gateway_to_dual_era_upstream}/mcp"
+    calls = [{"name": "fixture__test_input_required_result_capabilities", "arguments": {}}]
+    elicitation_only = (await sdk_back_channel_client(url, bearer(DEMO_KEY), {"elicitation": {}}, calls)).json()
+    both = (await sdk_back_channel_client(url, bearer(DEMO_KEY), {"sampling": {}, "elicitation": {}}, calls)).json()
+    assert [asked["method"] for asked in elicitation_only["asked"]] == ["elicitation/create"]
+    assert tool_text(elicitation_only["results"][0]).startswith("user_name: ")
+    assert sorted(asked["method"] for asked in both["asked"]) == ["elicitation/create", "sampling/createMessage"]
+    assert tool_text(both["results"][0]).startswith("capital_question: ts peer says Paris; user_name: ")

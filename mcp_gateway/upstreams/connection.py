@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -41,6 +43,7 @@ from mcp_gateway.upstreams.backoff import Backoff
 from mcp_gateway.upstreams.credentials import UpstreamCredentials
 from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.encoding import encoded_first
+from mcp_gateway.upstreams.handshake_sessions import HandshakeSessions, back_channel, initialize
 from mcp_gateway.upstreams.http import http_transport
 from mcp_gateway.upstreams.http_hop import CredentialRefused, HttpHop, HttpSessionState
 from mcp_gateway.upstreams.lists import (
@@ -87,6 +90,10 @@ class _Live:
     modern: bool
     hop: HttpHop | None
     """Streamable HTTP upstreams: the lean path calls take (``http_hop``); stdio calls go through the session."""
+    router: DownstreamRouter
+    """Finds the client of the call a server→client request or log message arriving on ``session`` belongs to."""
+    handshakes: HandshakeSessions[_Live] | None = None
+    """A 2026-07-28 session of ``protocol: auto``: the handshake-era sessions for clients that can be asked."""
 
 
 class UpstreamConnection:
@@ -145,6 +152,12 @@ class UpstreamConnection:
     def modern(self) -> bool:
         """Whether the live session speaks 2026-07-28 or later (asks for input with ``input_required`` results)."""
         return self._live is not None and self._live.modern
+
+    @property
+    def handshake_sessions(self) -> int:
+        """How many handshake-era sessions are open beside a 2026-07-28 one, for clients that can be asked."""
+        handshakes = self._live.handshakes if self._live else None
+        return len(handshakes) if handshakes is not None else 0
 
     @property
     def server_capabilities(self) -> types.ServerCapabilities | None:
@@ -233,6 +246,38 @@ class UpstreamConnection:
         live = self._live
         if live is None or live.lost.is_set():
             raise self._unavailable()
+        call = partial(
+            self._forward,
+            method=method,
+            params=params,
+            timeout=timeout,
+            on_progress=on_progress,
+            downstream=downstream,
+            client_capabilities=client_capabilities,
+            identity=identity,
+            log_level=log_level,
+        )
+        if live.handshakes is not None and downstream is not None and (asks := back_channel(downstream.capabilities)):
+            # A handshake-era client that can be asked: the upstream asks it live, as that client's era does.
+            async with live.handshakes.lease(asks) as handshake:
+                if handshake is not None:
+                    return await call(handshake)
+        return await call(live)
+
+    async def _forward(
+        self,
+        live: _Live,
+        *,
+        method: str,
+        params: Mapping[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - see request
+        on_progress: ProgressFnT | None,
+        downstream: Downstream | None,
+        client_capabilities: Mapping[str, Any] | None,
+        identity: Identity | None,
+        log_level: str | None,
+    ) -> dict[str, Any]:
+        """``request`` over one established session: the connection's own or a pooled handshake-era one."""
         outbound = hop_params(params)
         opts: CallOptions = {}
         if on_progress is not None:
@@ -262,7 +307,7 @@ class UpstreamConnection:
                         on_progress=on_progress,
                         downstream=downstream,
                     )
-                with self._router.call(downstream):
+                with live.router.call(downstream):
                     return await send_raw(
                         live.session,
                         method,
@@ -386,7 +431,19 @@ class UpstreamConnection:
                 self.last_error = None
                 hop = self._hop(lost, http_state, stale, legacy=not modern)
                 tg.start_soon(_close_when_cancelled, hop)
-                self._set_live(_Live(session=session, lost=lost, modern=modern, hop=hop))
+                handshakes = None
+                if modern and self.config.protocol == "auto":
+                    handshakes = HandshakeSessions(
+                        tg,
+                        partial(self._handshake_session, stale),
+                        upstream=self.name,
+                        open_timeout=self.config.connect_timeout,
+                    )
+                self._set_live(
+                    _Live(
+                        session=session, lost=lost, modern=modern, hop=hop, router=self._router, handshakes=handshakes
+                    )
+                )
                 logger.info("upstream %r connected (protocol %s)", self.name, session.protocol_version)
                 tg.start_soon(self._refresh_when_stale, session, stale)
                 if modern:
@@ -401,6 +458,34 @@ class UpstreamConnection:
                 tg.cancel_scope.cancel()
         if connect_scope.cancelled_caught:
             raise TimeoutError(f"connect timed out after {self.config.connect_timeout:g}s")
+
+    @asynccontextmanager
+    async def _handshake_session(self, stale: StaleLists, capabilities: dict[str, Any]) -> AsyncIterator[_Live]:
+        """One more session to the upstream, in the handshake era, declaring ``capabilities`` (``handshake_sessions``).
+
+        Over HTTP it is a second ``Mcp-Session-Id`` at the same server; over stdio a second process of the command.
+        Its lists are not fetched (the connection's own session keeps them), but what it says changed is refetched.
+        """
+        lost = anyio.Event()
+        http_state = HttpSessionState()
+        router = DownstreamRouter(self.name, exact=isinstance(self.config.transport, HttpTransport))
+        async with watched(encoded_first(self._transport(lost, http_state)), lost) as (read, write):
+            session = ClientSession(
+                read,
+                write,
+                client_info=self._client_info,
+                message_handler=self._message_handler(stale),
+                sampling_callback=router.sampling,
+                elicitation_callback=router.elicitation,
+                list_roots_callback=router.list_roots,
+                logging_callback=router.logging,
+            )
+            async with session, anyio.create_task_group() as tg:
+                await initialize(session, capabilities, self._client_info)
+                hop = self._hop(lost, http_state, stale, legacy=True)
+                tg.start_soon(_close_when_cancelled, hop)
+                yield _Live(session=session, lost=lost, modern=False, hop=hop, router=router)
+                tg.cancel_scope.cancel()
 
     def _transport(self, lost: anyio.Event, http_state: HttpSessionState) -> Transport:
         transport = self.config.transport
