@@ -1,4 +1,4 @@
-"""``mcp-gateway``: serve / check / keygen / explain / audit tail / tools diff / tools approve."""
+"""``mcp-gateway``: serve / stdio / check / keygen / explain / audit tail / tools diff / tools approve."""
 
 from __future__ import annotations
 
@@ -71,6 +71,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(args.config, exc)
         return 2
+
+
+def cmd_stdio(args: argparse.Namespace) -> int:
+    import os
+
+    from mcp_gateway.policy import PolicyEngine
+    from mcp_gateway.stdio_endpoint import StdioCaller, serve_stdio
+
+    credential = os.environ.get(args.credential_env, "").strip()
+    if not credential:
+        print(
+            f"error: set {args.credential_env} to the credential (API key or token) of the identity this client acts "
+            "as; the stdio gateway reads it from the environment, never from a command line",
+            file=sys.stderr,
+        )
+        return 2
+    config = _load(args.config)
+    try:
+        PolicyEngine.compile(config.policies)
+    except ConfigError as exc:
+        _print_problems(args.config, exc)
+        return 2
+    task_token = os.environ.get(args.task_token_env, "").strip() or None
+    return anyio.run(serve_stdio, config, StdioCaller(credential, task_token))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -163,6 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes serving the one port (auto: one per core); more than 1 needs a redis:// store",
     )
     serve.set_defaults(func=cmd_serve)
+
+    stdio = sub.add_parser(
+        "stdio", help="serve one MCP client over stdin/stdout (a sidecar for clients that launch local servers)"
+    )
+    stdio.add_argument("--config", required=True)
+    stdio.add_argument(
+        "--credential-env",
+        default="MCP_GATEWAY_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the identity's credential (default: %(default)s)",
+    )
+    stdio.add_argument(
+        "--task-token-env",
+        default="MCP_GATEWAY_TASK_TOKEN",
+        metavar="NAME",
+        help="environment variable holding a task token to bind every request to (default: %(default)s)",
+    )
+    stdio.set_defaults(func=cmd_stdio)
 
     check = sub.add_parser("check", help="validate a config and report every problem")
     check.add_argument("--config", required=True)

@@ -77,6 +77,11 @@ class Listening:
         self._target = ("listen", id(self))
         self._notes: MemoryObjectReceiveStream[dict[str, Any]] | None = None
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The ``_meta`` every message of the subscription carries, and its final result when the server ends it."""
+        return self._meta
+
     @asynccontextmanager
     async def opened(self) -> AsyncIterator[Listening]:
         """Subscribed for the block (first, so nothing published while acknowledging is lost); dropped after it."""
