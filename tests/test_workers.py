@@ -63,7 +63,7 @@ async def until_workers_serve(process: subprocess.Popen[bytes], log: Path, worke
     """Until every worker has started (each imports and connects everything: allow for a slow, busy machine); before
     that, the first one up would take every connection."""
     with anyio.fail_after(180):
-        while log.read_text().count("Application startup complete.") < workers:
+        while (await anyio.Path(log).read_text()).count("Application startup complete.") < workers:
             assert process.poll() is None, "the gateway exited during start-up"
             await anyio.sleep(0.2)
 
