@@ -24,7 +24,7 @@ from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
 from mcp_gateway.errors import NotFound, StoreUnavailable
-from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
+from mcp_gateway.gateway import Gateway, running_gateway
 from mcp_gateway.http.front_door import FrontDoor, guarded_path
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
@@ -50,18 +50,7 @@ class _Routes:
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        context = McpContext(
-            server=gateway.config.server,
-            authenticator=gateway.authenticator,
-            sessions=gateway.sessions,
-            proxy=gateway.proxy,
-            store=gateway.store,
-            metrics=gateway.metrics,
-            notifier=gateway.notifier,
-            subscriptions=gateway.subscriptions,
-            capabilities=CAPABILITIES,
-            server_info=gateway.server_info,
-        )
+        context = McpContext.of(gateway)
         self._mcp = McpEndpoint(context)
         self._tasks = TasksApi(gateway.authenticator, gateway.sessions, gateway.config.server, gateway.limiter)
         self._definitions = TaskDefinitionsApi(

@@ -1,4 +1,4 @@
-"""``mcp-gateway``: serve / check / keygen / explain / audit tail / tools diff / tools approve."""
+"""``mcp-gateway``: serve / stdio / check / keygen / explain / audit tail / tools diff / tools approve."""
 
 from __future__ import annotations
 
@@ -15,50 +15,86 @@ import anyio
 from mcp_gateway.auth import hash_api_key
 from mcp_gateway.config import GatewayConfig, load_config
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.serving import configure_logging
+from mcp_gateway.workers import worker_count
 
 logger = logging.getLogger("mcp_gateway")
+
+
+def _print_problems(path: str, exc: ConfigError) -> None:
+    print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
 
 
 def _load(path: str) -> GatewayConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+        _print_problems(path, exc)
         raise SystemExit(2) from exc
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from mcp_gateway.app import create_app, end_streams
     from mcp_gateway.policy import PolicyEngine
-    from mcp_gateway.serving import serve
+    from mcp_gateway.serving import serve, server_config
+    from mcp_gateway.workers import WorkerSpec, run_workers
 
     config = _load(args.config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    if args.workers > 1 and config.store_url.startswith("memory://"):
+        print(
+            f"error: --workers {args.workers} needs a store the workers share: {config.store_url} lives in one "
+            "process, so a task session or legacy MCP session created through one worker would be unknown to the "
+            "others. Set store.url to redis://... (or redis+cluster://...), or serve with --workers 1.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         # Compiled again by the app; doing it here first turns a bad policy into a clean exit 2 before any socket.
         PolicyEngine.compile(config.policies)
+        if args.workers > 1:
+            spec = WorkerSpec(config_path=args.config, log_level=args.log_level, access_log=args.access_log)
+            return run_workers(spec, args.workers, host, port)
         app = create_app(config)
-        uvicorn_config = uvicorn.Config(
+        uvicorn_config = server_config(
             app,
             host=host,
             port=port,
-            log_level=args.log_level.lower(),
+            log_level=args.log_level,
             access_log=args.access_log,
-            lifespan="on",
-            server_header=False,
-            timeout_graceful_shutdown=config.server.shutdown_grace,
+            shutdown_grace=config.server.shutdown_grace,
         )
         return serve(uvicorn_config, lambda: end_streams(app))
     except ConfigError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+        _print_problems(args.config, exc)
         return 2
+
+
+def cmd_stdio(args: argparse.Namespace) -> int:
+    import os
+
+    from mcp_gateway.policy import PolicyEngine
+    from mcp_gateway.stdio_endpoint import StdioCaller, serve_stdio
+
+    credential = os.environ.get(args.credential_env, "").strip()
+    if not credential:
+        print(
+            f"error: set {args.credential_env} to the credential (API key or token) of the identity this client acts "
+            "as; the stdio gateway reads it from the environment, never from a command line",
+            file=sys.stderr,
+        )
+        return 2
+    config = _load(args.config)
+    try:
+        PolicyEngine.compile(config.policies)
+    except ConfigError as exc:
+        _print_problems(args.config, exc)
+        return 2
+    task_token = os.environ.get(args.task_token_env, "").strip() or None
+    return anyio.run(serve_stdio, config, StdioCaller(credential, task_token))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -143,7 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N|auto",
+        help="processes serving the one port (auto: one per core); more than 1 needs a redis:// store",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    stdio = sub.add_parser(
+        "stdio", help="serve one MCP client over stdin/stdout (a sidecar for clients that launch local servers)"
+    )
+    stdio.add_argument("--config", required=True)
+    stdio.add_argument(
+        "--credential-env",
+        default="MCP_GATEWAY_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the identity's credential (default: %(default)s)",
+    )
+    stdio.add_argument(
+        "--task-token-env",
+        default="MCP_GATEWAY_TASK_TOKEN",
+        metavar="NAME",
+        help="environment variable holding a task token to bind every request to (default: %(default)s)",
+    )
+    stdio.set_defaults(func=cmd_stdio)
 
     check = sub.add_parser("check", help="validate a config and report every problem")
     check.add_argument("--config", required=True)
@@ -188,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     raise SystemExit(args.func(args))
 
 

@@ -180,6 +180,11 @@ BUDGET_EXHAUSTED = -32006
 """JSON-RPC code of a ``tools/call`` refused because its task session spent a budget; ``data`` names the ``budget``
 (``totalCalls`` or ``tools.<name>``) and its ``limit``. Unlike a rate limit it never refills: the session is done."""
 
+GATEWAY_REFUSED = -32007
+"""JSON-RPC code of a request refused before any method ran, where no HTTP status can say why (``mcp-gateway stdio``):
+``data`` holds the stable ``error`` string and the HTTP ``status`` the same refusal gets at ``/mcp`` (401 for a
+credential or task token not accepted, 403, 503 while the store is unavailable)."""
+
 
 class RpcError(Exception):
     """A JSON-RPC error to send back as-is: from our own checks (unknown tool) or relayed from an upstream."""

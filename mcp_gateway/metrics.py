@@ -1,12 +1,34 @@
 """Prometheus metrics, exposed at ``/metrics`` through prometheus_client's own text exposition.
 
 A private registry keeps several gateway apps in one process (tests) from colliding on global metric names.
+
+Under ``serve --workers N`` each worker counts in its own process, and a scrape reaches whichever worker the kernel
+hands the connection to. So there prometheus_client's multiprocess mode is on (``PROMETHEUS_MULTIPROC_DIR``, set by
+``workers.py`` before any worker starts): every worker's values live in files in that directory, and ``render`` sums
+them for all workers, live or gone, as one server's. A gauge says how workers combine: ``upstream_up`` is the lowest
+of the live workers' (down as soon as one worker's connection is), ``tools_withheld`` the highest.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client reads it when first imported: set, every metric value is kept in a file there."""
+
+
+def _exposition_registry(own: CollectorRegistry) -> CollectorRegistry:
+    """What ``/metrics`` shows: this process's registry, or, in multiprocess mode, the sum over all processes."""
+    directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if not directory:
+        return own
+    combined = CollectorRegistry()
+    MultiProcessCollector(combined, path=directory)  # type: ignore[no-untyped-call]
+    return combined
 
 
 class Metrics:
@@ -14,6 +36,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._exposed = _exposition_registry(self.registry)
         self.requests = Counter(
             "mcp_gateway_requests_total", "MCP requests by method and era", ["method", "era"], registry=self.registry
         )
@@ -44,7 +67,11 @@ class Metrics:
             registry=self.registry,
         )
         self.upstream_up = Gauge(
-            "mcp_gateway_upstream_up", "1 when the upstream connection is ready", ["upstream"], registry=self.registry
+            "mcp_gateway_upstream_up",
+            "1 when the upstream connection is ready",
+            ["upstream"],
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.tool_definition_changes = Counter(
             "mcp_gateway_tool_definition_changes_total",
@@ -57,7 +84,8 @@ class Metrics:
             "Tools withheld because their definition changed and awaits approval (pinning: enforce)",
             ["upstream"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)

@@ -10,15 +10,23 @@ flight finish for up to ``server.shutdownGrace`` seconds, cancels what is left, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 STARTUP_FAILURE = 3
 """uvicorn's exit status when the app never started (a lifespan error, a port in use)."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Every gateway process logs the same way, to stderr (stdout is the protocol's under ``mcp-gateway stdio``)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 class GatewayServer(uvicorn.Server):
@@ -46,8 +54,25 @@ class GatewayServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(config: uvicorn.Config, end_streams: Callable[[], None]) -> int:
-    """Run until SIGTERM/SIGINT; the exit status (0 after a clean shutdown)."""
+def server_config(
+    app: ASGIApp, *, host: str, port: int, log_level: str, access_log: bool, shutdown_grace: int
+) -> uvicorn.Config:
+    """The one uvicorn configuration of a gateway process, whether it serves alone or as one of several workers."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=access_log,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=shutdown_grace,
+    )
+
+
+def serve(config: uvicorn.Config, end_streams: Callable[[], None], sockets: list[socket.socket] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; the exit status (0 after a clean shutdown). ``sockets``: already bound ones (a
+    worker of ``serve --workers``) instead of binding ``config``'s host and port."""
     server = GatewayServer(config, end_streams=end_streams)
-    server.run()
+    server.run(sockets)
     return 0 if server.started else STARTUP_FAILURE

@@ -57,7 +57,7 @@ def _error(request_id: Any, code: int, message: str, status: int) -> Response:
     return json_response(rpc_error_body(request_id, code, message), status)
 
 
-def _finish(result: dict[str, Any]) -> dict[str, Any]:
+def finish_for_handshake_era(result: dict[str, Any]) -> dict[str, Any]:
     """A 2025-era client must not see the 2026 result fields a modern upstream may have sent."""
     if any(key in result for key in _MODERN_ONLY_FIELDS):
         return {k: v for k, v in result.items() if k not in _MODERN_ONLY_FIELDS}
@@ -150,7 +150,7 @@ class LegacyEra:
         return await answer(
             envelope.id,
             run,
-            _finish,
+            finish_for_handshake_era,
             lambda code: 200,
             stream=accepts_sse(request) and envelope.method in _LINKED_METHODS,
             lazy=token is None and not resumable,

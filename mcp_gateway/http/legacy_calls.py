@@ -92,7 +92,7 @@ class LegacyCalls:
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
-def _log_rank(level: object) -> int:
+def log_rank(level: object) -> int:
     """A message of an unknown level is relayed: better an odd log line than a lost error."""
     return LOG_LEVELS.index(level) if isinstance(level, str) and level in LOG_LEVELS else len(LOG_LEVELS)
 
@@ -137,7 +137,7 @@ class LegacyDownstream:
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         if self._emit is None:
             return
-        if method == "notifications/message" and _log_rank(params.get("level")) < self._min_log_rank:
+        if method == "notifications/message" and log_rank(params.get("level")) < self._min_log_rank:
             return
         try:
             await self._send({"jsonrpc": "2.0", "method": method, "params": params}, method)

@@ -11,10 +11,12 @@ kinds, and ``resourceSubscriptions`` for the URIs whose upstream can subscribe: 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from starlette.types import Receive, Scope, Send
 
@@ -50,8 +52,9 @@ def requested_uris(requested: Mapping[str, Any]) -> list[str] | None:
     return list(dict.fromkeys(uris))
 
 
-class ListenStream(EventStream):
-    """One listen subscription: the acknowledgment, then matching notifications until the client goes away.
+class Listening:
+    """One listen subscription, whatever carries it (an SSE response here, the stdio wire in ``stdio_endpoint.py``):
+    the acknowledgment, then the matching notifications, each stamped with the listen request's id.
 
     Each requested resource URI is subscribed (``ResourceSubscriptions``) before the acknowledgment, which lists only
     the URIs that worked: unknown ones, and those whose upstream cannot subscribe, are left out.
@@ -65,7 +68,6 @@ class ListenStream(EventStream):
         honored: dict[str, bool],
         uris: list[str],
     ) -> None:
-        super().__init__()
         self._notifier = notifier
         self._subscriptions = subscriptions
         self._meta = {SUBSCRIPTION_ID_META_KEY: subscription_id}
@@ -73,41 +75,42 @@ class ListenStream(EventStream):
         self._uris = uris[:_MAX_RESOURCE_SUBSCRIPTIONS]
         self._methods = frozenset(_KINDS[key] for key in honored)
         self._target = ("listen", id(self))
+        self._notes: MemoryObjectReceiveStream[dict[str, Any]] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        # Subscribe before acknowledging, so nothing published meanwhile is lost; the ack is still the first frame.
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The ``_meta`` every message of the subscription carries, and its final result when the server ends it."""
+        return self._meta
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[Listening]:
+        """Subscribed for the block (first, so nothing published while acknowledging is lost); dropped after it."""
         try:
-            async with anyio.create_task_group() as tg, self._notifier.subscribe(self._target) as notes:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch_disconnect)
-                honored: dict[str, Any] = dict(self._honored)
-                uris = [uri for uri in self._uris if await self._subscribe(uri)]
-                if uris:
-                    honored["resourceSubscriptions"] = uris
-                await self._send(send, "notifications/subscriptions/acknowledged", {"notifications": honored})
-                while True:
-                    with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
-                        try:
-                            note = await notes.receive()
-                        except anyio.EndOfStream:
-                            break
-                    if waited.cancelled_caught:
-                        await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
-                    elif note["method"] in self._methods or note["method"] == UPDATED:
-                        await self._send(send, note["method"], dict(note.get("params", {})))
-                # The notifier closed: the server is shutting down, so the stream ends cleanly and the client
-                # listens again (on another replica).
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                tg.cancel_scope.cancel()
+            async with self._notifier.subscribe(self._target) as notes:
+                self._notes = notes
+                yield self
         finally:
             with anyio.CancelScope(shield=True):
                 await self._subscriptions.drop(self._target)
+
+    async def acknowledgment(self) -> dict[str, Any]:
+        """The first message: the honored filter, with the resource URIs whose subscription worked."""
+        honored: dict[str, Any] = dict(self._honored)
+        uris = [uri for uri in self._uris if await self._subscribe(uri)]
+        if uris:
+            honored["resourceSubscriptions"] = uris
+        return self._message("notifications/subscriptions/acknowledged", {"notifications": honored})
+
+    async def next_message(self) -> dict[str, Any] | None:
+        """The next notification the filter asks for; None once the notifier closed (the server is shutting down)."""
+        assert self._notes is not None, "use inside opened()"
+        while True:
+            try:
+                note = await self._notes.receive()
+            except anyio.EndOfStream:
+                return None
+            if note["method"] in self._methods or note["method"] == UPDATED:
+                return self._message(note["method"], dict(note.get("params", {})))
 
     async def _subscribe(self, uri: str) -> bool:
         try:
@@ -117,6 +120,60 @@ class ListenStream(EventStream):
             return False
         return True
 
-    async def _send(self, send: Send, method: str, params: dict[str, Any]) -> None:
-        message = {"jsonrpc": "2.0", "method": method, "params": {**params, "_meta": self._meta}}
-        await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
+    def _message(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": method, "params": {**params, "_meta": self._meta}}
+
+
+def listening(
+    request_id: str | int,
+    params: Mapping[str, Any],
+    visible: Callable[[str], bool],
+    notifier: Notifier,
+    subscriptions: ResourceSubscriptions,
+) -> Listening | str:
+    """The subscription a ``subscriptions/listen`` request asks for, or why its params are invalid.
+
+    A URI the caller may not see (``visible`` says no) is left out of the acknowledgment, as one that no upstream
+    takes.
+    """
+    requested = params.get("notifications")
+    if not isinstance(requested, Mapping):
+        return "subscriptions/listen requires params.notifications"
+    uris = requested_uris(requested)
+    if uris is None:
+        return "params.notifications.resourceSubscriptions must be a list of URIs"
+    return Listening(notifier, subscriptions, request_id, honored_filter(requested), [u for u in uris if visible(u)])
+
+
+class ListenStream(EventStream):
+    """A listen subscription as the SSE response of its request, until the client goes away."""
+
+    def __init__(self, listening: Listening) -> None:
+        super().__init__()
+        self._listening = listening
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async with anyio.create_task_group() as tg, self._listening.opened() as listening:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            acknowledgment = sse_event(await listening.acknowledgment())
+            await send({"type": "http.response.body", "body": acknowledgment, "more_body": True})
+            while True:
+                with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
+                    message = await listening.next_message()
+                if waited.cancelled_caught:
+                    await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
+                    continue
+                if message is None:
+                    # The notifier closed: the server is shutting down, so the stream ends cleanly and the client
+                    # listens again (on another replica).
+                    break
+                await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()

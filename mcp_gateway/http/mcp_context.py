@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -26,6 +26,9 @@ from mcp_gateway.proxy import Caller, ClientLink, Proxy
 from mcp_gateway.resource_subscriptions import ResourceSubscriptions
 from mcp_gateway.sessions import TaskSessions
 from mcp_gateway.store.base import Store
+
+if TYPE_CHECKING:
+    from mcp_gateway.gateway import Gateway
 
 MethodHandler = Callable[[Caller, Mapping[str, Any], ClientLink], Awaitable[dict[str, Any]]]
 
@@ -103,16 +106,41 @@ class McpContext:
         self.server_info = server_info
         self.methods = method_table(proxy)
 
+    @classmethod
+    def of(cls, gateway: Gateway) -> McpContext:
+        """The context of a running gateway (``gateway.py`` imports the eras, so its names are read here, late)."""
+        from mcp_gateway.gateway import CAPABILITIES
+
+        return cls(
+            server=gateway.config.server,
+            authenticator=gateway.authenticator,
+            sessions=gateway.sessions,
+            proxy=gateway.proxy,
+            store=gateway.store,
+            metrics=gateway.metrics,
+            notifier=gateway.notifier,
+            subscriptions=gateway.subscriptions,
+            capabilities=CAPABILITIES,
+            server_info=gateway.server_info,
+        )
+
     async def authenticate(self, request: Request) -> Identity:
+        return await self.authenticate_bearer(request.headers.get("authorization"))
+
+    async def authenticate_bearer(self, authorization: str | None) -> Identity:
+        """The identity an ``Authorization`` value (``Bearer <credential>``) proves; counted when refused."""
         try:
-            return await self.authenticator.authenticate(request.headers.get("authorization"))
+            return await self.authenticator.authenticate(authorization)
         except GatewayError:
             self.metrics.auth_failures.labels("credential").inc()
             raise
 
     async def bind_task(self, identity: Identity, request: Request) -> Caller:
         """Attach the task session named by ``X-Task-Token``; fail closed on anything but a valid, owned token."""
-        token = request.headers.get(TASK_TOKEN_HEADER)
+        return await self.bind_token(identity, request.headers.get(TASK_TOKEN_HEADER))
+
+    async def bind_token(self, identity: Identity, token: str | None) -> Caller:
+        """Attach the task session of ``token`` (None or empty: no task session, if the identity may go without)."""
         if not token:
             if identity.require_task:
                 self.metrics.auth_failures.labels("task_required").inc()

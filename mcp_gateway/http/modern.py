@@ -9,6 +9,7 @@ caller's task session.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mcp_gateway.config import Identity
-from mcp_gateway.http.listen import ListenStream, honored_filter, requested_uris
+from mcp_gateway.http.listen import ListenStream, listening
 from mcp_gateway.http.mcp_context import LIST_METHODS, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body
 from mcp_gateway.http.streaming import Emit, answer, progress_sink, progress_token
@@ -137,20 +138,17 @@ class ModernEra:
         return _rejection(None, rejection.code, rejection.message, rejection.data)
 
     def _listen(self, request: Request, caller: Caller, envelope: Envelope) -> Response:
-        requested = envelope.params.get("notifications")
-        if not isinstance(requested, Mapping):
+        if not isinstance(envelope.params.get("notifications"), Mapping):
             return _rejection(envelope.id, INVALID_PARAMS, "subscriptions/listen requires params.notifications")
         if not accepts_sse(request):
             message = "subscriptions/listen answers with a stream: send Accept: text/event-stream"
             return _rejection(envelope.id, INVALID_REQUEST, message)
-        uris = requested_uris(requested)
-        if uris is None:
-            message = "params.notifications.resourceSubscriptions must be a list of URIs"
-            return _rejection(envelope.id, INVALID_PARAMS, message)
         context = self.context
-        # A URI the caller may not see is left out of the acknowledgment, as one that no upstream takes.
-        uris = [uri for uri in uris if context.proxy.resource_visible(caller, uri)]
-        return ListenStream(context.notifier, context.subscriptions, envelope.id, honored_filter(requested), uris)
+        visible = functools.partial(context.proxy.resource_visible, caller)
+        subscription = listening(envelope.id, envelope.params, visible, context.notifier, context.subscriptions)
+        if isinstance(subscription, str):
+            return _rejection(envelope.id, INVALID_PARAMS, subscription)
+        return ListenStream(subscription)
 
     def discover_result(self) -> dict[str, Any]:
         return {
