@@ -21,7 +21,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.inbound import x_mcp_header_map
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
-from mcp_gateway.audit import AuditLog, AuditRecord
+from mcp_gateway.audit import AuditLog, AuditRecord, RunTag
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
 from mcp_gateway.errors import POLICY_DENIED, TOOL_WITHHELD, RpcError, StoreUnavailable, UpstreamUnavailable
@@ -50,6 +50,8 @@ class Caller:
     identity: Identity
     session: TaskSession | None = None
     task: TaskDefinition | None = None
+    run: RunTag | None = None
+    """The Task Agent run making the call (its audit records name it); None for a client's own call."""
 
     @property
     def patterns(self) -> tuple[str, ...] | None:
@@ -256,6 +258,7 @@ class Proxy:
             upstream=entry.upstream_name,
             args=args,
             decision=decision,
+            run=caller.run,
         )
         if not decision.allowed:
             if self._bridge is not None:
@@ -419,6 +422,7 @@ class Proxy:
             method=method,
             resource=resource,
             prompt=prompt,
+            run=caller.run,
         )
 
     async def _forward(

@@ -29,6 +29,7 @@ from mcp_gateway.agents.run_store import RunStore
 from mcp_gateway.agents.sequence import Sequence
 from mcp_gateway.agents.task_tools import ConversationParts, add_task_tools
 from mcp_gateway.agents.toolbox import ToolBox
+from mcp_gateway.audit import RunTag
 from mcp_gateway.config import Identity
 from mcp_gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TaskRequired, describe
 from mcp_gateway.proxy import Caller, ProgressSink
@@ -161,8 +162,11 @@ class AgentRuns:
             caller = Caller(identity=identity, session=session, task=task)
         elif caller.session is None and identity.require_task:
             raise TaskRequired(f"identity {identity.id!r} must run agents with a taskId")
+        run_id = RUN_ID_PREFIX + secrets.token_hex(12)
+        # Every call the run makes is audited with the run and the revision it runs on.
+        caller = replace(caller, run=RunTag(run_id, agent.id, revision.number))
         record = RunRecord(
-            id=RUN_ID_PREFIX + secrets.token_hex(12),
+            id=run_id,
             agent_id=agent.id,
             agent_name=agent.name,
             revision=revision.number,
@@ -214,10 +218,10 @@ class AgentRuns:
     def _conversation(self, prepared: _Prepared) -> Conversation | Sequence:
         parts, spec, caller = self._parts, prepared.spec, prepared.caller
         if spec.mode == "sequential":
-            return Sequence(spec, parts, caller.identity, prepared.record.input)
+            return Sequence(spec, parts, caller, prepared.record.input)
         tools = ToolBox(parts.redact_keys)
         add_mcp_tools(tools, parts.proxy, parts.catalog, caller, spec.mcp_servers)
-        add_task_tools(tools, parts, caller.identity, spec)
+        add_task_tools(tools, parts, caller, spec)
         return Conversation(spec, parts.models, tools, prepared.record.input)
 
     async def _finish(self, prepared: _Prepared, record: RunRecord) -> None:

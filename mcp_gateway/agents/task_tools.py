@@ -24,7 +24,7 @@ from mcp_gateway.agents.mcp_tools import add_mcp_tools
 from mcp_gateway.agents.models import ModelClients, ModelFailure
 from mcp_gateway.agents.records import TurnRecord
 from mcp_gateway.agents.toolbox import Outcome, ToolBox, ToolHandler, failed
-from mcp_gateway.config import Identity, TaskDefinition
+from mcp_gateway.config import TaskDefinition
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.proxy import Caller, Proxy
 from mcp_gateway.sessions import TaskSessions
@@ -63,31 +63,34 @@ def task_instruction(parent: RuntimeSpec, task: TaskDefinition) -> str:
     )
 
 
-def add_task_tools(box: ToolBox, parts: ConversationParts, identity: Identity, spec: RuntimeSpec) -> None:
+def add_task_tools(box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec) -> None:
     """Every task of ``taskTools`` still in config; one removed since the revision was written may not run."""
     for task_id in spec.task_tools:
         task = parts.tasks.get(task_id)
         if task is not None:
-            add_task_tool(box, parts, identity, spec, task)
+            add_task_tool(box, parts, caller, spec, task)
 
 
 def add_task_tool(
-    box: ToolBox, parts: ConversationParts, identity: Identity, spec: RuntimeSpec, task: TaskDefinition
+    box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec, task: TaskDefinition
 ) -> str:
     """Offer one task as a tool; return its function name."""
     description = f"Run the task {task.name!r} in its own task session; the arguments are its context."
     tool = f"{TASK_TOOL_NAMESPACE}{parts.separator}{task.id}"
-    return box.add(tool, description, _parameters(task.context_schema), _runner(parts, identity, spec, task))
+    return box.add(tool, description, _parameters(task.context_schema), _runner(parts, caller, spec, task))
 
 
-def _runner(parts: ConversationParts, identity: Identity, spec: RuntimeSpec, task: TaskDefinition) -> ToolHandler:
+def _runner(parts: ConversationParts, caller: Caller, spec: RuntimeSpec, task: TaskDefinition) -> ToolHandler:
+    """The run's identity opens the child session; the run's tag goes with it into every inner call's audit record."""
+    identity = caller.identity
+
     async def run_task(context: dict[str, Any]) -> Outcome:
         try:
             _, session = await parts.sessions.create(identity, task.id, context)
         except GatewayError as exc:
             details = f": {json.dumps(exc.details)}" if exc.details else ""
             return failed(f"{exc.message}{details}")
-        child = Caller(identity=identity, session=session, task=task)
+        child = Caller(identity=identity, session=session, task=task, run=caller.run)
         box = ToolBox(parts.redact_keys)
         add_mcp_tools(box, parts.proxy, parts.catalog, child, None)
         child_spec = replace(spec, instruction=task_instruction(spec, task), task_tools=(), mcp_servers=(), skills=())
