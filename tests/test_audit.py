@@ -97,6 +97,9 @@ def test_record_is_logged_as_one_json_line_with_redacted_args(caplog: pytest.Log
         "method": "tools/call",
         "resource": None,
         "prompt": None,
+        "run_id": None,
+        "agent_id": None,
+        "agent_revision": None,
     }
 
 
