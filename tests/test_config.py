@@ -297,3 +297,14 @@ def test_task_budgets_are_parsed_and_checked() -> None:
         "tasks[0].budgets.tools.x: must be a whole number of calls (0 or more), got -1",
         "tasks[0].budgets.totalCalls: must be an integer, got str",
     ]
+
+
+def test_task_instruction_and_output_schema_are_parsed_and_the_schema_checked() -> None:
+    task = {"name": "lookup", "instruction": "Answer in JSON.", "outputSchema": {"type": "object"}}
+    parsed = parse_config({"tasks": [task]}).tasks[0]
+    assert (parsed.instruction, parsed.output_schema) == ("Answer in JSON.", {"type": "object"})
+    problems = problems_of(
+        {"tasks": [{"name": "t", "outputSchema": {"type": "text"}}, {"name": "u", "outputSchema": 1}]}
+    )
+    assert problems[0].startswith("tasks[0].outputSchema: is not a valid JSON Schema")
+    assert problems[1] == "tasks[1].outputSchema: must be a JSON Schema object"

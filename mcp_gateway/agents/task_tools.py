@@ -3,9 +3,10 @@
 Calling a task tool opens a child task session exactly as ``POST /v1/tasks/sessions`` would (the context is
 validated against the task's ``contextSchema``, the identity must be allowed to start the task), then runs a
 conversation whose tools are what that session may see, under it: the task's ``allowedTools`` and the CEL policies
-reading ``task.context`` apply to every inner call. The child's final answer is the tool result; the child session
-is revoked when the sub-conversation ends. Listing a task in ``taskTools`` is what grants its tools to the agent, so
-they are not intersected with the revision's ``mcpServers``.
+reading ``task.context`` apply to every inner call. The task's own ``instruction`` joins the sub-conversation's
+system prompt; its final answer is the tool result, held to the task's ``outputSchema`` when it has one
+(``task_output.py``). The child session is revoked when the sub-conversation ends. Listing a task in ``taskTools``
+is what grants its tools to the agent, so they are not intersected with the revision's ``mcpServers``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mcp_gateway.agents.definitions import RuntimeSpec
 from mcp_gateway.agents.mcp_tools import add_mcp_tools
 from mcp_gateway.agents.models import ModelClients, ModelFailure
 from mcp_gateway.agents.records import TurnRecord
+from mcp_gateway.agents.task_output import check_output, output_prompt
 from mcp_gateway.agents.toolbox import Outcome, ToolBox, ToolHandler, failed
 from mcp_gateway.config import TaskDefinition
 from mcp_gateway.errors import GatewayError
@@ -57,10 +59,17 @@ def _parameters(schema: Mapping[str, Any] | bool) -> dict[str, Any]:
 
 
 def task_instruction(parent: RuntimeSpec, task: TaskDefinition) -> str:
-    return (
-        f"{parent.instruction}\n\nYou are now performing the task {task.name!r} (id {task.id!r}). The user message "
-        "is the task's context as JSON. Use the tools you have; your final answer is the task's result."
-    )
+    """The sub-conversation's system prompt: the agent's instruction, then the task's own, then its output's form."""
+    parts = [
+        parent.instruction,
+        f"You are now performing the task {task.name!r} (id {task.id!r}). The user message is the task's context as "
+        "JSON. Use the tools you have; your final answer is the task's result.",
+    ]
+    if task.instruction:
+        parts.append(task.instruction)
+    if task.output_schema is not None:
+        parts.append(output_prompt(task.output_schema))
+    return "\n\n".join(parts)
 
 
 def add_task_tools(box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec) -> None:
@@ -112,6 +121,9 @@ def _runner(parts: ConversationParts, caller: Caller, spec: RuntimeSpec, task: T
         if ending is None or ending.status != "completed":
             status = ending.status if ending else "ended"
             outcome = failed(f"task {task.id!r} {status}: {ending.error if ending else ''}")
+        elif task.output_schema is not None:
+            checked = check_output(ending.output or "", task.output_schema)
+            outcome = failed(checked.problem) if checked.problem is not None else Outcome(checked.text or "")
         else:
             outcome = Outcome(ending.output or "")
         return replace(outcome, task_session_id=session.token_id, turns=tuple(turns))
