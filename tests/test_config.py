@@ -28,6 +28,15 @@ def test_example_config_loads() -> None:
     assert config.tasks[0].id == "resolve-ticket"
 
 
+def test_example_config_has_a_model_at_openai_base_url_and_an_agent() -> None:
+    example = REPO / "configs" / "example.yaml"
+    fresh = load_config(example, env={})
+    assert fresh.models[0].base_url == "https://api.openai.com/v1"
+    assert [agent.fields.name for agent in fresh.agents] == ["ticket-helper"]
+    local = load_config(example, env={"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert local.models[0].base_url == "http://127.0.0.1:11434/v1"
+
+
 def test_every_problem_is_reported_with_its_path() -> None:
     problems = problems_of(
         {
