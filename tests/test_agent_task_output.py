@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agents_harness import agent_config, auth, create_agent
+from tests.agents_harness import ADMIN_KEY, agent_config, auth, create_agent
 from tests.harness import BASE_CONFIG, DEMO_KEY, serve_gateway
 from tests.llm_server import ScriptedModels, answer, serve_models, tool_call
 
@@ -32,9 +32,9 @@ async def setup() -> AsyncIterator[tuple[str, ScriptedModels]]:
         yield base_url, models
 
 
-async def run_ticket_agent(base_url: str) -> Any:
+async def run_ticket_agent(base_url: str, task_id: str = "resolve-ticket") -> Any:
     async with httpx.AsyncClient(timeout=30) as http:
-        agent = await create_agent(http, base_url, taskTools=["resolve-ticket"], mcpServers=[])
+        agent = await create_agent(http, base_url, taskTools=[task_id], mcpServers=[])
         response = await http.post(
             f"{base_url}/v1/agents/{agent['id']}/runs?wait=true", json={"input": "T-9?"}, headers=auth(DEMO_KEY)
         )
@@ -88,3 +88,34 @@ async def test_output_that_misses_the_schema_is_an_error_result_the_model_recove
     (schema_miss,) = tool_messages(after_first)
     assert schema_miss.startswith("Error: the task's answer does not meet its outputSchema: /tier:")
     assert tool_messages(after_second)[1].startswith("Error: the task's answer is not the JSON its outputSchema")
+
+
+async def test_a_task_created_over_the_api_runs_as_a_task_tool_with_its_instruction_and_schema(
+    setup: tuple[str, ScriptedModels],
+) -> None:
+    base_url, models = setup
+    task = {
+        "id": "echo-back",
+        "name": "Echo back",
+        "allowedTools": ["demo__echo"],
+        "contextSchema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+        "instruction": "Echo the text once.",
+        "outputSchema": {"type": "object", "required": ["echoed"]},
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        created = await http.post(f"{base_url}/v1/tasks", json=task, headers=auth(ADMIN_KEY))
+    assert created.status_code == 201, created.text
+    models.script(
+        "primary-model",
+        tool_call("tasks__echo-back", text="hi"),
+        tool_call("demo__echo", text="hi"),
+        answer('{"echoed": "hi"}'),
+        answer("Echoed hi."),
+    )
+    record = await run_ticket_agent(base_url, "echo-back")
+    assert (record["status"], record["output"]) == ("completed", "Echoed hi.")
+    _, child_first, child_second, parent_last = models.requests
+    assert "Echo the text once." in child_first["messages"][0]["content"]
+    assert [t["function"]["name"] for t in child_first["tools"]] == ["demo__echo"]
+    assert tool_messages(child_second) == ["hi"]
+    assert tool_messages(parent_last) == ['{"echoed":"hi"}']

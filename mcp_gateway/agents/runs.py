@@ -187,7 +187,7 @@ class AgentRuns:
         ending = Ending("cancelled", error="the run was cancelled")
         try:
             with scope:
-                conversation = self._conversation(prepared)
+                conversation = await self._conversation(prepared)
                 async for turn in conversation.turns():
                     record = _with_turn(record, turn)
                     if await self._runs.cancel_requested(record.id):
@@ -214,13 +214,13 @@ class AgentRuns:
             done.set()
         return record
 
-    def _conversation(self, prepared: PreparedRun) -> Conversation | Sequence:
+    async def _conversation(self, prepared: PreparedRun) -> Conversation | Sequence:
         parts, spec, caller = self._parts, prepared.spec, prepared.caller
         if spec.mode == "sequential":
             return Sequence(spec, parts, caller, prepared.record.input)
         tools = ToolBox(parts.redact_keys)
         add_mcp_tools(tools, parts.proxy, parts.catalog, caller, spec.mcp_servers)
-        add_task_tools(tools, parts, caller, spec)
+        await add_task_tools(tools, parts, caller, spec)
         return Conversation(spec, parts.models, tools, prepared.record.input)
 
     async def _finish(self, prepared: PreparedRun, record: RunRecord) -> None:

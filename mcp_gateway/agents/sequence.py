@@ -37,9 +37,9 @@ class Sequence:
     async def turns(self) -> AsyncIterator[TurnRecord]:
         output: str | None = None
         for task_id in self._spec.task_tools:
-            task = self._parts.tasks.get(task_id)
+            task = await self._parts.task(task_id)
             if task is None:
-                self.ending = Ending("failed", error=f"task {task_id!r} is no longer configured")
+                self.ending = Ending("failed", error=f"task {task_id!r} no longer exists")
                 return
             box = ToolBox(self._parts.redact_keys)
             function = add_task_tool(box, self._parts, self._caller, self._spec, task)

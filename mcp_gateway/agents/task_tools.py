@@ -30,6 +30,7 @@ from mcp_gateway.config import TaskDefinition
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.proxy import Caller, Proxy
 from mcp_gateway.sessions import TaskSessions
+from mcp_gateway.task_definitions import TaskDefinitions
 from mcp_gateway.upstreams.catalog import Catalog
 
 logger = logging.getLogger(__name__)
@@ -45,10 +46,15 @@ class ConversationParts:
     proxy: Proxy
     catalog: Callable[[], Catalog]
     sessions: TaskSessions
-    tasks: Mapping[str, TaskDefinition]
+    definitions: TaskDefinitions
     models: ModelClients
     redact_keys: tuple[str, ...]
     separator: str
+
+    async def task(self, task_id: str) -> TaskDefinition | None:
+        """The task as it is now, from config or ``/v1/tasks``; None once it was deleted."""
+        compiled = await self.definitions.current(task_id)
+        return compiled.definition if compiled is not None else None
 
 
 def _parameters(schema: Mapping[str, Any] | bool) -> dict[str, Any]:
@@ -72,10 +78,10 @@ def task_instruction(parent: RuntimeSpec, task: TaskDefinition) -> str:
     return "\n\n".join(parts)
 
 
-def add_task_tools(box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec) -> None:
-    """Every task of ``taskTools`` still in config; one removed since the revision was written may not run."""
+async def add_task_tools(box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec) -> None:
+    """Every task of ``taskTools`` that still exists; one deleted since the revision was written may not run."""
     for task_id in spec.task_tools:
-        task = parts.tasks.get(task_id)
+        task = await parts.task(task_id)
         if task is not None:
             add_task_tool(box, parts, caller, spec, task)
 
