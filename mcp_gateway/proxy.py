@@ -125,7 +125,7 @@ class AgentToolset(Protocol):
     def prefix(self) -> str: ...
 
     async def definitions(self) -> Sequence[dict[str, Any]]:
-        """Every live agent's tool, sorted by name, before visibility."""
+        """Every live agent's tool, sorted by name, before visibility; the same sequence until the agents change."""
         ...
 
     async def runnable(self, caller: Caller, name: str) -> bool:
@@ -209,6 +209,9 @@ class Proxy:
         self._lists: dict[tuple[str, int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
         self._param_header_tools: dict[tuple[int, str], bool] = {}
         self._agents: AgentToolset | None = None
+        self._agent_lists: dict[
+            tuple[int, tuple[str, ...] | None], tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]
+        ] = {}
 
     @property
     def visibility(self) -> Visibility:
@@ -277,11 +280,24 @@ class Proxy:
         self._reject_cursor(params)
         tools = self.visible_tools(caller)
         if self._agents is not None:
-            patterns = caller.patterns
-            agents = [t for t in await self._agents.definitions() if self._visibility.allows(patterns, t["name"])]
-            if agents:
-                tools = sorted([*tools, *agents], key=lambda tool: str(tool["name"]))
+            tools = self._with_agent_tools(caller, tools, await self._agents.definitions())
         return {"tools": tools}
+
+    def _with_agent_tools(
+        self, caller: Caller, tools: list[dict[str, Any]], agents: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``tools`` and the agents' tools the caller may see, sorted by name; memoised per catalog snapshot, pattern
+        list and agent list (the toolset hands out one sequence until the agents change; a new one is merged anew)."""
+        key = (self._catalog().version, caller.patterns)
+        memo = self._agent_lists.get(key)
+        if memo is not None and memo[0] is agents:
+            return memo[1]
+        visible = [tool for tool in agents if self._visibility.allows(caller.patterns, tool["name"])]
+        merged = sorted([*tools, *visible], key=lambda tool: str(tool["name"])) if visible else tools
+        if len(self._agent_lists) > 1024:
+            self._agent_lists.clear()
+        self._agent_lists[key] = (agents, merged)
+        return merged
 
     async def call_tool(self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK) -> dict[str, Any]:
         name = _require_str(params, "name")
