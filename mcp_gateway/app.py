@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.agents.api import AgentsApi
+from mcp_gateway.agents.mcp_tool import agent_tools_served
 from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
@@ -240,7 +241,11 @@ def create_app(config: GatewayConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running_gateway(config) as gateway, running_agents(gateway) as running:
+        async with (
+            running_gateway(config) as gateway,
+            running_agents(gateway) as running,
+            agent_tools_served(running),
+        ):
             routes.bind(gateway)
             agents.bind(running)
             yield

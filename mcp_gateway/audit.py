@@ -43,6 +43,15 @@ _DROP_WARNING_EVERY = 1000
 
 
 @dataclass(frozen=True)
+class RunTag:
+    """The Task Agent run a call is made for: which run, of which agent, on which revision."""
+
+    run_id: str
+    agent_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     """One decision. ``outcome`` is "denied", "ok", "tool_error", "input_required", "upstream_error",
     "upstream_unavailable", "invalid_params" (the arguments could not be encoded for the upstream, so nothing was
@@ -53,6 +62,9 @@ class AuditRecord:
     record reads back as a ``tools/call``. ``tool`` is "" on a record of another method, so readers that select by
     tool name keep seeing only tool calls; ``resource`` holds the URI (``resources/read``, ``ref/resource``
     completions), ``prompt`` the exposed prompt name (``prompts/get``, ``ref/prompt`` completions).
+
+    ``run_id``, ``agent_id`` and ``agent_revision`` (later still, so also defaulted) name the Task Agent run that made
+    the call, or that the call of an ``agents__{name}`` tool started; None for a call no run made.
     """
 
     time: str
@@ -70,6 +82,9 @@ class AuditRecord:
     method: str = "tools/call"
     resource: str | None = None
     prompt: str | None = None
+    run_id: str | None = None
+    agent_id: str | None = None
+    agent_revision: int | None = None
 
     @classmethod
     def begin(
@@ -85,6 +100,7 @@ class AuditRecord:
         method: str = "tools/call",
         resource: str | None = None,
         prompt: str | None = None,
+        run: RunTag | None = None,
         now: datetime | None = None,
     ) -> AuditRecord:
         """A record stamped at decision time; :meth:`finish` fills in what forwarding the call showed."""
@@ -104,9 +120,22 @@ class AuditRecord:
             method=method,
             resource=resource,
             prompt=prompt,
+            run_id=run.run_id if run else None,
+            agent_id=run.agent_id if run else None,
+            agent_revision=run.revision if run else None,
         )
 
-    def finish(self, *, outcome: str, latency_ms: float | None) -> AuditRecord:
+    def finish(self, *, outcome: str, latency_ms: float | None, run: RunTag | None = None) -> AuditRecord:
+        """The record with what forwarding showed; ``run``: the run the call started (an agent tool's call)."""
+        if run is not None:
+            return dataclasses.replace(
+                self,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                run_id=run.run_id,
+                agent_id=run.agent_id,
+                agent_revision=run.revision,
+            )
         return dataclasses.replace(self, outcome=outcome, latency_ms=latency_ms)
 
     def to_json(self, args: Mapping[str, Any] | None = None, *, ascii_only: bool = False) -> str:

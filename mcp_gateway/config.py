@@ -180,6 +180,10 @@ class TaskDefinition:
     allowed_prompts: tuple[str, ...] | None = None
     startable_by: StartableBy | None = None
     budgets: TaskBudgets | None = None
+    # Used when a Task Agent runs the task as a tool: added to the sub-conversation's system prompt, and the JSON
+    # Schema the sub-conversation's answer must meet (else the agent's model gets an error result).
+    instruction: str | None = None
+    output_schema: Mapping[str, Any] | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -758,6 +762,8 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: froze
             "allowedPrompts",
             "startableBy",
             "budgets",
+            "instruction",
+            "outputSchema",
         },
         path,
     )
@@ -770,6 +776,12 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: froze
         schema = {}
     elif problem := _schema_problem(schema):
         r.fail(f"{path}.contextSchema", f"is not a valid JSON Schema: {problem}")
+    output_schema = data.get("outputSchema")
+    if output_schema is not None and not isinstance(output_schema, dict | bool):
+        r.fail(f"{path}.outputSchema", "must be a JSON Schema object")
+        output_schema = None
+    elif output_schema is not None and (problem := _schema_problem(output_schema)):
+        r.fail(f"{path}.outputSchema", f"is not a valid JSON Schema: {problem}")
     return TaskDefinition(
         id=r.string(data, "id", path, default=name) or name,
         name=name,
@@ -780,6 +792,8 @@ def _parse_task(r: _Reader, data: dict[str, Any], path: str, identity_ids: froze
         allowed_prompts=r.string_list(data, "allowedPrompts", path),
         startable_by=_parse_startable_by(r, data.get("startableBy"), f"{path}.startableBy", identity_ids),
         budgets=_parse_budgets(r, data.get("budgets"), f"{path}.budgets"),
+        instruction=r.optional_string(data, "instruction", path),
+        output_schema=cast("dict[str, Any] | bool | None", output_schema),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from mcp_gateway.agents.registry import CACHED_KEY_PREFIXES as AGENT_PREFIXES
 from mcp_gateway.audit import AuditLog
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.bridge import InputBridge
@@ -105,8 +106,8 @@ class Gateway:
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     policies = PolicyEngine.compile(config.policies)
-    # Read on every request: task-session records and legacy MCP sessions.
-    cached = (*CACHED_KEY_PREFIXES, *TASK_DEFINITION_PREFIXES, SESSION_KEY_PREFIX)
+    # Read on every request: task-session records, task versions, legacy MCP sessions; by every tools/list: agents.
+    cached = (*CACHED_KEY_PREFIXES, *TASK_DEFINITION_PREFIXES, SESSION_KEY_PREFIX, *AGENT_PREFIXES)
     store = open_store(config.store_url, config.store_prefix, cached_prefixes=cached)
     if config.store_url.startswith("memory://"):
         logger.warning(

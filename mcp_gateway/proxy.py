@@ -12,16 +12,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.inbound import x_mcp_header_map
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
-from mcp_gateway.audit import AuditLog, AuditRecord
+from mcp_gateway.audit import AuditLog, AuditRecord, RunTag
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
 from mcp_gateway.encoded_lists import EncodedList
@@ -51,6 +51,8 @@ class Caller:
     identity: Identity
     session: TaskSession | None = None
     task: TaskDefinition | None = None
+    run: RunTag | None = None
+    """The Task Agent run making the call (its audit records name it); None for a client's own call."""
 
     @property
     def patterns(self) -> tuple[str, ...] | None:
@@ -97,6 +99,41 @@ class ClientLink:
 
 
 NO_LINK = ClientLink()
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """A call of an agent's tool whose run is ready (recorded, its task session open) but not yet started."""
+
+    run: RunTag | None
+    """The run it starts, for its audit record; None when the input was refused (``answer`` says why)."""
+    answer: Callable[[ProgressSink | None], Awaitable[dict[str, Any]]]
+    """Runs the agent to the end, telling ``progress`` of each turn; cancelling it cancels the run."""
+
+
+class AgentToolset(Protocol):
+    """The Task Agents as MCP tools ``agents{separator}{name}`` (``agents/mcp_tool.py``), served beside the upstreams'.
+
+    The proxy keeps the rules: it filters their definitions by visibility, and judges (CEL policies, with
+    ``request.tool.upstream`` the namespace), charges (limits) and audits a call to one exactly like a call to an
+    upstream's tool. The toolset knows only agents: which exist, and how to run one as its caller.
+    """
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    async def definitions(self) -> Sequence[dict[str, Any]]:
+        """Every live agent's tool, sorted by name, before visibility; the same sequence until the agents change."""
+        ...
+
+    async def runnable(self, caller: Caller, name: str) -> bool:
+        """Whether the tool ``name`` names a live agent this caller may run."""
+        ...
+
+    async def prepare(self, caller: Caller, name: str, arguments: dict[str, Any]) -> AgentCall: ...
 
 
 def forwarded_params(params: Mapping[str, Any], **replace: Any) -> dict[str, Any]:
@@ -172,10 +209,18 @@ class Proxy:
         # (list kind, catalog version, pattern list) -> that list filtered for those patterns.
         self._lists: dict[tuple[str, int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
         self._param_header_tools: dict[tuple[int, str], bool] = {}
+        self._agents: AgentToolset | None = None
+        self._agent_lists: dict[
+            tuple[int, tuple[str, ...] | None], tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]
+        ] = {}
 
     @property
     def visibility(self) -> Visibility:
         return self._visibility
+
+    def serve_agents(self, agents: AgentToolset | None) -> None:
+        """List and call the Task Agents' tools from now on (they start after the proxy); None: stop."""
+        self._agents = agents
 
     def visible_tools(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's filtered tool list, memoised per catalog snapshot and pattern list; it keeps its JSON
@@ -237,13 +282,34 @@ class Proxy:
 
     async def list_tools(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
-        return {"tools": self.visible_tools(caller)}
+        tools = self.visible_tools(caller)
+        if self._agents is not None:
+            tools = self._with_agent_tools(caller, tools, await self._agents.definitions())
+        return {"tools": tools}
+
+    def _with_agent_tools(
+        self, caller: Caller, tools: list[dict[str, Any]], agents: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``tools`` and the agents' tools the caller may see, sorted by name; memoised per catalog snapshot, pattern
+        list and agent list (the toolset hands out one sequence until the agents change; a new one is merged anew)."""
+        key = (self._catalog().version, caller.patterns)
+        memo = self._agent_lists.get(key)
+        if memo is not None and memo[0] is agents:
+            return memo[1]
+        visible = [tool for tool in agents if self._visibility.allows(caller.patterns, tool["name"])]
+        merged = sorted([*tools, *visible], key=lambda tool: str(tool["name"])) if visible else tools
+        if len(self._agent_lists) > 1024:
+            self._agent_lists.clear()
+        self._agent_lists[key] = (agents, merged)
+        return merged
 
     async def call_tool(self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK) -> dict[str, Any]:
         name = _require_str(params, "name")
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
+        if self._agents is not None and name.startswith(self._agents.prefix):
+            return await self._call_agent(self._agents, caller, name, cast(dict[str, Any], arguments), link)
         catalog = self._catalog()
         entry = catalog.tool(name)
         visible = self._visibility.allows(caller.patterns, name)
@@ -260,6 +326,7 @@ class Proxy:
             upstream=entry.upstream_name,
             args=args,
             decision=decision,
+            run=caller.run,
         )
         if not decision.allowed:
             if self._bridge is not None:
@@ -285,6 +352,58 @@ class Proxy:
 
         params = forwarded_params(params, name=entry.original_name)
         return await self._forward_recorded(caller, entry.connection, params, link, record)
+
+    async def _call_agent(
+        self, agents: AgentToolset, caller: Caller, name: str, args: dict[str, Any], link: ClientLink
+    ) -> dict[str, Any]:
+        """Run an agent as the caller: visibility, policies, limits and audit as for any tool, then the run itself.
+
+        The audit record names the run the call started; its latency is the whole run's.
+        """
+        if not self._visibility.allows(caller.patterns, name) or not await agents.runnable(caller, name):
+            raise _unknown_tool(name)
+        upstream = agents.namespace
+        decision = await self._judge_call(caller, name, upstream, args)
+        record = AuditRecord.begin(
+            identity=caller.identity.id,
+            task_session_id=caller.session.token_id if caller.session else None,
+            task_name=caller.task.name if caller.task else None,
+            tool=name,
+            upstream=upstream,
+            args=args,
+            decision=decision,
+            run=caller.run,
+        )
+        if not decision.allowed:
+            self._metrics.tool_calls.labels(upstream, "deny", "denied").inc()
+            self._audit.record(record.finish(outcome="denied", latency_ms=None))
+            return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
+        if self._limiter is not None:
+            refusal = await self._limiter.charge_call(caller.identity, caller.session, caller.task, name, upstream)
+            if refusal is not None:
+                self._metrics.tool_calls.labels(upstream, "deny", refusal.outcome).inc()
+                denied = dataclasses.replace(record, decision="deny", reason=refusal.message)
+                self._audit.record(denied.finish(outcome=refusal.outcome, latency_ms=None))
+                raise refusal.rpc_error()
+        started = time.perf_counter()
+        outcome = "ok"
+        call: AgentCall | None = None
+        try:
+            call = await agents.prepare(caller, name, args)
+            result = await call.answer(link.progress)
+            if result.get("isError") is True:
+                outcome = "tool_error"
+            return result
+        except Exception:
+            outcome = "error"
+            raise
+        except BaseException:
+            outcome = "cancelled"
+            raise
+        finally:
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            self._audit.record(record.finish(outcome=outcome, latency_ms=latency_ms, run=call.run if call else None))
+            self._metrics.tool_calls.labels(upstream, "allow", outcome).inc()
 
     async def _judge_call(self, caller: Caller, name: str, upstream: str, args: dict[str, Any]) -> Decision:
         """The policies' verdict on a tool call; their ``session`` (the session's call counts) is read from the
@@ -423,6 +542,7 @@ class Proxy:
             method=method,
             resource=resource,
             prompt=prompt,
+            run=caller.run,
         )
 
     async def _forward(

@@ -88,6 +88,8 @@ class CompiledTask:
             "startableBy": None
             if startable is None
             else {"identities": sorted(startable.identities), "labels": dict(startable.labels)},
+            "instruction": task.instruction,
+            "outputSchema": task.output_schema,
             "source": self.source,
             "version": self.version,
             "modified": None if self.modified is None else _timestamp(self.modified),
@@ -114,6 +116,9 @@ def _from_document(raw: bytes) -> CompiledTask:
             startable_by=None
             if startable is None
             else StartableBy(identities=frozenset(startable["identities"]), labels=dict(startable["labels"])),
+            # Versions written before tasks had these read back without them.
+            instruction=doc.get("instruction"),
+            output_schema=doc.get("outputSchema"),
         )
         modified = datetime.fromisoformat(str(doc["modified"]).replace("Z", "+00:00"))
         return CompiledTask.compile(definition, "api", int(doc["version"]), modified)

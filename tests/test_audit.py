@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mcp_gateway.audit import AuditLog, AuditRecord, read_recent
+from mcp_gateway.audit import AuditLog, AuditRecord, RunTag, read_recent
 from mcp_gateway.audit_args import MAX_DEPTH, REDACTED, ArgumentFilter
 from mcp_gateway.config import AuditConfig, parse_config
 from mcp_gateway.errors import RpcError
@@ -97,6 +97,9 @@ def test_record_is_logged_as_one_json_line_with_redacted_args(caplog: pytest.Log
         "method": "tools/call",
         "resource": None,
         "prompt": None,
+        "run_id": None,
+        "agent_id": None,
+        "agent_revision": None,
     }
 
 
@@ -139,6 +142,30 @@ def test_a_record_written_before_methods_were_audited_reads_back_as_a_tool_call(
     parsed = AuditRecord.from_json(json.dumps(old))
     assert parsed.method == "tools/call"
     assert (parsed.tool, parsed.resource, parsed.prompt) == ("crm__get_customer", None, None)
+
+
+def test_a_record_written_before_agent_runs_were_audited_reads_back_without_a_run() -> None:
+    old = json.loads(record(customer_id="c-1").finish(outcome="ok", latency_ms=1.0).to_json())
+    for added in ("run_id", "agent_id", "agent_revision"):
+        del old[added]
+    parsed = AuditRecord.from_json(json.dumps(old))
+    assert (parsed.run_id, parsed.agent_id, parsed.agent_revision) == (None, None, None)
+
+
+def test_a_call_made_by_an_agent_run_names_the_run_and_revision() -> None:
+    made = AuditRecord.begin(
+        identity="alice",
+        task_session_id=None,
+        task_name=None,
+        tool="crm__get_customer",
+        upstream="crm",
+        args={},
+        decision=ALLOWED,
+        run=RunTag("run_1", "ag_1", 3),
+    ).finish(outcome="ok", latency_ms=1.0)
+    data = json.loads(made.to_json())
+    assert (data["run_id"], data["agent_id"], data["agent_revision"]) == ("run_1", "ag_1", 3)
+    assert AuditRecord.from_json(made.to_json()) == made
 
 
 def test_a_resource_read_record_names_method_and_uri_and_leaves_tool_empty() -> None:

@@ -91,6 +91,17 @@ async def test_clash_through_the_separator_is_caught() -> None:
             build_catalog([short, long])
 
 
+async def test_unprefixed_tool_in_the_agents_namespace_is_a_clash() -> None:
+    squatter = UpstreamConnection(script_stdio("squatter", RAW_SERVER, "agents__helper", prefix=False))
+    async with running(squatter):
+        with pytest.raises(NameClashError) as caught:
+            build_catalog([squatter])
+    assert caught.value.problems == [
+        "tool name 'agents__helper' of upstream 'squatter' is in the gateway's own namespace 'agents'; "
+        "set prefix: true on it"
+    ]
+
+
 async def test_resource_listed_by_two_upstreams_goes_to_the_first_in_config(caplog: pytest.LogCaptureFixture) -> None:
     first, second = UpstreamConnection(demo_stdio("first")), UpstreamConnection(demo_stdio("second"))
     async with running(first, second):

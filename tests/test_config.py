@@ -28,6 +28,15 @@ def test_example_config_loads() -> None:
     assert config.tasks[0].id == "resolve-ticket"
 
 
+def test_example_config_has_a_model_at_openai_base_url_and_an_agent() -> None:
+    example = REPO / "configs" / "example.yaml"
+    fresh = load_config(example, env={})
+    assert fresh.models[0].base_url == "https://api.openai.com/v1"
+    assert [agent.fields.name for agent in fresh.agents] == ["ticket-helper"]
+    local = load_config(example, env={"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert local.models[0].base_url == "http://127.0.0.1:11434/v1"
+
+
 def test_every_problem_is_reported_with_its_path() -> None:
     problems = problems_of(
         {
@@ -297,3 +306,14 @@ def test_task_budgets_are_parsed_and_checked() -> None:
         "tasks[0].budgets.tools.x: must be a whole number of calls (0 or more), got -1",
         "tasks[0].budgets.totalCalls: must be an integer, got str",
     ]
+
+
+def test_task_instruction_and_output_schema_are_parsed_and_the_schema_checked() -> None:
+    task = {"name": "lookup", "instruction": "Answer in JSON.", "outputSchema": {"type": "object"}}
+    parsed = parse_config({"tasks": [task]}).tasks[0]
+    assert (parsed.instruction, parsed.output_schema) == ("Answer in JSON.", {"type": "object"})
+    problems = problems_of(
+        {"tasks": [{"name": "t", "outputSchema": {"type": "text"}}, {"name": "u", "outputSchema": 1}]}
+    )
+    assert problems[0].startswith("tasks[0].outputSchema: is not a valid JSON Schema")
+    assert problems[1] == "tasks[1].outputSchema: must be a JSON Schema object"

@@ -86,6 +86,20 @@ async def test_context_schema_that_is_not_a_json_schema_is_422_with_pointers_int
     assert (await call("GET", f"{gateway}/v1/tasks/echoer")).status_code == 404
 
 
+async def test_output_schema_that_is_not_a_json_schema_is_422_with_pointers_into_it(gateway: str) -> None:
+    bad = echo_task(instruction="Answer in JSON.", outputSchema={"type": "object", "required": "topic"})
+    answer = await call("POST", f"{gateway}/v1/tasks", json=bad)
+    assert answer.status_code == 422
+    assert [d["pointer"] for d in answer.json()["details"]] == ["/outputSchema/required"]
+
+
+async def test_instruction_and_output_schema_are_kept_with_the_version(gateway: str) -> None:
+    task = echo_task(instruction="Answer in JSON.", outputSchema=NOTE)
+    assert (await call("POST", f"{gateway}/v1/tasks", json=task)).status_code == 201
+    read = (await call("GET", f"{gateway}/v1/tasks/echoer")).json()
+    assert (read["instruction"], read["outputSchema"]) == ("Answer in JSON.", NOTE)
+
+
 async def test_every_field_problem_is_listed_with_its_pointer(gateway: str) -> None:
     bad = echo_task(
         task_id="bad id", allowedTools=["demo__echo", 7], labels="x", startableBy={"identities": ["nobody"]}

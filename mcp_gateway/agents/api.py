@@ -82,7 +82,7 @@ class AgentsApi:
             agents = await self.agents.registry.list(include_deleted=include_deleted)
             return json_response({"agents": [await self._view(agent) for agent in agents]})
         await self._identity(request, manage=True)
-        fields, spec = parse_agent(await self._body(request), self.agents.rules())
+        fields, spec = parse_agent(await self._body(request), await self.agents.rules())
         agent, _ = await self.agents.registry.create(fields, spec)
         return json_response(await self._view(agent), 201, {"location": f"/v1/agents/{agent.id}"})
 
@@ -104,7 +104,7 @@ class AgentsApi:
             return json_response({"revisions": [revision.to_wire() for revision in revisions]})
         await self._identity(request, manage=True)
         await registry.get_live(agent_id)
-        spec, activate = parse_revision(await self._body(request), self.agents.rules())
+        spec, activate = parse_revision(await self._body(request), await self.agents.rules())
         revision = await registry.add_revision(agent_id, spec, activate=activate)
         return json_response({**revision.to_wire(), "active": activate}, 201)
 

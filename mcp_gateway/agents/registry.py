@@ -6,11 +6,15 @@ Key layout (before the store's own prefix)::
     agent-revision:{agentId}:{n}    ->  revision n, written once and never changed
     agent-name:{name}               ->  the agentId holding that name (claimed with SET NX: unique across replicas)
     agents                          ->  a stream of created agentIds, the listing index
+    agents-generation               ->  a random token, replaced whenever an agent is created or deleted
 
 Revision numbers are claimed with ``set_if_absent`` too, so two replicas adding a revision at once get 2 and 3,
 never two revision 2s. ``latestRevision`` on the agent record is only a hint: readers probe past it. The agent
 record itself is read-modify-write (last writer wins on activate/delete); it holds nothing a lost update could
 corrupt beyond which revision is active.
+
+The generation token is what lets every replica serve the agents' MCP tools (``tools/list``) without reading every
+agent per request: it is read through the store's coherent local copy, and the list is rebuilt only when it changed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ _NAME_KEY = "agent-name:"
 _INDEX_STREAM = "agents"
 _INDEX_MAXLEN = 1_000_000
 _INDEX_PAGE = 500
+GENERATION_KEY = "agents-generation"
+CACHED_KEY_PREFIXES = (GENERATION_KEY,)
+"""Read by every ``tools/list``: worth a coherent local copy (``Store.get_cached``)."""
 
 
 def _utcnow() -> datetime:
@@ -114,6 +121,7 @@ class AgentRegistry:
         except BaseException:
             await self._store.delete(_NAME_KEY + fields.name)
             raise
+        await self._new_generation()
         return agent, revision
 
     async def get(self, agent_id: str) -> Agent:
@@ -214,6 +222,19 @@ class AgentRegistry:
         agent = await self.get_live(agent_id)
         await self._save(replace(agent, is_deleted=True, modified=self._clock()))
         await self._store.delete(_NAME_KEY + agent.name)
+        await self._new_generation()
+
+    async def generation(self) -> bytes:
+        """A token that changes whenever the set of live agents does (on any replica)."""
+        raw = await self._store.get_cached(GENERATION_KEY)
+        if raw is None:
+            # A miss is never kept locally, so a store without a token gets one.
+            await self._store.set_if_absent(GENERATION_KEY, secrets.token_bytes(12), KEEP_SECONDS)
+            raw = await self._store.get(GENERATION_KEY)
+        return raw or b""
+
+    async def _new_generation(self) -> None:
+        await self._store.set(GENERATION_KEY, secrets.token_bytes(12), KEEP_SECONDS)
 
     async def _save(self, agent: Agent) -> None:
         await self._store.set(_AGENT_KEY + agent.id, _encode(agent.to_record()), KEEP_SECONDS)

@@ -1,10 +1,10 @@
 """Starting, running, reading and cancelling agent runs, always as the identity that asked.
 
-A run may start only if its caller may see the agent's tool (``agents{separator}{name}``) under its own
-``allowedTools``; otherwise the agent does not exist for it (404). With ``taskId`` the run opens a task session
-exactly as ``POST /v1/tasks/sessions`` would (same checks, same errors) and makes its tool calls under it; the
-session is revoked when the run ends. A run is recorded in the store from its first moment to its last, and its
-final record is written even when it is cancelled or the gateway shuts down.
+A run may start only if its caller may see the agent's tool (``agents{separator}{name}``) under its ``allowedTools``
+(its task session's, when the caller is bound to one); otherwise the agent does not exist for it (404). With
+``taskId`` the run opens a task session exactly as ``POST /v1/tasks/sessions`` would (same checks, same errors) and
+makes its tool calls under it; the session is revoked when the run ends. A run is recorded in the store from its
+first moment to its last, and its final record is written even when it is cancelled or the gateway shuts down.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from mcp_gateway.agents.run_store import RunStore
 from mcp_gateway.agents.sequence import Sequence
 from mcp_gateway.agents.task_tools import ConversationParts, add_task_tools
 from mcp_gateway.agents.toolbox import ToolBox
+from mcp_gateway.audit import RunTag
 from mcp_gateway.config import Identity
 from mcp_gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TaskRequired, describe
 from mcp_gateway.proxy import Caller, ProgressSink
@@ -67,7 +68,9 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedRun:
+    """A run that is recorded (``running``) and ready, its task session open; ``execute`` runs it."""
+
     record: RunRecord
     caller: Caller
     spec: RuntimeSpec
@@ -101,18 +104,9 @@ class AgentRuns:
 
     async def start(self, identity: Identity, agent_id: str, request: RunRequest) -> RunRecord:
         """Begin a run in the background; the record says ``running``."""
-        prepared = await self._prepare(Caller(identity=identity), agent_id, request)
-        self._background.start_soon(self._execute, prepared)
+        prepared = await self.prepare(Caller(identity=identity), agent_id, request)
+        self._background.start_soon(self.execute, prepared)
         return prepared.record
-
-    async def run(
-        self, caller: Caller, agent_id: str, request: RunRequest, progress: ProgressSink | None = None
-    ) -> RunRecord:
-        """Run to the end in the calling task (the MCP tool): cancelling the caller cancels the run.
-
-        ``progress`` hears of each finished turn (the caller asked for progress on its tool call).
-        """
-        return await self._execute(await self._prepare(caller, agent_id, request), progress)
 
     async def wait(self, run_id: str) -> None:
         """Until a run started on this replica has finished."""
@@ -143,16 +137,18 @@ class AgentRuns:
             local[0].cancel()
         return record
 
-    async def runnable(self, identity: Identity, agent_id: str) -> Agent:
-        """The live agent, if this identity may see its tool; otherwise it does not exist for it (404)."""
+    async def runnable(self, caller: Caller, agent_id: str) -> Agent:
+        """The live agent, if this caller may see its tool (its task's ``allowedTools`` when bound to a task session,
+        else its identity's); otherwise it does not exist for it (404)."""
         agent = await self._registry.get_live(agent_id)
-        if not self._parts.proxy.visibility.allows(identity.allowed_tools, self.tool_name(agent)):
+        if not self._parts.proxy.visibility.allows(caller.patterns, self.tool_name(agent)):
             raise NotFound(f"agent {agent_id!r} not found")
         return agent
 
-    async def _prepare(self, caller: Caller, agent_id: str, request: RunRequest) -> _Prepared:
+    async def prepare(self, caller: Caller, agent_id: str, request: RunRequest) -> PreparedRun:
+        """Record a new run on the agent's active revision, opening its task session when ``request`` names a task."""
         identity = caller.identity
-        agent = await self.runnable(identity, agent_id)
+        agent = await self.runnable(caller, agent_id)
         revision = await self._registry.revision(agent.id, agent.active_revision)
         if request.task_id is not None:
             token, _ = await self._parts.sessions.create(identity, request.task_id, request.context or {})
@@ -161,8 +157,11 @@ class AgentRuns:
             caller = Caller(identity=identity, session=session, task=task)
         elif caller.session is None and identity.require_task:
             raise TaskRequired(f"identity {identity.id!r} must run agents with a taskId")
+        run_id = RUN_ID_PREFIX + secrets.token_hex(12)
+        # Every call the run makes is audited with the run and the revision it runs on.
+        caller = replace(caller, run=RunTag(run_id, agent.id, revision.number))
         record = RunRecord(
-            id=RUN_ID_PREFIX + secrets.token_hex(12),
+            id=run_id,
             agent_id=agent.id,
             agent_name=agent.name,
             revision=revision.number,
@@ -176,15 +175,19 @@ class AgentRuns:
         )
         await self._runs.add(record)
         self._local[record.id] = (anyio.CancelScope(), anyio.Event())
-        return _Prepared(record, caller, revision.spec, opened_session=request.task_id is not None)
+        return PreparedRun(record, caller, revision.spec, opened_session=request.task_id is not None)
 
-    async def _execute(self, prepared: _Prepared, progress: ProgressSink | None = None) -> RunRecord:
+    async def execute(self, prepared: PreparedRun, progress: ProgressSink | None = None) -> RunRecord:
+        """Run to the end in the calling task: cancelling it cancels the run, and the record says so.
+
+        ``progress`` hears of each finished turn (an MCP caller asked for progress on its tool call).
+        """
         record = prepared.record
         scope, done = self._local[record.id]
         ending = Ending("cancelled", error="the run was cancelled")
         try:
             with scope:
-                conversation = self._conversation(prepared)
+                conversation = await self._conversation(prepared)
                 async for turn in conversation.turns():
                     record = _with_turn(record, turn)
                     if await self._runs.cancel_requested(record.id):
@@ -211,16 +214,16 @@ class AgentRuns:
             done.set()
         return record
 
-    def _conversation(self, prepared: _Prepared) -> Conversation | Sequence:
+    async def _conversation(self, prepared: PreparedRun) -> Conversation | Sequence:
         parts, spec, caller = self._parts, prepared.spec, prepared.caller
         if spec.mode == "sequential":
-            return Sequence(spec, parts, caller.identity, prepared.record.input)
+            return Sequence(spec, parts, caller, prepared.record.input)
         tools = ToolBox(parts.redact_keys)
         add_mcp_tools(tools, parts.proxy, parts.catalog, caller, spec.mcp_servers)
-        add_task_tools(tools, parts, caller.identity, spec)
+        await add_task_tools(tools, parts, caller, spec)
         return Conversation(spec, parts.models, tools, prepared.record.input)
 
-    async def _finish(self, prepared: _Prepared, record: RunRecord) -> None:
+    async def _finish(self, prepared: PreparedRun, record: RunRecord) -> None:
         try:
             await self._runs.save(record)
             session = prepared.caller.session

@@ -19,14 +19,14 @@ from mcp_gateway.agents.records import ToolCallRecord, TurnRecord
 from mcp_gateway.agents.task_tools import ConversationParts, add_task_tool
 from mcp_gateway.agents.toolbox import ToolBox
 from mcp_gateway.agents.validation import MAX_TURNS
-from mcp_gateway.config import Identity
+from mcp_gateway.proxy import Caller
 
 
 class Sequence:
-    def __init__(self, spec: RuntimeSpec, parts: ConversationParts, identity: Identity, user_input: str) -> None:
+    def __init__(self, spec: RuntimeSpec, parts: ConversationParts, caller: Caller, user_input: str) -> None:
         self._spec = spec
         self._parts = parts
-        self._identity = identity
+        self._caller = caller
         self._messages: list[Mapping[str, Any]] = [
             {"role": "system", "content": system_prompt(spec)},
             {"role": "user", "content": user_input},
@@ -37,12 +37,12 @@ class Sequence:
     async def turns(self) -> AsyncIterator[TurnRecord]:
         output: str | None = None
         for task_id in self._spec.task_tools:
-            task = self._parts.tasks.get(task_id)
+            task = await self._parts.task(task_id)
             if task is None:
-                self.ending = Ending("failed", error=f"task {task_id!r} is no longer configured")
+                self.ending = Ending("failed", error=f"task {task_id!r} no longer exists")
                 return
             box = ToolBox(self._parts.redact_keys)
-            function = add_task_tool(box, self._parts, self._identity, self._spec, task)
+            function = add_task_tool(box, self._parts, self._caller, self._spec, task)
             output = None
             while output is None:
                 if self._turn == (self._spec.max_turns or MAX_TURNS):

@@ -28,15 +28,16 @@ class Agents:
     registry: AgentRegistry
     runs: AgentRuns
 
-    def rules(self) -> DefinitionRules:
-        """What a definition may name right now: configured models and tasks, attached upstreams and their tools."""
+    async def rules(self) -> DefinitionRules:
+        """What a definition may name right now: configured models, the tasks of config and ``/v1/tasks``, attached
+        upstreams and their tools."""
         snapshot = self.gateway.catalog.snapshot()
         listed: dict[str, set[str]] = {}
         for entry in snapshot.tools():
             listed.setdefault(entry.upstream_name, set()).add(entry.original_name)
         return DefinitionRules(
             models=frozenset(model.id for model in self.gateway.config.models),
-            tasks=frozenset(task.id for task in self.gateway.config.tasks),
+            tasks=frozenset(task.definition.id for task in await self.gateway.definitions.all()),
             upstream_tools={
                 connection.name: frozenset(listed.get(connection.name, ())) if connection.ready else None
                 for connection in self.gateway.connections
@@ -55,7 +56,7 @@ async def running_agents(gateway: Gateway) -> AsyncIterator[Agents]:
                 proxy=gateway.proxy,
                 catalog=gateway.catalog.snapshot,
                 sessions=gateway.sessions,
-                tasks={task.id: task for task in config.tasks},
+                definitions=gateway.definitions,
                 models=models,
                 redact_keys=config.audit.redact_keys,
                 separator=config.server.tool_separator,

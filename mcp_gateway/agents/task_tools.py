@@ -3,9 +3,10 @@
 Calling a task tool opens a child task session exactly as ``POST /v1/tasks/sessions`` would (the context is
 validated against the task's ``contextSchema``, the identity must be allowed to start the task), then runs a
 conversation whose tools are what that session may see, under it: the task's ``allowedTools`` and the CEL policies
-reading ``task.context`` apply to every inner call. The child's final answer is the tool result; the child session
-is revoked when the sub-conversation ends. Listing a task in ``taskTools`` is what grants its tools to the agent, so
-they are not intersected with the revision's ``mcpServers``.
+reading ``task.context`` apply to every inner call. The task's own ``instruction`` joins the sub-conversation's
+system prompt; its final answer is the tool result, held to the task's ``outputSchema`` when it has one
+(``task_output.py``). The child session is revoked when the sub-conversation ends. Listing a task in ``taskTools``
+is what grants its tools to the agent, so they are not intersected with the revision's ``mcpServers``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from mcp_gateway.agents.definitions import RuntimeSpec
 from mcp_gateway.agents.mcp_tools import add_mcp_tools
 from mcp_gateway.agents.models import ModelClients, ModelFailure
 from mcp_gateway.agents.records import TurnRecord
+from mcp_gateway.agents.task_output import check_output, output_prompt
 from mcp_gateway.agents.toolbox import Outcome, ToolBox, ToolHandler, failed
-from mcp_gateway.config import Identity, TaskDefinition
+from mcp_gateway.config import TaskDefinition
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.proxy import Caller, Proxy
 from mcp_gateway.sessions import TaskSessions
+from mcp_gateway.task_definitions import TaskDefinitions
 from mcp_gateway.upstreams.catalog import Catalog
 
 logger = logging.getLogger(__name__)
@@ -43,10 +46,15 @@ class ConversationParts:
     proxy: Proxy
     catalog: Callable[[], Catalog]
     sessions: TaskSessions
-    tasks: Mapping[str, TaskDefinition]
+    definitions: TaskDefinitions
     models: ModelClients
     redact_keys: tuple[str, ...]
     separator: str
+
+    async def task(self, task_id: str) -> TaskDefinition | None:
+        """The task as it is now, from config or ``/v1/tasks``; None once it was deleted."""
+        compiled = await self.definitions.current(task_id)
+        return compiled.definition if compiled is not None else None
 
 
 def _parameters(schema: Mapping[str, Any] | bool) -> dict[str, Any]:
@@ -57,37 +65,47 @@ def _parameters(schema: Mapping[str, Any] | bool) -> dict[str, Any]:
 
 
 def task_instruction(parent: RuntimeSpec, task: TaskDefinition) -> str:
-    return (
-        f"{parent.instruction}\n\nYou are now performing the task {task.name!r} (id {task.id!r}). The user message "
-        "is the task's context as JSON. Use the tools you have; your final answer is the task's result."
-    )
+    """The sub-conversation's system prompt: the agent's instruction, then the task's own, then its output's form."""
+    parts = [
+        parent.instruction,
+        f"You are now performing the task {task.name!r} (id {task.id!r}). The user message is the task's context as "
+        "JSON. Use the tools you have; your final answer is the task's result.",
+    ]
+    if task.instruction:
+        parts.append(task.instruction)
+    if task.output_schema is not None:
+        parts.append(output_prompt(task.output_schema))
+    return "\n\n".join(parts)
 
 
-def add_task_tools(box: ToolBox, parts: ConversationParts, identity: Identity, spec: RuntimeSpec) -> None:
-    """Every task of ``taskTools`` still in config; one removed since the revision was written may not run."""
+async def add_task_tools(box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec) -> None:
+    """Every task of ``taskTools`` that still exists; one deleted since the revision was written may not run."""
     for task_id in spec.task_tools:
-        task = parts.tasks.get(task_id)
+        task = await parts.task(task_id)
         if task is not None:
-            add_task_tool(box, parts, identity, spec, task)
+            add_task_tool(box, parts, caller, spec, task)
 
 
 def add_task_tool(
-    box: ToolBox, parts: ConversationParts, identity: Identity, spec: RuntimeSpec, task: TaskDefinition
+    box: ToolBox, parts: ConversationParts, caller: Caller, spec: RuntimeSpec, task: TaskDefinition
 ) -> str:
     """Offer one task as a tool; return its function name."""
     description = f"Run the task {task.name!r} in its own task session; the arguments are its context."
     tool = f"{TASK_TOOL_NAMESPACE}{parts.separator}{task.id}"
-    return box.add(tool, description, _parameters(task.context_schema), _runner(parts, identity, spec, task))
+    return box.add(tool, description, _parameters(task.context_schema), _runner(parts, caller, spec, task))
 
 
-def _runner(parts: ConversationParts, identity: Identity, spec: RuntimeSpec, task: TaskDefinition) -> ToolHandler:
+def _runner(parts: ConversationParts, caller: Caller, spec: RuntimeSpec, task: TaskDefinition) -> ToolHandler:
+    """The run's identity opens the child session; the run's tag goes with it into every inner call's audit record."""
+    identity = caller.identity
+
     async def run_task(context: dict[str, Any]) -> Outcome:
         try:
             _, session = await parts.sessions.create(identity, task.id, context)
         except GatewayError as exc:
             details = f": {json.dumps(exc.details)}" if exc.details else ""
             return failed(f"{exc.message}{details}")
-        child = Caller(identity=identity, session=session, task=task)
+        child = Caller(identity=identity, session=session, task=task, run=caller.run)
         box = ToolBox(parts.redact_keys)
         add_mcp_tools(box, parts.proxy, parts.catalog, child, None)
         child_spec = replace(spec, instruction=task_instruction(spec, task), task_tools=(), mcp_servers=(), skills=())
@@ -109,6 +127,9 @@ def _runner(parts: ConversationParts, identity: Identity, spec: RuntimeSpec, tas
         if ending is None or ending.status != "completed":
             status = ending.status if ending else "ended"
             outcome = failed(f"task {task.id!r} {status}: {ending.error if ending else ''}")
+        elif task.output_schema is not None:
+            checked = check_output(ending.output or "", task.output_schema)
+            outcome = failed(checked.problem) if checked.problem is not None else Outcome(checked.text or "")
         else:
             outcome = Outcome(ending.output or "")
         return replace(outcome, task_session_id=session.token_id, turns=tuple(turns))

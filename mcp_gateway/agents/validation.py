@@ -1,6 +1,7 @@
 """Request bodies in, validated agent fields out, or every problem at once with its JSON pointer.
 
-Checked against what the gateway knows right now: the models and tasks in config, the upstreams attached, and
+Checked against what the gateway knows right now: the models in config, the tasks of config and ``/v1/tasks``, the
+upstreams attached, and
 (for an upstream that is connected) the tools it actually lists. A definition that names something unknown is
 refused whole (422), so a stored revision always refers to things that existed when it was written.
 """

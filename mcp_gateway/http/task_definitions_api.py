@@ -6,7 +6,8 @@ identity reads exactly the tasks it may start (``scopes.may_start``); any other 
 exist. Config-declared tasks are listed with ``source: config`` and are read-only (409).
 
 A body is checked in full before anything is written: every problem comes back at once with its JSON pointer (422),
-and ``contextSchema`` is checked against its own meta-schema so each violation points into the schema.
+and ``contextSchema`` and ``outputSchema`` are checked against their own meta-schema so each violation points into the
+schema.
 """
 
 from __future__ import annotations
@@ -39,14 +40,18 @@ def _pointer(path: list[str | int]) -> str:
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
-def schema_violations(schema: Any) -> list[dict[str, str]]:
-    """Every way ``schema`` fails its own meta-schema, each with a pointer from the task body's root."""
+_SCHEMA_FIELDS = ("contextSchema", "outputSchema")
+
+
+def schema_violations(schema: Any, field: str = "contextSchema") -> list[dict[str, str]]:
+    """Every way ``schema`` (the body's ``field``) fails its own meta-schema, each with a pointer from the task body's
+    root."""
     if not isinstance(schema, dict | bool):
-        return [{"pointer": "/contextSchema", "message": "must be a JSON Schema (an object)"}]
+        return [{"pointer": f"/{field}", "message": "must be a JSON Schema (an object)"}]
     meta_cls = validators.validator_for(schema)
     meta = meta_cls(meta_cls.META_SCHEMA)
     found = [
-        {"pointer": _pointer(["contextSchema", *error.absolute_path]), "message": error.message}
+        {"pointer": _pointer([field, *error.absolute_path]), "message": error.message}
         for error in meta.iter_errors(schema)
     ]
     return sorted(found, key=lambda v: (v["pointer"], v["message"]))
@@ -69,6 +74,8 @@ def _problem_details(problems: list[str]) -> list[dict[str, str]]:
 def definition_from_body(payload: dict[str, Any], path_id: str | None, identity_ids: frozenset[str]) -> TaskDefinition:
     """A task body as a definition, or 422 listing every problem; ``path_id`` is the id a PUT names."""
     details = schema_violations(payload.get("contextSchema", {"type": "object"}))
+    if payload.get("outputSchema") is not None:
+        details += schema_violations(payload["outputSchema"], "outputSchema")
     if path_id is not None:
         if "id" in payload and payload["id"] != path_id:
             details.append({"pointer": "/id", "message": f"must be {path_id!r}, the id in the path, or absent"})
@@ -79,8 +86,12 @@ def definition_from_body(payload: dict[str, Any], path_id: str | None, identity_
     try:
         definition = parse_task(payload, identity_ids)
     except ConfigError as exc:
-        # The schema's own problems are already listed above, each with its pointer.
-        details += [d for d in _problem_details(exc.problems) if not d["pointer"].startswith("/contextSchema")]
+        # The schemas' own problems are already listed above, each with its pointer.
+        details += [
+            d
+            for d in _problem_details(exc.problems)
+            if not d["pointer"].startswith(tuple(f"/{f}" for f in _SCHEMA_FIELDS))
+        ]
     if definition is not None and (not _TASK_ID.match(definition.id) or definition.id in _RESERVED_IDS):
         details.append({"pointer": "/id", "message": f"must match {_TASK_ID.pattern} and not be 'sessions'"})
     if details or definition is None:

@@ -2,9 +2,10 @@
 
 Tools and prompts are exposed as ``{upstream}{separator}{name}`` (``demo__echo``), or under their own name for an
 upstream configured with ``prefix: false``. Two upstreams exposing the same name is an error naming both, never a
-silent shadow: which tool a name reaches must not depend on connect order. Resource URIs are left as they are and
-routed back to the upstream that listed them, or else to the first (in config order) whose template matches; a URI
-listed by two upstreams goes to the first in config order, with a warning.
+silent shadow: which tool a name reaches must not depend on connect order. So is an unprefixed upstream exposing a
+name in the gateway's own namespaces (``agents{separator}…``, the Task Agents' tools). Resource URIs are left as they
+are and routed back to the upstream that listed them, or else to the first (in config order) whose template matches;
+a URI listed by two upstreams goes to the first in config order, with a warning.
 
 A ``Catalog`` is an immutable snapshot, cheap to rebuild. ``LiveCatalog`` rebuilds it whenever an upstream's lists
 change and swaps it in one assignment, so a request sees either the old namespace or the new one, never a mix.
@@ -24,7 +25,7 @@ from typing import Any
 import anyio
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
-from mcp_gateway.config import DEFAULT_SEPARATOR
+from mcp_gateway.config import DEFAULT_SEPARATOR, RESERVED_UPSTREAM_NAMES
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.lists import ListKind
@@ -229,7 +230,14 @@ def _named(
                 continue
             name = exposed_name(connection, original, separator)
             existing = entries.get(name)
-            if existing is None:
+            reserved = name.split(separator, 1)[0] if separator in name else None
+            if reserved in RESERVED_UPSTREAM_NAMES:
+                # Only an unprefixed upstream can get here (config refuses these upstream names).
+                problems.append(
+                    f"{kind} name {name!r} of upstream {connection.name!r} is in the gateway's own namespace "
+                    f"{reserved!r}; set prefix: true on it"
+                )
+            elif existing is None:
                 entries[name] = Entry(name, original, connection, {**item, "name": name})
             elif existing.connection is connection:
                 logger.warning("upstream %r lists %s %r twice; using the first", connection.name, kind, original)
