@@ -297,7 +297,7 @@ class Proxy:
         if memo is not None and memo[0] is agents:
             return memo[1]
         visible = [tool for tool in agents if self._visibility.allows(caller.patterns, tool["name"])]
-        merged = sorted([*tools, *visible], key=lambda tool: str(tool["name"])) if visible else tools
+        merged = EncodedList(sorted([*tools, *visible], key=lambda tool: str(tool["name"]))) if visible else tools
         if len(self._agent_lists) > 1024:
             self._agent_lists.clear()
         self._agent_lists[key] = (agents, merged)
