@@ -128,3 +128,14 @@ async def test_tasks_written_in_the_console_on_the_memory_store_are_served_by_th
         assert saved.status_code == 200 and "Saved as version 1" in saved.text
         task = await http.get("/v1/tasks/mem-task", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert task.json()["allowedTools"] == ["demo__echo"]
+
+
+async def test_the_rest_api_page_lists_every_operation_of_the_openapi_document(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        await signed_in(http)
+        page = await http.get("/console/api")
+        document = (await http.get("/openapi.json")).json()
+    assert page.status_code == 200
+    for path, item in document["paths"].items():
+        for method in item.keys() - {"parameters"}:
+            assert f"<code>{method.upper()}</code></td><td><code>{path}</code>" in page.text

@@ -1,4 +1,5 @@
-"""The console's pages: tasks, task sessions, policy playground, overview, audit; and sign-in (agents: ``agent_pages``).
+"""The console's pages: tasks, task sessions, policy playground, overview, audit, the REST API; and sign-in (agents:
+``agent_pages``).
 
 Each handler reads the signed-in admin from the cookie (or redirects to sign-in), does one thing through the
 gateway's own objects, and renders one template. Errors a user can fix (bad JSON, a schema problem) are shown
@@ -28,6 +29,7 @@ from mcp_gateway.console.signin import COOKIE_NAME, AdminKeys, ConsoleSession, C
 from mcp_gateway.errors import GatewayError, ValidationFailed
 from mcp_gateway.explain import explain
 from mcp_gateway.gateway import Gateway
+from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.responses import read_body
 from mcp_gateway.http.task_definitions_api import definition_from_body, tool_pattern_warnings
 
@@ -84,6 +86,7 @@ class Console:
             Route("/console/runs/{run_id}", page(agents.run), methods=["GET"]),
             Route("/console/playground", page(self.playground), methods=["GET", "POST"]),
             Route("/console/audit", page(self.audit), methods=["GET"]),
+            Route("/console/api", page(self.api), methods=["GET"]),
             Route("/console/static/{name}", self.static, methods=["GET"]),
         ]
 
@@ -408,6 +411,17 @@ class Console:
         # Where the page's live updates continue from.
         response.headers["x-audit-last"] = last
         return response
+
+    async def api(self, request: Request, identity: Identity, session: ConsoleSession) -> Response:
+        """The ``/openapi.json`` document, one row per operation."""
+        document = openapi_document(self._gateway.server_info["version"])
+        operations = [
+            {"method": method.upper(), "path": path, "summary": operation.get("summary", "")}
+            for path, item in document["paths"].items()
+            for method, operation in item.items()
+            if method != "parameters"
+        ]
+        return self._render(request, "api.html", session, page="api", operations=operations, info=document["info"])
 
 
 def _total(families: Any, **labels: str) -> int:
