@@ -251,7 +251,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             yield
 
     console = (
-        Console(config, config.console.secret, lambda: routes.gateway).routes()
+        Console(config, config.console.secret, lambda: routes.gateway, lambda: agents.agents).routes()
         if config.console.secret
         else [Route("/console{rest:path}", _console_off)]
     )

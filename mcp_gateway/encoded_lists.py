@@ -33,7 +33,11 @@ class EncodedList(list[Any]):
 
 
 def encode(value: Any) -> bytes:
-    return json_codec.dumps(value)
+    try:
+        return json_codec.dumps(value)
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be UTF-8; escaped, it reads back as the very string the client sent.
+        return json_codec.dumps(value, ascii_only=True)
 
 
 def encode_answer(message: Any) -> bytes:

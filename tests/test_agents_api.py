@@ -171,3 +171,10 @@ async def test_unknown_agent_is_not_found(gateway: str) -> None:
         odd = await http.get(f"{gateway}/v1/agents/whatever", headers=auth(DEMO_KEY))
     assert (response.status_code, odd.status_code) == (404, 404)
     assert response.json()["error"] == "not_found"
+
+
+async def test_a_revision_number_that_is_a_digit_only_to_unicode_is_not_found(gateway: str) -> None:
+    async with httpx.AsyncClient() as http:
+        agent = await create_agent(http, gateway)
+        answer = await http.post(f"{gateway}/v1/agents/{agent['id']}/revisions/²/activate", headers=auth(ADMIN_KEY))
+    assert (answer.status_code, answer.json()["error"]) == (404, "not_found")

@@ -16,7 +16,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from tests.agents_harness import agent_config, create_agent
 from tests.harness import BASE_CONFIG, DEMO_KEY, make_config, serve_gateway, sha
+from tests.llm_server import ScriptedModels, answer, serve_models, tool_call
 from tests.test_task_definitions_api import ADMIN_KEY, refused
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,6 +55,19 @@ async def gateway(redis_url: str) -> AsyncIterator[str]:
     )
     async with serve_gateway(config) as url:
         yield url
+
+
+@pytest.fixture
+async def agents_gateway(redis_url: str) -> AsyncIterator[tuple[str, ScriptedModels]]:
+    """A gateway with Task Agents on the scripted model server, and the console on."""
+    async with serve_models() as (model_url, models):
+        config = agent_config(
+            model_url,
+            store={"url": redis_url, "prefix": f"test:{os.urandom(6).hex()}:"},
+            console={"secret": os.urandom(32).hex()},
+        )
+        async with serve_gateway(config) as url:
+            yield url, models
 
 
 @pytest.fixture
@@ -177,3 +192,55 @@ async def test_overview_and_audit_show_a_denied_call(gateway: str, page: Page, s
     await page.get_by_role("link", name="Audit").click()
     await expect(page.locator("#audit tbody")).to_contain_text("same-customer")
     await page.screenshot(path=str(shots / "audit.png"), full_page=True)
+
+
+async def test_agent_its_revision_and_a_runs_turns_and_tool_calls_are_shown(
+    agents_gateway: tuple[str, ScriptedModels], page: Page, shots: Path
+) -> None:
+    gateway, models = agents_gateway
+    models.script(
+        "primary-model",
+        tool_call("demo__get_customer", customer_id="cust-002"),
+        tool_call("demo__get_customer", customer_id="cust-001"),
+        answer("Ada Lovelace is a gold customer."),
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    context = {"ticket_id": "T-7", "customer_id": "cust-001"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        agent = await create_agent(http, gateway, name="ticket-helper", maxTurns=6)
+        started = await http.post(
+            f"{gateway}/v1/agents/{agent['id']}/runs?wait=true",
+            json={"input": "Who is the customer of T-7?", "taskId": "resolve-ticket", "context": context},
+            headers=headers,
+        )
+    run = started.json()
+    assert run["status"] == "completed", run
+
+    await sign_in(page, gateway)
+    await page.get_by_role("link", name="Agents", exact=True).click()
+    await expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
+    row = page.locator(f'tr[data-agent-id="{agent["id"]}"]')
+    await expect(row).to_contain_text("primary")
+    # Keyboard only: focus the agent's link and follow it with Enter.
+    await row.get_by_role("link", name="ticket-helper").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Agent ticket-helper")).to_be_visible()
+    revision = page.locator('tr[data-revision="1"]')
+    await expect(revision).to_contain_text("You help by echoing.")
+    await expect(revision).to_contain_text("demo: echo, get_customer")
+    await expect(revision).to_contain_text("(active)")
+    await expect(revision.get_by_role("cell").nth(5)).to_have_text("6")
+    await expect(page.locator(f'tr[data-run-id="{run["id"]}"]')).to_contain_text("completed")
+    await page.screenshot(path=str(shots / "agents.png"), full_page=True)
+
+    await page.get_by_role("link", name=run["id"]).click()
+    await expect(page.locator("#run-status")).to_have_text("completed")
+    await expect(page.locator("#run-output")).to_have_text("Ada Lovelace is a gold customer.")
+    await expect(page.get_by_role("heading", name="Turn 3 · primary")).to_be_visible()
+    denied = page.locator(f'tr[data-call-id="{run["turns"][0]["toolCalls"][0]["id"]}"]')
+    await expect(denied).to_contain_text("demo__get_customer")
+    await expect(denied.get_by_role("cell").nth(2)).to_have_text("denied")
+    await expect(denied.get_by_role("cell").nth(3)).to_have_text("same-customer")
+    allowed = page.locator(f'tr[data-call-id="{run["turns"][1]["toolCalls"][0]["id"]}"]')
+    await expect(allowed.get_by_role("cell").nth(4)).to_have_text("ok")
+    await page.screenshot(path=str(shots / "agent-run.png"), full_page=True)

@@ -50,10 +50,24 @@ async def test_console_is_off_without_a_secret() -> None:
     assert answer.json()["error"] == "not_found" and "console.secret" in answer.json()["message"]
 
 
-async def test_pages_redirect_to_sign_in_without_a_session(gateway: str) -> None:
+@pytest.mark.parametrize(
+    "path", ["/console/sessions", "/console/agents", "/console/agents/ag_1", "/console/runs/run_1"]
+)
+async def test_pages_redirect_to_sign_in_without_a_session(gateway: str, path: str) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:
-        answer = await http.get("/console/sessions")
+        answer = await http.get(path)
     assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
+
+
+async def test_agent_pages_on_the_memory_store_list_nothing_and_unknown_ones_are_404(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        await signed_in(http)
+        listing = await http.get("/console/agents")
+        agent = await http.get("/console/agents/ag_0000000000000000")
+        run = await http.get("/console/runs/run_0000")
+    assert listing.status_code == 200 and "No agents yet." in listing.text
+    assert agent.status_code == 404 and "not found" in agent.text
+    assert run.status_code == 404 and "not found" in run.text
 
 
 async def test_sign_in_sets_a_signed_httponly_strict_cookie_and_security_headers(gateway: str) -> None:
@@ -114,3 +128,14 @@ async def test_tasks_written_in_the_console_on_the_memory_store_are_served_by_th
         assert saved.status_code == 200 and "Saved as version 1" in saved.text
         task = await http.get("/v1/tasks/mem-task", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert task.json()["allowedTools"] == ["demo__echo"]
+
+
+async def test_the_rest_api_page_lists_every_operation_of_the_openapi_document(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        await signed_in(http)
+        page = await http.get("/console/api")
+        document = (await http.get("/openapi.json")).json()
+    assert page.status_code == 200
+    for path, item in document["paths"].items():
+        for method in item.keys() - {"parameters"}:
+            assert f"<code>{method.upper()}</code></td><td><code>{path}</code>" in page.text

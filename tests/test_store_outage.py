@@ -17,6 +17,8 @@ import httpx
 import pytest
 import redis
 
+from mcp_gateway.errors import StoreUnavailable
+from mcp_gateway.store import RedisStore
 from tests.conftest import free_port, start_redis, stop_redis
 from tests.harness import DEMO_KEY, SUPPORT_KEY, make_config, serve_gateway
 from tests.test_config import REPO
@@ -173,3 +175,31 @@ async def test_a_healthy_store_costs_no_round_trip_per_call(redis_url: str, key_
     finally:
         raw.close()
     assert after - before < 5, f"{after - before} store commands for 50 calls in {elapsed:.2f}s"
+
+
+async def test_a_key_redis_cannot_encode_fails_that_operation_only_and_is_no_outage(redis_store: RedisStore) -> None:
+    await redis_store.ping()
+    with pytest.raises(StoreUnavailable, match="cannot encode"):
+        await redis_store.get("session:\ud800")
+    assert redis_store.available
+    assert await redis_store.get("session:fine") is None
+
+
+async def test_a_lone_surrogate_in_a_rest_body_is_a_400_and_the_store_stays_available(
+    redis_url: str, key_prefix: str
+) -> None:
+    bodies = [
+        '{"taskId": "resolve-ticket", "context": {"ticket_id": "\\ud800", "customer_id": "c"}}',
+        '{"taskId": "\\udfff"}',
+    ]
+    headers = {"Authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"}
+    async with (
+        serve_gateway(make_config(store={"url": redis_url, "prefix": key_prefix})) as base,
+        httpx.AsyncClient(base_url=base, headers=headers) as http,
+    ):
+        answers = [await http.post("/v1/tasks/sessions", content=body) for body in bodies]
+        after = await http.get("/v1/tasks/sessions")
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert "lone surrogate" in answer.json()["message"]
+    assert after.status_code == 200

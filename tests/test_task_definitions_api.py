@@ -1,11 +1,12 @@
 """Task definitions over /v1/tasks on real gateways backed by real Redis: versions, read-only config tasks, roles,
-live session listing, and two replicas sharing one store."""
+live session listing, and two gateway processes sharing one store."""
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 
 from mcp_gateway.config import GatewayConfig
 from tests.harness import BASE_CONFIG, DEMO_KEY, OTHER_KEY, SUPPORT_KEY, make_config, mcp_client, serve_gateway, sha
+from tests.test_task_sessions_api import _spawn_gateway, _wait_ready
 
 ADMIN_KEY = "mgw_test_admin_key_33333333333333333333"
 NOTE = {"type": "object", "required": ["topic"], "properties": {"topic": {"type": "string"}}}
@@ -223,18 +225,41 @@ async def test_admin_revokes_another_identitys_session_and_mcp_refuses_its_token
     assert session["tokenId"] not in {s["tokenId"] for s in listed}
 
 
-async def test_task_created_on_one_replica_is_startable_on_the_other(redis_url: str) -> None:
-    store = redis_store(redis_url)
-    async with serve_gateway(admin_config(store)) as first, serve_gateway(admin_config(store)) as second:
-        assert (await start(second, "echoer")).status_code == 404
-        assert (await call("POST", f"{first}/v1/tasks", json=echo_task())).status_code == 201
-        session = await start(second, "echoer")
-        assert session.status_code == 201, session.text
-        assert await visible_tools(second, session.json()["taskToken"]) == ["demo__echo"]
-        await call("PUT", f"{first}/v1/tasks/echoer", json=echo_task(allowedTools=["demo__add"]))
-        newer = (await start(second, "echoer")).json()
-        assert await visible_tools(second, newer["taskToken"]) == ["demo__add"]
-        await call("DELETE", f"{first}/v1/tasks/echoer")
-        assert (await start(second, "echoer")).status_code == 404
-        listed = (await call("GET", f"{second}/v1/tasks")).json()["tasks"]
-        assert [t["id"] for t in listed] == ["resolve-ticket"]
+@pytest.fixture
+def two_processes(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two `mcp-gateway serve` processes over one Redis: they share nothing else."""
+    identities = copy.deepcopy(BASE_CONFIG["identities"])
+    identities.append({"id": "ops", "roles": ["admin"], "credentials": [{"sha256": sha(ADMIN_KEY)}]})
+    raw = {**copy.deepcopy(BASE_CONFIG), "identities": identities, "store": redis_store(redis_url)}
+    first, url_a = _spawn_gateway(raw, tmp_path, "a")
+    second, url_b = _spawn_gateway(raw, tmp_path, "b")
+    try:
+        yield url_a, url_b
+    finally:
+        for process in (first, second):
+            process.terminate()
+            process.wait(timeout=20)
+
+
+async def test_task_changed_in_one_process_is_served_by_the_other(two_processes: tuple[str, str]) -> None:
+    first, second = two_processes
+    await _wait_ready(first)
+    await _wait_ready(second)
+    assert (await start(second, "echoer")).status_code == 404
+    created = await call("POST", f"{first}/v1/tasks", json=echo_task(allowedTools=["demo__echo", "demo__nope*"]))
+    assert created.status_code == 201, created.text
+    assert [w["pointer"] for w in created.json()["warnings"]] == ["/allowedTools/1"]
+    session = await start(second, "echoer")
+    assert session.status_code == 201, session.text
+    assert await visible_tools(second, session.json()["taskToken"]) == ["demo__echo"]
+    await call("PUT", f"{first}/v1/tasks/echoer", json=echo_task(allowedTools=["demo__add"]))
+    newer = (await start(second, "echoer")).json()
+    assert await visible_tools(second, newer["taskToken"]) == ["demo__add"]
+    assert await visible_tools(second, session.json()["taskToken"]) == ["demo__echo"], "a session keeps its version"
+    listed = (await call("GET", f"{second}/v1/tasks/sessions?taskId=echoer")).json()["sessions"]
+    assert {s["taskVersion"] for s in listed} == {1, 2}
+    assert (await call("DELETE", f"{first}/v1/tasks/echoer?revokeSessions=true")).status_code == 204
+    assert (await start(second, "echoer")).status_code == 404
+    assert await refused(second, newer["taskToken"]) and await refused(second, session.json()["taskToken"])
+    listed_tasks = (await call("GET", f"{second}/v1/tasks")).json()["tasks"]
+    assert [t["id"] for t in listed_tasks] == ["resolve-ticket"]

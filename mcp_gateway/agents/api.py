@@ -111,7 +111,7 @@ class AgentsApi:
     async def _activate(self, request: Request) -> Response:
         await self._identity(request, manage=True)
         number = request.path_params["number"]
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):  # "²" is a digit to isdigit, not to int
             raise NotFound(f"revision {number!r} not found")
         agent = await self.agents.registry.activate(request.path_params["agent_id"], int(number))
         return json_response(await self._view(agent))

@@ -1,4 +1,5 @@
-"""The console's pages: tasks, task sessions, policy playground, overview, audit; and sign-in.
+"""The console's pages: tasks, task sessions, policy playground, overview, audit, the REST API; and sign-in (agents:
+``agent_pages``).
 
 Each handler reads the signed-in admin from the cookie (or redirects to sign-in), does one thing through the
 gateway's own objects, and renders one template. Errors a user can fix (bad JSON, a schema problem) are shown
@@ -20,12 +21,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from mcp_gateway.agents.service import Agents
 from mcp_gateway.audit import AuditRecord
 from mcp_gateway.config import GatewayConfig, Identity
+from mcp_gateway.console.agent_pages import AgentPages
 from mcp_gateway.console.signin import COOKIE_NAME, AdminKeys, ConsoleSession, CookieSigner
 from mcp_gateway.errors import GatewayError, ValidationFailed
 from mcp_gateway.explain import explain
 from mcp_gateway.gateway import Gateway
+from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.responses import read_body
 from mcp_gateway.http.task_definitions_api import definition_from_body, tool_pattern_warnings
 
@@ -45,9 +49,12 @@ Page = Callable[[Request, Identity, ConsoleSession], Awaitable[Response]]
 
 
 class Console:
-    def __init__(self, config: GatewayConfig, secret: str, gateway: Callable[[], Gateway]) -> None:
+    def __init__(
+        self, config: GatewayConfig, secret: str, gateway: Callable[[], Gateway], agents: Callable[[], Agents]
+    ) -> None:
         self._config = config
         self._running = gateway
+        self._agent_pages = AgentPages(agents, self._render)
         self._signer = CookieSigner(secret, config.console.session_seconds)
         self._keys = AdminKeys(config.identities)
         self._identity_ids = frozenset(identity.id for identity in config.identities)
@@ -63,6 +70,7 @@ class Console:
 
     def routes(self) -> list[BaseRoute]:
         page = self._page
+        agents = self._agent_pages
         return [
             Route("/console", page(self.overview), methods=["GET"]),
             Route("/console/login", self.login, methods=["GET", "POST"]),
@@ -73,8 +81,12 @@ class Console:
             Route("/console/tasks/{task_id}/delete", page(self.task_delete), methods=["POST"]),
             Route("/console/sessions", page(self.sessions), methods=["GET"]),
             Route("/console/sessions/{token_id}/revoke", page(self.revoke), methods=["POST"]),
+            Route("/console/agents", page(agents.listing), methods=["GET"]),
+            Route("/console/agents/{agent_id}", page(agents.agent), methods=["GET"]),
+            Route("/console/runs/{run_id}", page(agents.run), methods=["GET"]),
             Route("/console/playground", page(self.playground), methods=["GET", "POST"]),
             Route("/console/audit", page(self.audit), methods=["GET"]),
+            Route("/console/api", page(self.api), methods=["GET"]),
             Route("/console/static/{name}", self.static, methods=["GET"]),
         ]
 
@@ -399,6 +411,17 @@ class Console:
         # Where the page's live updates continue from.
         response.headers["x-audit-last"] = last
         return response
+
+    async def api(self, request: Request, identity: Identity, session: ConsoleSession) -> Response:
+        """The ``/openapi.json`` document, one row per operation."""
+        document = openapi_document(self._gateway.server_info["version"])
+        operations = [
+            {"method": method.upper(), "path": path, "summary": operation.get("summary", "")}
+            for path, item in document["paths"].items()
+            for method, operation in item.items()
+            if method != "parameters"
+        ]
+        return self._render(request, "api.html", session, page="api", operations=operations, info=document["info"])
 
 
 def _total(families: Any, **labels: str) -> int:

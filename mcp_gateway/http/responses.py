@@ -30,7 +30,9 @@ SSE_HEADERS = {"cache-control": "no-cache, no-transform", "x-accel-buffering": "
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; a memoised list answer (``EncodedList``) is spliced in, not encoded again."""
+    """Compact UTF-8 JSON; a memoised list answer (``EncodedList``) is spliced in, not encoded again. A lone
+    surrogate (one a client sent, echoed in a message) is written as the JSON escape it came in as, instead of
+    failing the answer (``encoded_lists.encode``)."""
     return encode_answer(value)
 
 
@@ -123,7 +125,9 @@ async def read_json_object(request: Request, limit: int, max_depth: int, shape: 
     """A REST body: at most ``limit`` bytes of JSON nesting at most ``max_depth`` levels, holding an object.
 
     ``shape`` describes the expected object for the error message. Every way to get it wrong is a 400 ``bad_request``,
-    never a parser's ``RecursionError``.
+    never a parser's ``RecursionError``, and never a string with a lone surrogate (``"\\ud800"``): JSON allows the
+    escape, but no UTF-8 text can hold it, so it would fail later wherever the value is stored or sent (RFC 7493
+    forbids it for the same reason).
     """
     body = await read_body(request, limit)
     if nesting_bound(body, max_depth) > max_depth:
@@ -132,6 +136,12 @@ async def read_json_object(request: Request, limit: int, max_depth: int, shape: 
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    # Only a \u escape (or raw surrogate bytes, which the parser lets through) can produce one.
+    if b"\\u" in body or b"\xed" in body:
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("body holds a lone surrogate (\\ud800 to \\udfff), which no UTF-8 text can hold") from exc
     if not isinstance(payload, dict):
         raise BadRequest(f"body must be a JSON object ({shape})")
     return payload

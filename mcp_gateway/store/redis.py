@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import DataError
 from redis.typing import EncodableT, FieldT
 
 from mcp_gateway.errors import StoreUnavailable, describe
@@ -201,11 +202,18 @@ class RedisStore:
         """Bound one operation in time and turn every way the client can fail into ``StoreUnavailable``.
 
         Only client calls run inside, so any exception here is the store failing (``TimeoutError`` from the
-        deadline included); cancellation is a ``BaseException`` and passes through.
+        deadline included), except one the client raises before sending anything: a key or value it cannot encode
+        (a lone surrogate in a caller's string). That operation fails closed like any other, but the store is not
+        marked unavailable: one bad string must not refuse every request. Cancellation is a ``BaseException`` and
+        passes through.
         """
         try:
             with anyio.fail_after(self._operation_timeout if within is None else within):
                 yield
+        except (UnicodeError, DataError) as exc:
+            raise StoreUnavailable(
+                f"store {self._description} cannot encode this {operation}: {describe(exc)}"
+            ) from exc
         except Exception as exc:
             error = StoreUnavailable(f"store {self._description} is unavailable ({operation}: {describe(exc)})")
             self._health.failed(error.message)
