@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from mcp_gateway import tracing
 from mcp_gateway.audit_args import ArgumentFilter
 from mcp_gateway.config import AuditConfig
 from mcp_gateway.errors import StoreUnavailable, describe
@@ -70,6 +71,9 @@ class AuditRecord:
     method: str = "tools/call"
     resource: str | None = None
     prompt: str | None = None
+    trace_id: str | None = None
+    """The OpenTelemetry trace id (32 hex digits) of the request that made the decision; None when it was not
+    traced, and in records written before tracing existed."""
 
     @classmethod
     def begin(
@@ -104,6 +108,7 @@ class AuditRecord:
             method=method,
             resource=resource,
             prompt=prompt,
+            trace_id=tracing.current_trace_id(),
         )
 
     def finish(self, *, outcome: str, latency_ms: float | None) -> AuditRecord:

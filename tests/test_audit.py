@@ -97,6 +97,7 @@ def test_record_is_logged_as_one_json_line_with_redacted_args(caplog: pytest.Log
         "method": "tools/call",
         "resource": None,
         "prompt": None,
+        "trace_id": None,
     }
 
 
