@@ -142,6 +142,12 @@ def test_a_record_written_before_methods_were_audited_reads_back_as_a_tool_call(
     assert (parsed.tool, parsed.resource, parsed.prompt) == ("crm__get_customer", None, None)
 
 
+def test_a_record_written_before_tracing_reads_back_without_a_trace_id() -> None:
+    old = json.loads(record(customer_id="c-1").finish(outcome="ok", latency_ms=1.0).to_json())
+    del old["trace_id"]
+    assert AuditRecord.from_json(json.dumps(old)).trace_id is None
+
+
 def test_a_resource_read_record_names_method_and_uri_and_leaves_tool_empty() -> None:
     read = AuditRecord.begin(
         identity="alice",
