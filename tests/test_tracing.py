@@ -83,6 +83,13 @@ def children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> dict[str, R
     return {s.name: s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id}
 
 
+async def post_in_client_trace(url: str, body: dict[str, Any], key: str) -> httpx.Response:
+    """A POST carrying the client's trace context as the ``traceparent`` header."""
+    async with httpx.AsyncClient() as http:
+        headers = {"Authorization": f"Bearer {key}", "traceparent": CLIENT_TRACEPARENT}
+        return await http.post(url, json=body, headers=headers)
+
+
 def audit_trace_ids(caplog: pytest.LogCaptureFixture, tool: str) -> list[str | None]:
     records = [AuditRecord.from_json(r.getMessage()) for r in caplog.records if r.name == "mcp_gateway.audit"]
     return [record.trace_id for record in records if record.tool == tool]
@@ -159,12 +166,7 @@ async def test_a_refused_credential_is_a_failed_authenticate_step_of_a_401_reque
     traced: str, exporter: InMemorySpanExporter
 ) -> None:
     exporter.clear()
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            f"{traced}/mcp",
-            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-            headers={"Authorization": "Bearer nope", "traceparent": CLIENT_TRACEPARENT},
-        )
+    answer = await post_in_client_trace(f"{traced}/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "nope")
     assert answer.status_code == 401
     request, spans = await request_span(exporter, "POST /mcp")
     assert request.attributes is not None and request.attributes["http.response.status_code"] == 401
@@ -177,12 +179,8 @@ async def test_a_rest_request_has_its_own_span_with_an_authenticate_step(
     traced: str, exporter: InMemorySpanExporter
 ) -> None:
     exporter.clear()
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            f"{traced}/v1/tasks/sessions",
-            json={"taskId": "resolve-ticket", "context": {"ticket_id": "t-1", "customer_id": "c-1"}},
-            headers={"Authorization": f"Bearer {SUPPORT_KEY}", "traceparent": CLIENT_TRACEPARENT},
-        )
+    body = {"taskId": "resolve-ticket", "context": {"ticket_id": "t-1", "customer_id": "c-1"}}
+    answer = await post_in_client_trace(f"{traced}/v1/tasks/sessions", body, SUPPORT_KEY)
     assert answer.status_code == 201
     request, spans = await request_span(exporter, "POST /v1/tasks/sessions")
     assert request.parent is not None and request.parent.span_id == int(CLIENT_SPAN, 16)
