@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway import tracing
@@ -99,6 +100,42 @@ def cpu_us_per_call(tracing_: Tracing) -> float:
     return best / CALLS * 1e6
 
 
+def hooks_off_us_per_call() -> float:
+    """The hooks alone, with no request trace (tracing off): what the call path pays for them."""
+
+    async def hooks() -> None:
+        await app(SCOPE, no_body, discard)
+
+    async def bare() -> None:
+        await discard({"type": "http.response.start", "status": 200, "headers": []})
+
+    def per_call(fn: Any) -> float:
+        async def run() -> None:
+            for _ in range(CALLS):
+                await fn()
+
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            asyncio.run(run())
+            best = min(best, time.process_time() - started)
+        return best / CALLS * 1e6
+
+    return per_call(hooks) - per_call(bare)
+
+
+def bare_span_us() -> float:
+    """One span of the SDK itself, started and ended into the same batch exporter: the floor of a span's cost."""
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(EncodingExporter()))
+    tracer = provider.get_tracer("bench")
+    started = time.process_time()
+    for _ in range(CALLS):
+        tracer.start_span("x").end()
+    provider.shutdown()
+    return (time.process_time() - started) / CALLS * 1e6
+
+
 def metrics_us_per_call() -> tuple[float, float]:
     metrics = Metrics()
     metrics.bind(["crm"], [])
@@ -120,9 +157,13 @@ def main() -> None:
     on_tracing = Tracing.with_processor(BatchSpanProcessor(EncodingExporter()))
     on = cpu_us_per_call(on_tracing)
     on_tracing._provider.shutdown()  # type: ignore[union-attr]
-    print(f"tracing off: {off:6.2f} us CPU per tools/call (hooks + middleware, the app's own work included)")
+    unsampled_provider = TracerProvider(sampler=ALWAYS_OFF)
+    unsampled = cpu_us_per_call(Tracing(unsampled_provider))
+    print(f"tracing off: {off:6.2f} us CPU per tools/call (middleware check + hooks + the simulated app itself)")
+    print(f"             {hooks_off_us_per_call():6.2f} us of it are the 6 hook calls")
     print(f"tracing on:  {on:6.2f} us CPU per tools/call (6 spans, OTLP-encoded by the batch exporter)")
-    print(f"             {on - off:6.2f} us CPU per call for tracing")
+    print(f"  unsampled: {unsampled:6.2f} us CPU per tools/call (on, but the sampler records nothing)")
+    print(f"SDK floor:   {bare_span_us():6.2f} us CPU per bare SDK span into the same exporter")
     labels, bound = metrics_us_per_call()
     print(f"metrics:     {labels:6.2f} us with labels() per call, {bound:6.2f} us through bound children")
 
