@@ -7,6 +7,7 @@ would have touched the store; health and metrics still answer.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,17 +25,19 @@ from mcp_gateway.agents.mcp_tool import agent_tools_served
 from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
-from mcp_gateway.errors import NotFound, StoreUnavailable
+from mcp_gateway.errors import BearerChallenge, NotFound, StoreUnavailable, Unauthorized
 from mcp_gateway.gateway import Gateway, running_gateway
 from mcp_gateway.http.front_door import FrontDoor, guarded_path
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.mcp_endpoint import McpEndpoint
 from mcp_gateway.http.openapi import openapi_document
+from mcp_gateway.http.request_tracing import TraceRequests
 from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
 from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
 from mcp_gateway.http.tools_api import ToolsApi
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
+from mcp_gateway.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +133,19 @@ class _Routes:
         return json_response(report, 200 if report["ready"] else 503)
 
     async def metrics(self, request: Request) -> Response:
-        metrics = self.gateway.metrics
-        return Response(metrics.render(), media_type=metrics.content_type)
+        gateway = self.gateway
+        token = gateway.config.metrics.bearer_token
+        if token is not None and not _bearer_matches(request.headers.get("authorization"), token):
+            error = None if request.headers.get("authorization") is None else "invalid_token"
+            challenge = BearerChallenge(error=error, description="/metrics needs the metrics bearer token")
+            return error_response(Unauthorized("/metrics needs the metrics bearer token", challenge=challenge))
+        return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
+
+
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    """Constant-time: how much of a wrong token matched must not show in the answer's timing."""
+    scheme, _, presented = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
 def end_streams(app: Starlette) -> None:
@@ -235,20 +249,25 @@ def _mcp_asgi(routes: _Routes) -> ASGIApp:
     return app
 
 
-def create_app(config: GatewayConfig) -> Starlette:
+def create_app(config: GatewayConfig, *, tracing: Tracing | None = None) -> Starlette:
+    """The app; ``tracing`` defaults to what the ``OTEL_*`` environment asks for (off when it asks for nothing)."""
     routes = _Routes()
     agents = AgentsApi()
+    tracing = tracing or Tracing.from_environment()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with (
-            running_gateway(config) as gateway,
-            running_agents(gateway) as running,
-            agent_tools_served(running),
-        ):
-            routes.bind(gateway)
-            agents.bind(running)
-            yield
+        try:
+            async with (
+                running_gateway(config) as gateway,
+                running_agents(gateway) as running,
+                agent_tools_served(running),
+            ):
+                routes.bind(gateway)
+                agents.bind(running)
+                yield
+        finally:
+            tracing.shutdown()
 
     console = (
         Console(config, config.console.secret, lambda: routes.gateway, lambda: agents.agents).routes()
@@ -256,7 +275,8 @@ def create_app(config: GatewayConfig) -> Starlette:
         else [Route("/console{rest:path}", _console_off)]
     )
     app = _GatewayApp(
-        mcp=FrontDoor(_StoreGate(_mcp_asgi(routes), routes), server=config.server),
+        # The same chain as the middleware below, for /mcp alone.
+        mcp=TraceRequests(FrontDoor(_StoreGate(_mcp_asgi(routes), routes), server=config.server), tracing=tracing),
         routes=[
             *console,
             Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
@@ -275,7 +295,11 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/metrics", routes.metrics, methods=["GET"]),
             *_metadata_routes(config),
         ],
-        middleware=[Middleware(FrontDoor, server=config.server), Middleware(_StoreGate, routes=routes)],
+        middleware=[
+            Middleware(TraceRequests, tracing=tracing),
+            Middleware(FrontDoor, server=config.server),
+            Middleware(_StoreGate, routes=routes),
+        ],
         exception_handlers={HTTPException: http_error_response, Exception: internal_error_response},
         lifespan=lifespan,
     )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from mcp_gateway import tracing
 from mcp_gateway.audit_args import ArgumentFilter
 from mcp_gateway.config import AuditConfig
 from mcp_gateway.errors import StoreUnavailable, describe
@@ -85,6 +86,9 @@ class AuditRecord:
     run_id: str | None = None
     agent_id: str | None = None
     agent_revision: int | None = None
+    trace_id: str | None = None
+    """The OpenTelemetry trace id (32 hex digits) of the request that made the decision; None when it was not
+    traced, and in records written before tracing existed."""
 
     @classmethod
     def begin(
@@ -123,6 +127,7 @@ class AuditRecord:
             run_id=run.run_id if run else None,
             agent_id=run.agent_id if run else None,
             agent_revision=run.revision if run else None,
+            trace_id=tracing.current_trace_id(),
         )
 
     def finish(self, *, outcome: str, latency_ms: float | None, run: RunTag | None = None) -> AuditRecord:

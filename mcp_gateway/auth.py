@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_gateway import tracing
 from mcp_gateway.access_tokens import JwtValidator, TokenRefused, granted_scopes, looks_like_jwt
 from mcp_gateway.config import ApiKey, Identity, IdentityRule, JwtConfig, OAuthConfig
 from mcp_gateway.errors import BearerChallenge, InsufficientScope, Unauthorized
@@ -66,6 +67,13 @@ class Authenticator:
         return Unauthorized(reason, challenge=replace(self._challenge, error=error, description=reason))
 
     async def authenticate(self, authorization: str | None) -> Identity:
+        with tracing.span("authenticate") as span:
+            identity = await self._authenticate(authorization)
+            if span.is_recording():
+                span.set_attribute("mcp_gateway.identity", identity.id)
+            return identity
+
+    async def _authenticate(self, authorization: str | None) -> Identity:
         if not authorization:
             raise self._refuse("missing Authorization: Bearer <credential> header", error=None)
         scheme, _, token = authorization.partition(" ")

@@ -292,6 +292,12 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Scrapers of /metrics must send it as a bearer token; /metrics is open while it is unset.
+    bearer_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     store_url: str = "memory://"
@@ -304,6 +310,7 @@ class GatewayConfig:
     policies: tuple[PolicyConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     models: tuple[ModelConfig, ...] = ()
     agents: tuple[DeclaredAgent, ...] = ()
@@ -1022,6 +1029,17 @@ def _parse_console(r: _Reader, data: dict[str, Any], path: str) -> ConsoleConfig
     )
 
 
+_MIN_METRICS_TOKEN = 16
+
+
+def _parse_metrics(r: _Reader, data: dict[str, Any], path: str) -> MetricsConfig:
+    r.unknown_keys(data, {"bearerToken"}, path)
+    token = r.optional_string(data, "bearerToken", path)
+    if token and len(token) < _MIN_METRICS_TOKEN:
+        r.fail(f"{path}.bearerToken", f"must be at least {_MIN_METRICS_TOKEN} characters (try `openssl rand -hex 32`)")
+    return MetricsConfig(bearer_token=token or None)
+
+
 def parse_config(raw: Any) -> GatewayConfig:
     """Turn parsed YAML into a GatewayConfig, or raise ConfigError listing every problem."""
     r = _Reader()
@@ -1039,6 +1057,7 @@ def parse_config(raw: Any) -> GatewayConfig:
             "policies",
             "audit",
             "console",
+            "metrics",
             "limits",
             "models",
             "agents",
@@ -1070,6 +1089,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         policies=r.items(root.get("policies"), "policies", lambda d, p: _parse_policy(r, d, p), lambda p: p.name),
         audit=_parse_audit(r, r.mapping(root.get("audit"), "audit"), "audit"),
         console=_parse_console(r, r.mapping(root.get("console"), "console"), "console"),
+        metrics=_parse_metrics(r, r.mapping(root.get("metrics"), "metrics"), "metrics"),
         limits=_parse_limits(r, r.mapping(root.get("limits"), "limits"), "limits", upstream_names),
         models=r.items(root.get("models"), "models", lambda d, p: _parse_model(r, d, p), lambda m: m.id),
     )

@@ -36,7 +36,7 @@ from mcp_gateway.policy import PolicyEngine
 from mcp_gateway.proxy import Proxy
 from mcp_gateway.resource_subscriptions import ResourceSubscriptions
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSessions
-from mcp_gateway.store import open_store
+from mcp_gateway.store import RedisStore, open_store
 from mcp_gateway.store.base import Store
 from mcp_gateway.task_definitions import CACHED_KEY_PREFIXES as TASK_DEFINITION_PREFIXES
 from mcp_gateway.task_definitions import TaskDefinitions
@@ -117,6 +117,9 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     else:
         logger.info("store: %s", store.description)
     metrics = Metrics()
+    metrics.bind((upstream.name for upstream in config.upstreams), (policy.name for policy in config.policies))
+    if isinstance(store, RedisStore):
+        store.observe_operations(metrics.store_operation)
     notifier = Notifier()
     audit = AuditLog(config.audit, None if config.store_url.startswith("memory://") else store)
     connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
@@ -152,7 +155,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                 connection.add_resource_listener(subscriptions.updated)
             authenticator = Authenticator(config.identities, config.jwt, config.oauth)
             definitions = TaskDefinitions(store, config.tasks)
-            sessions = TaskSessions(store, definitions)
+            sessions = TaskSessions(store, definitions, metrics=metrics)
             limiter = Limiter(
                 config.limits,
                 store,

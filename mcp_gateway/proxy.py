@@ -21,6 +21,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.inbound import x_mcp_header_map
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
+from mcp_gateway import tracing
 from mcp_gateway.audit import AuditLog, AuditRecord, RunTag
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
@@ -317,7 +318,11 @@ class Proxy:
             # What the caller could not see even if its upstream were up answers exactly like what does not exist.
             raise _tool_not_found(catalog, name) if visible else _unknown_tool(name)
         args = cast(dict[str, Any], arguments)
-        decision = await self._judge_call(caller, name, entry.upstream_name, args)
+        with tracing.span("policy") as span:
+            decision = await self._judge_call(caller, name, entry.upstream_name, args)
+            if span.is_recording():
+                names = (policy.name for policy in self._policies.applicable(name))
+                span.set_attributes(tracing.policy_attributes(names, decision.allowed, decision.policy))
         record = AuditRecord.begin(
             identity=caller.identity.id,
             task_session_id=caller.session.token_id if caller.session else None,
@@ -332,6 +337,7 @@ class Proxy:
             if self._bridge is not None:
                 self._bridge.abandon(caller.owner, params.get("requestState"))
             self._metrics.tool_calls.labels(entry.upstream_name, "deny", "denied").inc()
+            self._metrics.policy_denied(decision.policy)
             self._audit.record(record.finish(outcome="denied", latency_ms=None))
             return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
         if self._limiter is not None:
@@ -564,6 +570,7 @@ class Proxy:
             if self._bridge is not None:
                 self._bridge.abandon(caller.owner, params.get("requestState"))
             self._audit.record(record.finish(outcome="denied", latency_ms=None))
+            self._metrics.policy_denied(decision.policy)
             raise RpcError(POLICY_DENIED, decision.denial_text())
         return await self._forward_recorded(caller, connection, params, link, record)
 
@@ -575,10 +582,11 @@ class Proxy:
         link: ClientLink,
         record: AuditRecord,
     ) -> dict[str, Any]:
-        """Forward one allowed request (``record.method``); on every path its audit record gets the outcome and, for
-        a tool call, the metrics count it."""
+        """Forward one allowed request (``record.method``); on every path its audit record gets the outcome, the
+        metrics count it and, when the request is traced, its upstream span ends."""
         started = time.perf_counter()
         outcome = "ok"
+        span = tracing.upstream_call(connection, record.method, params)
         try:
             result = await self._send(caller, connection, record.method, params, link)
             if result.get("isError") is True:
@@ -605,9 +613,9 @@ class Proxy:
             elapsed = time.perf_counter() - started
             # First: nothing else in this block may stand between a forwarded request and its record.
             self._audit.record(record.finish(outcome=outcome, latency_ms=round(elapsed * 1000, 3)))
-            if record.method == "tools/call":
-                self._metrics.upstream_latency.labels(connection.name).observe(elapsed)
-                self._metrics.tool_calls.labels(connection.name, "allow", outcome).inc()
+            self._metrics.upstream(connection.name).forwarded(record.method, outcome, elapsed)
+            if span is not None:
+                span.end(outcome)
 
     async def _send(
         self, caller: Caller, connection: UpstreamConnection, method: str, params: dict[str, Any], link: ClientLink

@@ -44,6 +44,7 @@ from mcp_gateway.errors import (
     TaskNotPermitted,
     ValidationFailed,
 )
+from mcp_gateway.metrics import Metrics
 from mcp_gateway.scopes import may_start
 from mcp_gateway.store.base import Store
 from mcp_gateway.task_definitions import CompiledTask, TaskDefinitions
@@ -196,9 +197,17 @@ _DECODED_LIMIT = 4096
 class TaskSessions:
     """Create, resolve and revoke task sessions held in a ``Store`` shared by every replica."""
 
-    def __init__(self, store: Store, definitions: TaskDefinitions, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        definitions: TaskDefinitions,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._metrics = metrics
         self._definitions = definitions
         self._start_permits: dict[tuple[str, str, int], tuple[Identity, TaskDefinition, bool]] = {}
         # Records decoded lately, by their bytes: a session used on every call is parsed once, and policies can
@@ -236,7 +245,12 @@ class TaskSessions:
             lifetime,
         )
         await self._store.index_add(_LIVE_INDEX, digest, session.expires_at.timestamp())
+        self._count("created")
         return token, session
+
+    def _count(self, event: str, sessions: int = 1) -> None:
+        if self._metrics is not None and sessions:
+            self._metrics.sessions[event].inc(sessions)
 
     def _may_start(self, identity: Identity, compiled: CompiledTask) -> bool:
         """``scopes.may_start``, once per (identity, task version): long pattern lists make it O(len x len) glob
@@ -311,6 +325,7 @@ class TaskSessions:
     async def _remove(self, digest: str, session: TaskSession) -> None:
         await self._store.delete(_RECORD_KEY + digest, _INDEX_KEY + session.token_id)
         await self._store.index_remove(_LIVE_INDEX, digest)
+        self._count("revoked")
 
     async def live(self, *, identity_id: str | None = None, task_id: str | None = None) -> list[TaskSession]:
         """Live sessions, soonest to expire first, optionally of one identity and one task; prunes the index."""
@@ -328,7 +343,8 @@ class TaskSessions:
             elif identity_id in (None, session.identity_id) and task_id in (None, session.task_id):
                 found.append(session)
         if stale:
-            await self._store.index_remove(_LIVE_INDEX, *stale)
+            # Counted by what the store removed, so two replicas pruning at once count each session once.
+            self._count("expired", await self._store.index_remove(_LIVE_INDEX, *stale))
         return found
 
     async def revoke_all(self, task_id: str) -> int:

@@ -16,9 +16,11 @@ import httpx2
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.types import ASGIApp
 
 from mcp_gateway.app import create_app
 from mcp_gateway.config import GatewayConfig, parse_config
+from mcp_gateway.tracing import Tracing
 
 DEMO_KEY = "mgw_test_demo_key_0000000000000000000000"
 SUPPORT_KEY = "mgw_test_support_key_11111111111111111111"
@@ -92,23 +94,26 @@ def make_config(**sections: Any) -> GatewayConfig:
 
 
 @asynccontextmanager
-async def serve_gateway(config: GatewayConfig) -> AsyncIterator[str]:
+async def serve_gateway(config: GatewayConfig, *, tracing: Tracing | None = None) -> AsyncIterator[str]:
     """Start the gateway app under uvicorn on the config's port (0, the base config's, is an ephemeral one); yield
-    its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config), host="127.0.0.1", port=config.server.port, log_level="warning", lifespan="on"
-        )
-    )
+    its base URL. ``tracing``: where its spans go (default: off, whatever the ``OTEL_*`` environment says)."""
+    async with serve_app(create_app(config, tracing=tracing or Tracing.off()), config.server.port) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serve_app(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
+    """Serve an ASGI app under uvicorn in this event loop (port 0: an ephemeral one); yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
             if task.done():
                 task.result()
-                raise RuntimeError("gateway exited during start-up")
+                raise RuntimeError("server exited during start-up")
             await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{bound}"
     finally:
         server.should_exit = True
         await task
@@ -116,10 +121,17 @@ async def serve_gateway(config: GatewayConfig) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def mcp_client(
-    base_url: str, key: str, *, mode: str = "auto", task_token: str | None = None, **kwargs: Any
+    base_url: str,
+    key: str,
+    *,
+    mode: str = "auto",
+    task_token: str | None = None,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[Client]:
-    """A real SDK client of either era ("legacy" handshake or modern "2026-07-28"/"auto") with our headers."""
-    headers = {"Authorization": f"Bearer {key}"}
+    """A real SDK client of either era ("legacy" handshake or modern "2026-07-28"/"auto") with our headers (and
+    ``headers`` on every request)."""
+    headers = {**(headers or {}), "Authorization": f"Bearer {key}"}
     if task_token:
         headers["X-Task-Token"] = task_token
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:

@@ -100,6 +100,7 @@ def test_record_is_logged_as_one_json_line_with_redacted_args(caplog: pytest.Log
         "run_id": None,
         "agent_id": None,
         "agent_revision": None,
+        "trace_id": None,
     }
 
 
@@ -166,6 +167,12 @@ def test_a_call_made_by_an_agent_run_names_the_run_and_revision() -> None:
     data = json.loads(made.to_json())
     assert (data["run_id"], data["agent_id"], data["agent_revision"]) == ("run_1", "ag_1", 3)
     assert AuditRecord.from_json(made.to_json()) == made
+
+
+def test_a_record_written_before_tracing_reads_back_without_a_trace_id() -> None:
+    old = json.loads(record(customer_id="c-1").finish(outcome="ok", latency_ms=1.0).to_json())
+    del old["trace_id"]
+    assert AuditRecord.from_json(json.dumps(old)).trace_id is None
 
 
 def test_a_resource_read_record_names_method_and_uri_and_leaves_tool_empty() -> None:

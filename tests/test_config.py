@@ -247,6 +247,18 @@ def test_identity_roles_admit_admin_and_refuse_unknown_roles() -> None:
     ]
 
 
+def test_metrics_bearer_token_is_optional_long_and_kept_out_of_repr() -> None:
+    token = "m" * 16
+    config = parse_config({"metrics": {"bearerToken": token}})
+    assert config.metrics.bearer_token == token
+    assert token not in repr(config)
+    assert parse_config({"metrics": {"bearerToken": ""}}).metrics.bearer_token is None
+    assert problems_of({"metrics": {"bearerToken": "short", "other": 1}}) == [
+        "metrics.other: unknown key (allowed: bearerToken)",
+        "metrics.bearerToken: must be at least 16 characters (try `openssl rand -hex 32`)",
+    ]
+
+
 def test_console_secret_must_be_long_enough_to_sign_cookies() -> None:
     assert parse_config({"console": {"secret": "s" * 32}}).console.secret == "s" * 32
     assert parse_config({}).console.secret is None

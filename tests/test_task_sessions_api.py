@@ -311,7 +311,8 @@ async def test_redis_down_is_503_and_nothing_is_forwarded(tmp_path: Path) -> Non
     assert created.status_code == 503 and created.json()["error"] == "store_unavailable"
     assert call.status_code == 503
     assert ready.status_code == 503 and ready.json()["store"] is False
-    assert 'decision="allow"' not in metrics
+    forwarded = [line for line in metrics.splitlines() if line.startswith("mcp_gateway_tool_calls_total{")]
+    assert all(line.endswith(" 0.0") for line in forwarded if 'decision="allow"' in line)
 
 
 async def test_require_task_identity_cannot_open_the_legacy_stream_without_token(gateway: str) -> None:

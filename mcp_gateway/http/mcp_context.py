@@ -14,7 +14,7 @@ from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
-from mcp_gateway import json_codec
+from mcp_gateway import json_codec, tracing
 from mcp_gateway.auth import Authenticator
 from mcp_gateway.config import Identity, ServerConfig
 from mcp_gateway.errors import GatewayError, TaskRequired
@@ -147,7 +147,12 @@ class McpContext:
                 raise TaskRequired(f"identity {identity.id!r} must send an X-Task-Token header")
             return Caller(identity=identity)
         try:
-            session, task = await self.sessions.bind(token, identity.id)
+            with tracing.span("bind task session") as span:
+                session, task = await self.sessions.bind(token, identity.id)
+                if span.is_recording():
+                    span.set_attributes(
+                        {"mcp_gateway.task.id": task.id, "mcp_gateway.task_session.id": session.token_id}
+                    )
         except GatewayError:
             self.metrics.auth_failures.labels("task_token").inc()
             raise

@@ -14,6 +14,7 @@ from mcp_types import INVALID_PARAMS
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mcp_gateway import tracing
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.http.json_nesting import value_nests_deeper
 from mcp_gateway.http.legacy import LegacyEra
@@ -58,8 +59,9 @@ class McpEndpoint:
         envelope = parse_envelope(body, self.context.server.max_json_depth)
         if not isinstance(envelope, Envelope):
             return json_response(envelope, 400)
+        tracing.request_parsed(envelope.method, envelope.params, envelope.id, request.headers)
         modern = is_modern(request)
-        self.context.metrics.requests.labels(envelope.method or "response", "modern" if modern else "legacy").inc()
+        self.context.metrics.request(envelope.method or "response", modern)
         if envelope.is_notification:
             return await (self.modern if modern else self.legacy).notification(request, identity, envelope)
         if self._arguments_too_deep(envelope):

@@ -14,7 +14,8 @@ says whether the last answer came; see ``health.py``.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -94,6 +95,10 @@ return nil
 _CHECKS_PER_CAP = 16
 
 
+OperationObserver = Callable[[str, float, bool], None]
+"""Told of every round trip: the operation (``GET``, ``EVALSHA (take)``...), its seconds, and whether it failed."""
+
+
 def redacted_url(url: str) -> str:
     """The URL without user info or query string, either of which may carry a password."""
     parts = urlsplit(url)
@@ -156,6 +161,7 @@ class RedisStore:
         # Per stream, the bytes this client appended since it last checked the stream's size; a stream not seen
         # yet is checked at its first append (it may have grown under another process).
         self._unchecked_bytes: dict[str, int] = {}
+        self._observe: OperationObserver | None = None
 
     @classmethod
     def from_url(
@@ -197,6 +203,10 @@ class RedisStore:
     def available(self) -> bool:
         return self._health.available
 
+    def observe_operations(self, observer: OperationObserver) -> None:
+        """Time every round trip from now on (``/metrics``: store latency per operation)."""
+        self._observe = observer
+
     @asynccontextmanager
     async def _reaching(self, operation: str, within: float | None = None) -> AsyncIterator[None]:
         """Bound one operation in time and turn every way the client can fail into ``StoreUnavailable``.
@@ -207,6 +217,8 @@ class RedisStore:
         marked unavailable: one bad string must not refuse every request. Cancellation is a ``BaseException`` and
         passes through.
         """
+        started = time.perf_counter()
+        failed = False
         try:
             with anyio.fail_after(self._operation_timeout if within is None else within):
                 yield
@@ -215,9 +227,13 @@ class RedisStore:
                 f"store {self._description} cannot encode this {operation}: {describe(exc)}"
             ) from exc
         except Exception as exc:
+            failed = True
             error = StoreUnavailable(f"store {self._description} is unavailable ({operation}: {describe(exc)})")
             self._health.failed(error.message)
             raise error from exc
+        finally:
+            if self._observe is not None:
+                self._observe(operation, time.perf_counter() - started, failed)
 
     def _key(self, key: str) -> str:
         return self._prefix + key

@@ -28,6 +28,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from mcp_gateway import json_codec
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
+from mcp_gateway.tracing import TRACEPARENT, trace_headers
 from mcp_gateway.upstreams.downstream import Downstream, ask
 from mcp_gateway.upstreams.encoding import UnforwardableRequest, encode_json
 
@@ -123,6 +124,10 @@ class HttpHop:
             meta = params.get("_meta")
             params["_meta"] = {**meta, "progressToken": token} if isinstance(meta, dict) else {"progressToken": token}
         call = _Call(request_id, token, on_progress, downstream, {**self._base_headers(), **headers})
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and TRACEPARENT in meta:
+            # The trace context in _meta (the gateway's upstream span when tracing is on) goes as headers too.
+            call.headers.update(trace_headers(meta))
         body = encode_json({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
             return await self._post_and_read(call, body)
