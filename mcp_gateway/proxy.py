@@ -506,6 +506,7 @@ class Proxy:
                 capabilities=link.capabilities,
                 progress=link.progress,
                 send=send_parked,
+                client=link.downstream,
             )
         # A 2026-07-28 upstream is told what the calling client can be asked; with no client to ask (NO_LINK) it
         # sees the gateway's own declaration.
