@@ -34,6 +34,7 @@ from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.downstream import Downstream
 from mcp_gateway.upstreams.encoding import UnforwardableRequest
 from mcp_gateway.upstreams.raw import hop_result
+from mcp_gateway.upstreams.resource_uris import exposed_result, upstream_uri
 from mcp_gateway.visibility import Visibility
 
 logger = logging.getLogger(__name__)
@@ -280,7 +281,8 @@ class Proxy:
                 raise refusal.rpc_error()
 
         params = forwarded_params(params, name=entry.original_name)
-        return await self._forward_recorded(caller, entry.connection, params, link, record)
+        result = await self._forward_recorded(caller, entry.connection, params, link, record)
+        return exposed_result(entry.connection, "tools/call", result)
 
     async def _judge_call(self, caller: Caller, name: str, upstream: str, args: dict[str, Any]) -> Decision:
         """The policies' verdict on a tool call; their ``session`` (the session's call counts) is read from the
@@ -325,7 +327,9 @@ class Proxy:
             identity=caller.identity, task=caller.task_context(), uri=uri, upstream=connection.name
         )
         record = self._record(caller, "resources/read", connection.name, decision, {}, resource=uri)
-        return await self._forward(caller, connection, forwarded_params(params), link, decision, record)
+        params = forwarded_params(params, uri=upstream_uri(connection, uri))
+        result = await self._forward(caller, connection, params, link, decision, record)
+        return exposed_result(connection, "resources/read", result)
 
     async def list_prompts(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
@@ -352,7 +356,8 @@ class Proxy:
         )
         record = self._record(caller, "prompts/get", entry.upstream_name, decision, args, prompt=name)
         params = forwarded_params(params, name=entry.original_name)
-        return await self._forward(caller, entry.connection, params, link, decision, record)
+        result = await self._forward(caller, entry.connection, params, link, decision, record)
+        return exposed_result(entry.connection, "prompts/get", result)
 
     async def complete(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         """A completion is judged like a use of what it completes: visibility and the prompt or resource policies.
@@ -393,7 +398,7 @@ class Proxy:
                 identity=caller.identity, task=task, uri=uri, upstream=connection.name, method="completion/complete"
             )
             record = self._record(caller, "completion/complete", connection.name, decision, argument, resource=uri)
-            params = forwarded_params(params)
+            params = forwarded_params(params, ref={**ref, "uri": upstream_uri(connection, uri)})
             return await self._forward(caller, connection, params, NO_LINK, decision, record)
         raise RpcError(INVALID_PARAMS, "params.ref must be a ref/prompt with a name or a ref/resource with a uri")
 
