@@ -112,6 +112,8 @@ class _ParkedCall:
         self.waiting: dict[str, _Asked] = {}
         self.state: str | None = None
         self.progress: ProgressFnT | None = None
+        self.client: Downstream | None = None
+        """The client while one of its requests waits on this call; it hears what the upstream tells it meanwhile."""
         self._capabilities = capabilities
         self._answer_within = answer_within
         self._asked = 0
@@ -134,7 +136,10 @@ class _ParkedCall:
                 raise RpcError(INTERNAL_ERROR, f"{method}: the client's call was abandoned") from None
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
-        """A 2026-07-28 client has no stream open between rounds; mid-call notifications are not relayed."""
+        """Relayed to the client's request of this round (log messages it opted in to); between rounds the client has
+        no stream open, and what the upstream says then is dropped."""
+        if self.client is not None:
+            await self.client.notify(method, params)
 
     async def report(self, progress: float, total: float | None, message: str | None) -> None:
         if self.progress is not None:
@@ -175,8 +180,11 @@ class InputBridge:
         capabilities: Mapping[str, Any],
         progress: ProgressFnT | None,
         send: Send,
+        client: Downstream | None = None,
     ) -> dict[str, Any]:
         """Start the call, or resume the parked one ``params.requestState`` names; answer when it finishes or asks.
+
+        ``client`` is the client's request of this round, for the notifications the upstream sends while it waits.
 
         A retry must be for the same upstream, method and params (bar the input fields and ``_meta``) as the call it
         resumes: it cannot steer a parked call to arguments other than those its policy decision saw.
@@ -187,9 +195,9 @@ class InputBridge:
         state = params.get("requestState")
         if state is None:
             return await self._start(
-                owner, fingerprint, capabilities, progress, lambda down: send(plain, down, down.report)
+                owner, fingerprint, capabilities, progress, client, lambda down: send(plain, down, down.report)
             )
-        return await self._resume(owner, fingerprint, state, params.get("inputResponses"), progress)
+        return await self._resume(owner, fingerprint, state, params.get("inputResponses"), progress, client)
 
     def abandon(self, owner: str, state: object) -> None:
         """End the parked call ``state`` names, if ``owner``'s (a retry that policy denied)."""
@@ -203,6 +211,7 @@ class InputBridge:
         fingerprint: str,
         capabilities: Mapping[str, Any],
         progress: ProgressFnT | None,
+        client: Downstream | None,
         call: Callable[[_ParkedCall], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
         if self._tg is None:
@@ -212,10 +221,16 @@ class InputBridge:
         parked = _ParkedCall(owner, fingerprint, capabilities, self._answer_within)
         self._running += 1
         self._tg.start_soon(self._run, parked, call)
-        return await self._next(parked, progress)
+        return await self._next(parked, progress, client)
 
     async def _resume(
-        self, owner: str, fingerprint: str, state: object, responses: object, progress: ProgressFnT | None
+        self,
+        owner: str,
+        fingerprint: str,
+        state: object,
+        responses: object,
+        progress: ProgressFnT | None,
+        client: Downstream | None,
     ) -> dict[str, Any]:
         parked = self._states.get(state) if isinstance(state, str) else None
         if parked is None or parked.owner != owner or parked.fingerprint != fingerprint:
@@ -234,7 +249,7 @@ class InputBridge:
             except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 logger.debug("input %r arrived after its upstream question was withdrawn", key)
         parked.waiting = {}
-        return await self._next(parked, progress)
+        return await self._next(parked, progress, client)
 
     async def _run(self, parked: _ParkedCall, call: Callable[[_ParkedCall], Awaitable[dict[str, Any]]]) -> None:
         outcome = _Finished(None, RpcError(INTERNAL_ERROR, "the call was abandoned"))
@@ -253,9 +268,12 @@ class InputBridge:
                 parked.events.send_nowait(outcome)
             parked.events.close()
 
-    async def _next(self, parked: _ParkedCall, progress: ProgressFnT | None) -> dict[str, Any]:
+    async def _next(
+        self, parked: _ParkedCall, progress: ProgressFnT | None, client: Downstream | None
+    ) -> dict[str, Any]:
         """Wait for the parked call to finish or ask; an ask parks it under a fresh ``requestState``."""
         parked.progress = progress
+        parked.client = client
         try:
             event = await parked.event_stream.receive()
         except anyio.EndOfStream:
@@ -266,6 +284,7 @@ class InputBridge:
             raise
         finally:
             parked.progress = None
+            parked.client = None
         if isinstance(event, _Finished):
             if event.error is not None:
                 raise event.error

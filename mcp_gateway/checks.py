@@ -3,7 +3,8 @@
 Parsing already collected every structural problem (``load_config`` raised them). This adds what needs more than
 the file: policies compiled (syntax and type errors with position), the store reached (named by host and port, never
 with its password), upstreams connected and their tools merged (unreachable upstreams and name clashes), warnings
-for patterns, policy arguments, budgets and tool rate limits that match nothing, and for every identity a task's
+for resource URIs and templates that more than one upstream could serve (where they go, and ``resourcePrefix``), for
+patterns, policy arguments, budgets and tool rate limits that match nothing, and for every identity a task's
 ``startableBy`` lets widen itself through that task's lists (found without upstreams).
 """
 
@@ -18,7 +19,7 @@ from mcp_gateway.errors import ConfigError, StoreUnavailable
 from mcp_gateway.policy import PolicyEngine
 from mcp_gateway.scopes import may_start, widened_lists
 from mcp_gateway.store import open_store
-from mcp_gateway.upstreams.catalog import build_catalog
+from mcp_gateway.upstreams.catalog import Catalog, build_catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.visibility import Visibility
 
@@ -37,9 +38,11 @@ async def check_config(config: GatewayConfig, connect_upstreams: bool = True) ->
     if not connect_upstreams or not config.upstreams:
         return problems, warnings
 
-    schemas = await _list_tools(config, problems)
-    if schemas is None:
+    catalog = await _merged_catalog(config, problems)
+    if catalog is None:
         return problems, warnings
+    warnings.extend(catalog.resource_clashes)
+    schemas = {entry.name: entry.definition.get("inputSchema") for entry in catalog.tools()}
     if policies is not None:
         warnings.extend(policies.check_argument_references(schemas))
     visibility = Visibility()
@@ -97,8 +100,8 @@ async def _reach_store(config: GatewayConfig, problems: list[str]) -> None:
         await store.close()
 
 
-async def _list_tools(config: GatewayConfig, problems: list[str]) -> dict[str, Any] | None:
-    """Connect every upstream once and merge their tools; None when the merge itself failed."""
+async def _merged_catalog(config: GatewayConfig, problems: list[str]) -> Catalog | None:
+    """Connect every upstream once and merge their lists; None when the merge itself failed."""
     connections = [UpstreamConnection(upstream) for upstream in config.upstreams]
     async with anyio.create_task_group() as tg:
         for connection in connections:
@@ -106,11 +109,11 @@ async def _list_tools(config: GatewayConfig, problems: list[str]) -> dict[str, A
         for i, connection in enumerate(connections):
             if not connection.ready:
                 problems.append(f"upstreams[{i}] ({connection.name}): cannot connect: {connection.last_error}")
+        catalog: Catalog | None = None
         try:
             catalog = build_catalog(connections, config.server.tool_separator, version=1)
         except ConfigError as exc:
             problems.extend(exc.problems)
-            return None
         finally:
             tg.cancel_scope.cancel()
-    return {entry.name: entry.definition.get("inputSchema") for entry in catalog.tools()}
+    return catalog

@@ -57,6 +57,8 @@ class UpstreamConfig:
     pinning: Literal["off", "warn", "enforce"] = "warn"
     # How the gateway authenticates to an HTTP upstream beyond its static headers (upstream_auth_config.py).
     auth: UpstreamAuth | None = None
+    # Exposes its resource URIs as "{resource_prefix}+{uri}" (upstreams/resource_uris.py); None: as they are.
+    resource_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,7 @@ class GatewayConfig:
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RESOURCE_PREFIX_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9.-]*$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
 
@@ -472,6 +475,7 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
             "connectTimeout",
             "pinning",
             "auth",
+            "resourcePrefix",
         },
         path,
     )
@@ -527,7 +531,16 @@ def _parse_upstream(r: _Reader, data: dict[str, Any], path: str) -> UpstreamConf
         connect_timeout=r.number(data, "connectTimeout", path, 30.0, minimum=0.001),
         pinning=cast(Literal["off", "warn", "enforce"], pinning),
         auth=auth,
+        resource_prefix=_resource_prefix(r, data, path),
     )
+
+
+def _resource_prefix(r: _Reader, data: dict[str, Any], path: str) -> str | None:
+    """A URI scheme's characters, so ``{prefix}+{scheme}://...`` is still a URI; no ``+``, so it splits one way."""
+    prefix = r.optional_string(data, "resourcePrefix", path)
+    if prefix is not None and not _RESOURCE_PREFIX_PATTERN.match(prefix):
+        r.fail(f"{path}.resourcePrefix", f"{prefix!r} must match {_RESOURCE_PREFIX_PATTERN.pattern}")
+    return prefix
 
 
 def _parse_timestamp(r: _Reader, value: Any, path: str) -> datetime | None:
@@ -1077,6 +1090,7 @@ def parse_config(raw: Any) -> GatewayConfig:
         r.fail("oauth", "set either jwt or oauth, not both (oauth validates JWT access tokens itself)")
     upstreams = r.items(root.get("upstreams"), "upstreams", lambda d, p: _parse_upstream(r, d, p), lambda u: u.name)
     upstream_names = frozenset(upstream.name for upstream in upstreams)
+    _check_resource_prefixes(r, upstreams)
     config = GatewayConfig(
         server=_parse_server(r, r.mapping(root.get("server"), "server"), "server"),
         store_url=store_url,
@@ -1098,6 +1112,19 @@ def parse_config(raw: Any) -> GatewayConfig:
     if r.problems:
         raise ConfigError(r.problems)
     return config
+
+
+def _check_resource_prefixes(r: _Reader, upstreams: tuple[UpstreamConfig, ...]) -> None:
+    """Two upstreams under one prefix would be one namespace again (schemes compare case-insensitively)."""
+    seen: dict[str, int] = {}
+    for i, upstream in enumerate(upstreams):
+        if upstream.resource_prefix is None:
+            continue
+        key = upstream.resource_prefix.lower()
+        if key in seen:
+            r.fail(f"upstreams[{i}].resourcePrefix", f"{upstream.resource_prefix!r} is also upstreams[{seen[key]}]'s")
+        else:
+            seen[key] = i
 
 
 def _parse_agents(r: _Reader, raw: Any, config: GatewayConfig) -> tuple[DeclaredAgent, ...]:

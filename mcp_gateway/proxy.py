@@ -36,6 +36,7 @@ from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.downstream import Downstream
 from mcp_gateway.upstreams.encoding import UnforwardableRequest
 from mcp_gateway.upstreams.raw import hop_result
+from mcp_gateway.upstreams.resource_uris import exposed_result, upstream_uri
 from mcp_gateway.visibility import Visibility
 
 logger = logging.getLogger(__name__)
@@ -357,7 +358,8 @@ class Proxy:
                 raise refusal.rpc_error()
 
         params = forwarded_params(params, name=entry.original_name)
-        return await self._forward_recorded(caller, entry.connection, params, link, record)
+        result = await self._forward_recorded(caller, entry.connection, params, link, record)
+        return exposed_result(entry.connection, "tools/call", result)
 
     async def _call_agent(
         self, agents: AgentToolset, caller: Caller, name: str, args: dict[str, Any], link: ClientLink
@@ -454,7 +456,9 @@ class Proxy:
             identity=caller.identity, task=caller.task_context(), uri=uri, upstream=connection.name
         )
         record = self._record(caller, "resources/read", connection.name, decision, {}, resource=uri)
-        return await self._forward(caller, connection, forwarded_params(params), link, decision, record)
+        params = forwarded_params(params, uri=upstream_uri(connection, uri))
+        result = await self._forward(caller, connection, params, link, decision, record)
+        return exposed_result(connection, "resources/read", result)
 
     async def list_prompts(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)
@@ -481,7 +485,8 @@ class Proxy:
         )
         record = self._record(caller, "prompts/get", entry.upstream_name, decision, args, prompt=name)
         params = forwarded_params(params, name=entry.original_name)
-        return await self._forward(caller, entry.connection, params, link, decision, record)
+        result = await self._forward(caller, entry.connection, params, link, decision, record)
+        return exposed_result(entry.connection, "prompts/get", result)
 
     async def complete(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         """A completion is judged like a use of what it completes: visibility and the prompt or resource policies.
@@ -522,7 +527,7 @@ class Proxy:
                 identity=caller.identity, task=task, uri=uri, upstream=connection.name, method="completion/complete"
             )
             record = self._record(caller, "completion/complete", connection.name, decision, argument, resource=uri)
-            params = forwarded_params(params)
+            params = forwarded_params(params, ref={**ref, "uri": upstream_uri(connection, uri)})
             return await self._forward(caller, connection, params, NO_LINK, decision, record)
         raise RpcError(INVALID_PARAMS, "params.ref must be a ref/prompt with a name or a ref/resource with a uri")
 
@@ -638,6 +643,7 @@ class Proxy:
                 capabilities=link.capabilities,
                 progress=link.progress,
                 send=send_parked,
+                client=link.downstream,
             )
         # A 2026-07-28 upstream is told what the calling client can be asked and nothing more; with no client to ask
         # (NO_LINK: an agent run's call, a completion) that is nothing.

@@ -9,6 +9,9 @@ upstream says the resource changed, each subscribed client is told through the `
 Subscriptions live in the process that accepted them: a handshake-era client whose GET stream is held by another
 replica than the one it subscribed on hears nothing. A handshake-era session can expire without saying goodbye, so
 its subscriptions carry the session's idle lifetime and are dropped once it passes without a request.
+
+Clients name resources as the gateway exposes them (under an upstream's ``resourcePrefix``, if it has one); the
+upstream subscription is for the URI as the upstream knows it, and its updates reach clients as exposed again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.upstreams.resource_uris import claimants, exposed_uri, upstream_uri
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class ResourceSubscriptions:
     ) -> None:
         self._catalog = catalog
         self._all = tuple(connections)
+        self._by_name = {connection.name: connection for connection in connections}
         self._notifier = notifier
         # (upstream, uri) -> targets; a key exists exactly while the upstream subscription should.
         self._slots: dict[tuple[str, str], set[Hashable]] = {}
@@ -60,7 +65,7 @@ class ResourceSubscriptions:
             failures: list[RpcError] = []
             for connection in connections:
                 try:
-                    await self._join((connection.name, uri), connection, target)
+                    await self._join((connection.name, upstream_uri(connection, uri)), connection, target)
                 except RpcError as exc:
                     failures.append(exc)
             if len(failures) == len(connections):
@@ -72,7 +77,7 @@ class ResourceSubscriptions:
             if not owner.supports_resource_subscriptions:
                 raise RpcError(INVALID_PARAMS, f"upstream {owner.name!r} does not support resource subscriptions")
             return [owner]
-        capable = [connection for connection in self._all if connection.supports_resource_subscriptions]
+        capable = [c for c in claimants(self._all, uri) if c.supports_resource_subscriptions]
         if not capable:
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
         return capable
@@ -94,7 +99,7 @@ class ResourceSubscriptions:
     async def unsubscribe(self, target: Hashable, uri: str) -> None:
         """Idempotent: unsubscribing from something never subscribed is not an error."""
         async with self._lock:
-            for slot in [slot for slot in self._slots if slot[1] == uri]:
+            for slot in [slot for slot in self._slots if exposed_uri(self._by_name[slot[0]], slot[1]) == uri]:
                 await self._leave(slot, target)
 
     async def drop(self, target: Hashable) -> None:
@@ -110,9 +115,10 @@ class ResourceSubscriptions:
             self._expiry[target] = anyio.current_time() + idle_lifetime
 
     def updated(self, connection: UpstreamConnection, uri: str) -> None:
-        """The upstream says ``uri`` changed: tell each subscriber."""
+        """The upstream says ``uri`` (as it knows it) changed: tell each subscriber, in the URI it subscribed to."""
+        exposed = exposed_uri(connection, uri)
         for target in self._slots.get((connection.name, uri), ()):
-            self._notifier.publish(UPDATED, {"uri": uri}, to=target)
+            self._notifier.publish(UPDATED, {"uri": exposed}, to=target)
 
     async def _leave(self, slot: tuple[str, str], target: Hashable) -> None:
         targets = self._slots.get(slot)

@@ -49,8 +49,8 @@ from mcp_gateway.config import GatewayConfig
 from mcp_gateway.errors import GATEWAY_REFUSED, GatewayError, RpcError, StoreUnavailable
 from mcp_gateway.gateway import running_gateway
 from mcp_gateway.http.legacy import finish_for_handshake_era
-from mcp_gateway.http.legacy_calls import LOG_LEVELS, log_rank
 from mcp_gateway.http.listen import listening
+from mcp_gateway.http.log_messages import LOG_LEVELS, relayed
 from mcp_gateway.http.mcp_context import McpContext
 from mcp_gateway.http.modern import ModernEra
 from mcp_gateway.http.streaming import progress_token
@@ -86,7 +86,8 @@ class _ClientDownstream:
     def __init__(self, dctx: Dispatch, capabilities: Mapping[str, Any], log_level: str | None) -> None:
         self._dctx = dctx
         self._capabilities = capabilities
-        self._min_log_rank = log_rank(log_level) if log_level is not None else 0
+        # No level set: every message, as the handshake era's sessions do before logging/setLevel.
+        self._log_level = log_level or LOG_LEVELS[0]
 
     @property
     def capabilities(self) -> Mapping[str, Any]:
@@ -101,7 +102,7 @@ class _ClientDownstream:
             raise RpcError(exc.code, exc.message, exc.data) from None
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
-        if method == "notifications/message" and log_rank(params.get("level")) < self._min_log_rank:
+        if not relayed(method, params, self._log_level):
             return
         await self._dctx.notify(method, params)
 

@@ -102,14 +102,34 @@ async def test_unprefixed_tool_in_the_agents_namespace_is_a_clash() -> None:
     ]
 
 
-async def test_resource_listed_by_two_upstreams_goes_to_the_first_in_config(caplog: pytest.LogCaptureFixture) -> None:
+async def test_resource_listed_by_two_upstreams_goes_to_the_first_in_config_and_the_clash_is_named() -> None:
     first, second = UpstreamConnection(demo_stdio("first")), UpstreamConnection(demo_stdio("second"))
     async with running(first, second):
-        with caplog.at_level(logging.WARNING, logger="mcp_gateway.upstreams.catalog"):
-            catalog = build_catalog([first, second])
+        catalog = build_catalog([first, second])
     assert catalog.resource_owner("demo://readme") is first
+    assert catalog.resource_owner("demo://customers/cust-001") is first
     assert [resource["uri"] for resource in catalog.resource_entries()] == ["demo://note", "demo://readme"]
-    assert "resource 'demo://readme' is listed by upstreams 'first' and 'second'" in caplog.text
+    assert any(
+        clash.startswith("resource 'demo://readme' is listed by upstreams 'first' and 'second': it goes to 'first'")
+        for clash in catalog.resource_clashes
+    )
+
+
+async def test_a_resource_prefix_exposes_an_upstreams_uris_and_templates_under_it() -> None:
+    plain = UpstreamConnection(demo_stdio("plain"))
+    prefixed = UpstreamConnection(demo_stdio("work", resource_prefix="Work"))
+    async with running(plain, prefixed):
+        catalog = build_catalog([plain, prefixed])
+    assert [r["uri"] for r in catalog.resource_entries()] == [
+        "Work+demo://note",
+        "Work+demo://readme",
+        "demo://note",
+        "demo://readme",
+    ]
+    assert catalog.resource_owner("Work+demo://note") is prefixed
+    assert catalog.resource_owner("Work+demo://customers/cust-001") is prefixed
+    assert catalog.resource_owner("demo://customers/cust-001") is plain
+    assert catalog.resource_clashes == ()
 
 
 async def test_resources_keep_their_uris_and_route_to_their_upstream() -> None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import mcp_types as types
 import pytest
@@ -19,6 +20,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.harness import BASE_CONFIG, DEMO_KEY, DEMO_UPSTREAM, make_config, mcp_client, serve_gateway, sha
 from tests.test_fidelity_legacy import Answers, text_of
+from tests.test_fidelity_modern import audited_outcomes
 from tests.test_mcp_endpoint import modern_body, modern_headers
 
 MODERN = "2026-07-28"
@@ -204,3 +206,15 @@ async def test_legacy_clients_log_level_reaches_a_modern_upstream_and_its_log_me
         await client.set_logging_level("warning")
         await client.call_tool("demo__log_steps", {"n": 1})
     assert len(logged) == 2  # the demo logs at info
+
+
+async def test_modern_client_abandoning_a_call_to_a_legacy_upstream_cancels_it(
+    legacy_upstream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The plain-JSON call runs as a handshake-era upstream call: abandoning it cancels that call too."""
+    caplog.set_level(logging.INFO, logger="mcp_gateway.audit")
+    async with mcp_client(legacy_upstream, DEMO_KEY, mode=MODERN) as client:
+        with anyio.move_on_after(1):
+            await client.call_tool("demo__count_slowly", {"n": 100, "delay": 0.1})
+    [record] = await audited_outcomes(caplog, "demo__count_slowly", "cancelled")
+    assert record["latency_ms"] < 5000

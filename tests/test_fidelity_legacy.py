@@ -6,6 +6,7 @@ Real gateway, real demo upstream (stdio, and streamable HTTP in its own process)
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 
 from tests.harness import DEMO_KEY, DEMO_UPSTREAM, make_config, mcp_client, serve_gateway
+from tests.test_fidelity_modern import audit_decisions, audited_outcomes
 from tests.test_upstreams import demo_http_server, free_port
 
 LEGACY = "2025-11-25"
@@ -330,3 +332,24 @@ async def test_an_unknown_log_level_is_invalid_params(gateway: str) -> None:
         answer = (await http.post(f"{gateway}/mcp", json=body, headers=headers)).json()
     assert answer["error"]["code"] == -32602
     assert "params.level must be one of debug, info" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("version", "accept"),
+    [("2025-11-25", "application/json"), ("2025-06-18", "application/json, text/event-stream")],
+    ids=["json-only", "lazy-sse"],
+)
+async def test_client_closing_its_connection_cancels_the_call(
+    gateway: str, version: str, accept: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without SSE (a JSON body), or before the call sent anything (a lazy stream not yet started): the client gives
+    up on the POST and the call is cancelled, audited as such."""
+    caplog.set_level(logging.INFO, logger="mcp_gateway.audit")
+    async with httpx.AsyncClient(timeout=30) as http:
+        headers = {**await _open_session(http, gateway, {}, version=version), "Accept": accept}
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+        call["params"] = {"name": "demo__count_slowly", "arguments": {"n": 100, "delay": 0.1}}
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(f"{gateway}/mcp", json=call, headers=headers, timeout=httpx.Timeout(30, read=1))
+    await audited_outcomes(caplog, "demo__count_slowly", "cancelled")
+    assert [r["outcome"] for r in audit_decisions(caplog, "demo__count_slowly")] == ["cancelled"]

@@ -190,3 +190,23 @@ async def calls_with_outcome(url: str, outcome: str) -> float:
         for line in text.splitlines()
         if line.startswith("mcp_gateway_tool_calls_total{") and f'outcome="{outcome}"' in line
     )
+
+
+async def audited_outcomes(caplog: pytest.LogCaptureFixture, tool: str, outcome: str) -> list[dict[str, Any]]:
+    """The audit records of ``tool`` with ``outcome``, waiting up to 5 s for the first (written as the call ends)."""
+    with anyio.fail_after(5):
+        while not (found := [r for r in audit_decisions(caplog, tool) if r["outcome"] == outcome]):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    return found
+
+
+async def test_client_abandoning_a_plain_json_call_cancels_the_upstream_call(
+    gateway: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No progress token, so the answer would be a JSON body; the SDK client gives up and aborts its POST."""
+    caplog.set_level(logging.INFO, logger="mcp_gateway.audit")
+    async with mcp_client(gateway, DEMO_KEY, mode=MODERN) as client:
+        with anyio.move_on_after(1):
+            await client.call_tool("demo__count_slowly", {"n": 100, "delay": 0.1})
+    [record] = await audited_outcomes(caplog, "demo__count_slowly", "cancelled")
+    assert record["latency_ms"] < 5000  # the upstream's ten seconds were not waited out

@@ -38,7 +38,7 @@ FAST = Backoff(initial=0.1, factor=2.0, cap=0.5, jitter=0.1)
 DEMO_TOOLS = {
     *("echo", "add", "get_customer", "update_ticket", "count_slowly", "fail", "toggle_extra_tool"),
     *("confirm_action", "ask_model", "client_roots", "log_steps", "region_header", "write_note", "note_subscriptions"),
-    "customer_reads",
+    *("customer_reads", "note_link"),
 }
 
 # A hand-written legacy-era server speaking raw JSON-RPC lines: it can say things no SDK server would (vendor fields),

@@ -40,8 +40,8 @@ README = """# Demo upstream
 Tools: echo, add, get_customer, update_ticket, count_slowly, fail, toggle_extra_tool, and the ones that need the
 client mid-call: confirm_action (elicitation), ask_model (sampling), client_roots (roots), log_steps (log messages),
 and region_header (an argument mirrored into an Mcp-Param-Region header); write_note changes demo://note and tells
-its subscribers (`resources/subscribe`, or a 2026-07-28 `subscriptions/listen` stream); note_subscriptions lists the
-subscribe and unsubscribe requests received.
+its subscribers (`resources/subscribe`, or a 2026-07-28 `subscriptions/listen` stream); note_link returns a link to it
+and the note embedded; note_subscriptions lists the subscribe and unsubscribe requests received.
 Customers: any id answers; cust-001, cust-002 and cust-003 have names. Also readable as demo://customers/{customer_id};
 customer_reads lists the customer records read that way.
 """
@@ -109,6 +109,13 @@ def _add_note(server: MCPServer) -> None:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 subscribers.discard(session)  # that client is gone
         return "noted"
+
+    @server.tool()
+    def note_link() -> list[types.ResourceLink | types.EmbeddedResource]:
+        """demo://note twice: a link to it, and the note itself embedded (a gateway may rewrite both URIs)."""
+        link = types.ResourceLink(type="resource_link", uri=NOTE, name="note", mime_type="text/plain")
+        contents = types.TextResourceContents(uri=NOTE, mime_type="text/plain", text=note["text"])
+        return [link, types.EmbeddedResource(type="resource", resource=contents)]
 
     @server.tool()
     def note_subscriptions() -> str:

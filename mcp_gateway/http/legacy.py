@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.config import Identity
 from mcp_gateway.errors import RpcError
-from mcp_gateway.http.legacy_calls import LOG_LEVELS, LegacyCalls
+from mcp_gateway.http.legacy_calls import LegacyCalls
+from mcp_gateway.http.log_messages import LOG_LEVELS
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body, sse_event
 from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, answer, progress_sink, progress_token

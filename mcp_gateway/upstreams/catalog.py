@@ -4,8 +4,11 @@ Tools and prompts are exposed as ``{upstream}{separator}{name}`` (``demo__echo``
 upstream configured with ``prefix: false``. Two upstreams exposing the same name is an error naming both, never a
 silent shadow: which tool a name reaches must not depend on connect order. So is an unprefixed upstream exposing a
 name in the gateway's own namespaces (``agents{separator}…``, the Task Agents' tools). Resource URIs are left as they
-are and routed back to the upstream that listed them, or else to the first (in config order) whose template matches;
-a URI listed by two upstreams goes to the first in config order, with a warning.
+are, or exposed under an upstream's ``resourcePrefix`` (``resource_uris.py``), and routed back by a fixed rule: to the
+upstream that listed the URI (the first in config order, if several did), else to the first (in config order) whose
+template matches it. Two upstreams listing the same URI or template, or a listed URI that another upstream's template
+also matches, are not an error (two instances of one server do that), but each such clash is named in
+``resource_clashes``, which start-up logs and ``mcp-gateway check`` prints.
 
 A ``Catalog`` is an immutable snapshot, cheap to rebuild. ``LiveCatalog`` rebuilds it whenever an upstream's lists
 change and swaps it in one assignment, so a request sees either the old namespace or the new one, never a mix.
@@ -29,8 +32,11 @@ from mcp_gateway.config import DEFAULT_SEPARATOR, RESERVED_UPSTREAM_NAMES
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.lists import ListKind
+from mcp_gateway.upstreams.resource_uris import exposed_uri
 
 logger = logging.getLogger(__name__)
+
+_HINT = "; set resourcePrefix on one of them to tell them apart"
 
 CatalogListener = Callable[["Catalog", frozenset[ListKind]], Awaitable[None]]
 """Called with the new snapshot and the kinds of list that changed (to tell clients ``list_changed``)."""
@@ -71,6 +77,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class _TemplateRoute:
+    text: str
     template: UriTemplate
     connection: UpstreamConnection
 
@@ -90,6 +97,8 @@ class Catalog:
     """(``{upstream}{separator}``, connection) of each prefixed upstream with no tools listed: maybe never connected."""
     _withheld: Mapping[str, Entry] = field(default_factory=dict)
     """Tools a review took out of ``_tools`` (their definition changed and awaits approval)."""
+    resource_clashes: tuple[str, ...] = ()
+    """One sentence per resource URI or template that more than one upstream could serve, saying where it goes."""
 
     def tools(self) -> tuple[Entry, ...]:
         """Every tool, sorted by exposed name."""
@@ -143,14 +152,15 @@ class Catalog:
         return [entry.definition for entry in self._prompts.values()]
 
     def resource_entries(self) -> list[dict[str, Any]]:
-        """Every listed resource, unchanged, sorted by URI."""
+        """Every listed resource, its URI as exposed, sorted by that URI."""
         return list(self._resources)
 
     def resource_template_entries(self) -> list[dict[str, Any]]:
         return list(self._resource_templates)
 
     def resource_owner(self, uri: str) -> UpstreamConnection | None:
-        """The upstream that listed ``uri``, else the first whose template matches it."""
+        """The upstream that listed ``uri`` (as exposed), else the first whose template matches it; ``upstream_uri``
+        gives the URI to send it."""
         owner = self._resource_owners.get(uri)
         if owner is not None:
             return owner
@@ -171,6 +181,11 @@ def build_catalog(
     problems: list[str] = []
     tools = _named(connections, "tool", separator, problems, lambda c: c.lists.tools)
     prompts = _named(connections, "prompt", separator, problems, lambda c: c.lists.prompts)
+    if problems:
+        raise NameClashError(problems)
+    # URIs are not namespaced unless configured, so two instances of one server (two accounts, say) list the same
+    # ones; refusing to start would make that setup impossible. Config order decides, out loud.
+    clashes: list[str] = []
     owners: dict[str, UpstreamConnection] = {}
     resources: dict[str, dict[str, Any]] = {}
     for connection in connections:
@@ -178,39 +193,48 @@ def build_catalog(
             uri = resource.get("uri")
             if not isinstance(uri, str):
                 continue
-            owner = owners.get(uri)
-            if owner is None:
-                owners[uri] = connection
-                resources[uri] = dict(resource)
-            elif owner is not connection:
-                # URIs are not namespaced, so two instances of one server (two accounts, say) list the same ones;
-                # refusing to start would make that setup impossible. Config order decides, out loud.
-                logger.warning(
-                    "resource %r is listed by upstreams %r and %r; reads go to %r (first in config)",
-                    uri,
-                    owner.name,
-                    connection.name,
-                    owner.name,
+            exposed = exposed_uri(connection, uri)
+            owner = owners.setdefault(exposed, connection)
+            if owner is connection:
+                resources.setdefault(exposed, {**resource, "uri": exposed})
+            else:
+                clashes.append(
+                    f"resource {exposed!r} is listed by upstreams {owner.name!r} and {connection.name!r}: it goes to "
+                    f"{owner.name!r} (first in config order){_HINT}"
                 )
-    if problems:
-        raise NameClashError(problems)
-    routes: list[_TemplateRoute] = []
+    routes: dict[str, _TemplateRoute] = {}
     templates: dict[str, dict[str, Any]] = {}
     for connection in connections:
         for template in connection.lists.resource_templates:
-            route = _template_route(connection, template)
-            if route is not None:
-                routes.append(route)
-                templates.setdefault(str(template["uriTemplate"]), dict(template))
+            route = _template_route(connection, template.get("uriTemplate"))
+            if route is None:
+                continue
+            first = routes.setdefault(route.text, route)
+            if first.connection is connection:
+                templates.setdefault(route.text, {**template, "uriTemplate": route.text})
+            else:
+                clashes.append(
+                    f"resource template {route.text!r} is listed by upstreams {first.connection.name!r} and "
+                    f"{connection.name!r}: the URIs it matches go to {first.connection.name!r} (first in config "
+                    f"order){_HINT}"
+                )
+    for uri, owner in owners.items():
+        for route in routes.values():
+            if route.connection is not owner and route.template.match(uri) is not None:
+                clashes.append(
+                    f"resource {uri!r} of upstream {owner.name!r} also matches the template {route.text!r} of "
+                    f"upstream {route.connection.name!r}: it goes to {owner.name!r} (a listed URI wins){_HINT}"
+                )
     return Catalog(
         version=version,
         _tools=tools,
         _prompts=prompts,
         _resource_owners=owners,
-        _templates=tuple(routes),
+        _templates=tuple(routes.values()),
         _resources=tuple(resources[uri] for uri in sorted(resources)),
         _resource_templates=tuple(templates[key] for key in sorted(templates)),
         _unlisted=tuple((f"{c.name}{separator}", c) for c in connections if c.config.prefix and not c.lists.tools),
+        resource_clashes=tuple(dict.fromkeys(clashes)),
     )
 
 
@@ -250,12 +274,13 @@ def _named(
     return {name: entries[name] for name in sorted(entries)}
 
 
-def _template_route(connection: UpstreamConnection, template: Mapping[str, Any]) -> _TemplateRoute | None:
-    text = template.get("uriTemplate")
+def _template_route(connection: UpstreamConnection, text: object) -> _TemplateRoute | None:
+    """The route for one of the upstream's templates, matching URIs as exposed (under its prefix, if any)."""
     if not isinstance(text, str):
         return None
+    exposed = exposed_uri(connection, text)
     try:
-        return _TemplateRoute(UriTemplate.parse(text), connection)
+        return _TemplateRoute(exposed, UriTemplate.parse(exposed), connection)
     except InvalidUriTemplate as exc:
         logger.warning("upstream %r: ignoring resource template %r: %s", connection.name, text, exc)
         return None
@@ -287,6 +312,7 @@ class LiveCatalog:
         self._unsettled = False
         self._lock = anyio.Lock()
         self._current = build_catalog(self._connections, separator, version=1)
+        _warn_of_clashes(self._current, ())
         for connection in self._connections:
             connection.add_change_listener(self._upstream_changed)
 
@@ -324,6 +350,7 @@ class LiveCatalog:
                 name = cause.name if cause is not None else "an upstream"
                 logger.error("upstream %r changed its lists into a clash; keeping the previous catalog: %s", name, exc)
                 return
+            _warn_of_clashes(catalog, previous.resource_clashes)
             if self._review is not None:
                 review = await self._review(catalog)
                 self._unsettled = review.unsettled
@@ -338,3 +365,9 @@ class LiveCatalog:
                 await listener(catalog, kinds)
             except Exception:
                 logger.exception("catalog listener failed")
+
+
+def _warn_of_clashes(catalog: Catalog, known: Iterable[str]) -> None:
+    """Each resource clash once, when it first appears (start-up, or an upstream's lists changed)."""
+    for clash in sorted(set(catalog.resource_clashes) - set(known)):
+        logger.warning("%s", clash)
