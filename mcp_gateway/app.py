@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -22,7 +25,7 @@ from mcp_gateway.agents.api import AgentsApi
 from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
-from mcp_gateway.errors import NotFound, StoreUnavailable
+from mcp_gateway.errors import Conflict, Forbidden, NotFound, StoreUnavailable
 from mcp_gateway.gateway import CAPABILITIES, Gateway, running_gateway
 from mcp_gateway.http.front_door import FrontDoor, guarded_path
 from mcp_gateway.http.mcp_context import McpContext
@@ -33,6 +36,7 @@ from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
 from mcp_gateway.http.tools_api import ToolsApi
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
+from mcp_gateway.reload import Reloader
 
 
 class _Routes:
@@ -44,6 +48,7 @@ class _Routes:
         self._tasks: TasksApi | None = None
         self._definitions: TaskDefinitionsApi | None = None
         self._tools: ToolsApi | None = None
+        self.reloader: Reloader | None = None
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -65,7 +70,6 @@ class _Routes:
             gateway.authenticator,
             gateway.definitions,
             gateway.sessions,
-            frozenset(identity.id for identity in gateway.config.identities),
             lambda: [entry.name for entry in gateway.catalog.snapshot().tools()],
             gateway.config.server,
         )
@@ -129,6 +133,21 @@ class _Routes:
         assert self._tools is not None
         return await self._tools.approve(request)
 
+    async def reload_config(self, request: Request) -> Response:
+        return await guarded(self._reload_config, request)
+
+    async def _reload_config(self, request: Request) -> Response:
+        """``POST /v1/config/reload`` (admins): what SIGHUP does, answered with the outcome."""
+        identity = await self.gateway.authenticator.authenticate(request.headers.get("authorization"))
+        if not identity.is_admin:
+            raise Forbidden("only an admin may reload the config")
+        if self.reloader is None:
+            raise Conflict("this gateway was not started from a config file, so there is nothing to reload")
+        outcome = await self.reloader.reload()
+        if outcome.applied:
+            return json_response(outcome.to_json())
+        return json_response({"error": "config_refused", "message": outcome.summary, **outcome.to_json()}, 422)
+
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -191,16 +210,26 @@ class _StoreGate:
         await self._app(scope, receive, send)
 
 
-def create_app(config: GatewayConfig) -> Starlette:
+def create_app(config: GatewayConfig, config_path: str | Path | None = None) -> Starlette:
+    """The app; with ``config_path`` (the file ``config`` was read from) SIGHUP, ``server.watchConfig`` and
+    ``POST /v1/config/reload`` apply that file again (``reload.py``)."""
     routes = _Routes()
     agents = AgentsApi()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running_gateway(config) as gateway, running_agents(gateway) as running:
+        async with (
+            running_gateway(config) as gateway,
+            running_agents(gateway) as running,
+            anyio.create_task_group() as reloads,
+        ):
             routes.bind(gateway)
             agents.bind(running)
+            if config_path is not None:
+                routes.reloader = Reloader(gateway, config_path)
+                reloads.start_soon(partial(routes.reloader.watch, poll=config.server.watch_config))
             yield
+            reloads.cancel_scope.cancel()
 
     console = (
         Console(config, config.console.secret, lambda: routes.gateway).routes()
@@ -220,6 +249,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/v1/tools/pins", routes.tool_pins, methods=["GET"]),
             Route("/v1/tools/{name}/approve", routes.approve_tool, methods=["POST"]),
+            Route("/v1/config/reload", routes.reload_config, methods=["POST"]),
             *agents.routes(),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),

@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         # Compiled again by the app; doing it here first turns a bad policy into a clean exit 2 before any socket.
         PolicyEngine.compile(config.policies)
-        app = create_app(config)
+        app = create_app(config, args.config)
         uvicorn_config = uvicorn.Config(
             app,
             host=host,

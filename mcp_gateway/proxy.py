@@ -176,6 +176,10 @@ class Proxy:
     def visibility(self) -> Visibility:
         return self._visibility
 
+    def set_policies(self, policies: PolicyEngine) -> None:
+        """A config reload: every decision from now on is the new engine's (compiled and checked beforehand)."""
+        self._policies = policies
+
     def visible_tools(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's filtered tool list, memoised per catalog snapshot and pattern list."""
         catalog = self._catalog()

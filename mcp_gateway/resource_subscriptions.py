@@ -14,7 +14,7 @@ its subscriptions carry the session's idle lifetime and are dropped once it pass
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 
 import anyio
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
@@ -30,11 +30,8 @@ UPDATED = "notifications/resources/updated"
 
 
 class ResourceSubscriptions:
-    def __init__(
-        self, catalog: Callable[[], Catalog], connections: Sequence[UpstreamConnection], notifier: Notifier
-    ) -> None:
+    def __init__(self, catalog: Callable[[], Catalog], notifier: Notifier) -> None:
         self._catalog = catalog
-        self._all = tuple(connections)
         self._notifier = notifier
         # (upstream, uri) -> targets; a key exists exactly while the upstream subscription should.
         self._slots: dict[tuple[str, str], set[Hashable]] = {}
@@ -67,12 +64,13 @@ class ResourceSubscriptions:
                 raise failures[0]
 
     def _owners(self, uri: str) -> list[UpstreamConnection]:
-        owner = self._catalog().resource_owner(uri)
+        catalog = self._catalog()
+        owner = catalog.resource_owner(uri)
         if owner is not None:
             if not owner.supports_resource_subscriptions:
                 raise RpcError(INVALID_PARAMS, f"upstream {owner.name!r} does not support resource subscriptions")
             return [owner]
-        capable = [connection for connection in self._all if connection.supports_resource_subscriptions]
+        capable = [connection for connection in catalog.connections() if connection.supports_resource_subscriptions]
         if not capable:
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
         return capable

@@ -55,7 +55,7 @@ async def running_agents(gateway: Gateway) -> AsyncIterator[Agents]:
                 proxy=gateway.proxy,
                 catalog=gateway.catalog.snapshot,
                 sessions=gateway.sessions,
-                tasks={task.id: task for task in config.tasks},
+                tasks=gateway.definitions.configured_tasks(),
                 models=models,
                 redact_keys=config.audit.redact_keys,
                 separator=config.server.tool_separator,

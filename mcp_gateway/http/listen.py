@@ -22,6 +22,7 @@ from mcp_gateway.errors import RpcError
 from mcp_gateway.http.responses import sse_event
 from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, EventStream
 from mcp_gateway.notifications import Notifier
+from mcp_gateway.proxy import Caller
 from mcp_gateway.resource_subscriptions import UPDATED, ResourceSubscriptions
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class ListenStream(EventStream):
         self,
         notifier: Notifier,
         subscriptions: ResourceSubscriptions,
+        caller: Caller,
         subscription_id: str | int,
         honored: dict[str, bool],
         uris: list[str],
@@ -68,6 +70,7 @@ class ListenStream(EventStream):
         super().__init__()
         self._notifier = notifier
         self._subscriptions = subscriptions
+        self._caller = caller
         self._meta = {SUBSCRIPTION_ID_META_KEY: subscription_id}
         self._honored = honored
         self._uris = uris[:_MAX_RESOURCE_SUBSCRIPTIONS]
@@ -78,7 +81,7 @@ class ListenStream(EventStream):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         # Subscribe before acknowledging, so nothing published meanwhile is lost; the ack is still the first frame.
         try:
-            async with anyio.create_task_group() as tg, self._notifier.subscribe(self._target) as notes:
+            async with anyio.create_task_group() as tg, self._notifier.subscribe(self._target, self._caller) as notes:
 
                 async def watch_disconnect() -> None:
                     while (await receive())["type"] != "http.disconnect":

@@ -150,7 +150,9 @@ class ModernEra:
         context = self.context
         # A URI the caller may not see is left out of the acknowledgment, as one that no upstream takes.
         uris = [uri for uri in uris if context.proxy.resource_visible(caller, uri)]
-        return ListenStream(context.notifier, context.subscriptions, envelope.id, honored_filter(requested), uris)
+        return ListenStream(
+            context.notifier, context.subscriptions, caller, envelope.id, honored_filter(requested), uris
+        )
 
     def discover_result(self) -> dict[str, Any]:
         return {
