@@ -123,32 +123,39 @@ async def next_message(stream: AsyncIterator[str]) -> dict[str, Any]:
     return message
 
 
-async def test_sighup_adds_and_removes_identities_and_keeps_legacy_sessions(tmp_path: Path) -> None:
+async def test_sighup_adds_and_removes_identities_keeping_sessions_and_ending_the_removed_ones_streams(
+    tmp_path: Path,
+) -> None:
     with gateway_process(tmp_path) as gateway:
         await until_serving(gateway.process, gateway.base)
         async with httpx.AsyncClient(timeout=30) as http:
             assert (await call(http, gateway.base, NEW_KEY, "demo__echo", {"text": "hi"})).status_code == 401
             assert (await call(http, gateway.base, OTHER_KEY, "demo__echo", {"text": "hi"})).status_code == 200
             session = await initialize(http, gateway.base)
+            async with listen(http, gateway.base, OTHER_KEY, toolsListChanged=True) as removed_stream:
+                await next_message(removed_stream)  # the acknowledgment
+                config = copy.deepcopy(gateway.config)
+                config["identities"] = [i for i in config["identities"] if i["id"] != "other-agent"]
+                config["identities"].append({"id": "newcomer", "credentials": [{"sha256": sha(NEW_KEY)}]})
+                outcome = await gateway.reloaded(config)
+                with anyio.fail_after(10):
+                    after_removal = [message async for message in removed_stream]
 
-            config = copy.deepcopy(gateway.config)
-            config["identities"] = [i for i in config["identities"] if i["id"] != "other-agent"]
-            config["identities"].append({"id": "newcomer", "credentials": [{"sha256": sha(NEW_KEY)}]})
-            outcome = await gateway.reloaded(config)
-
-            assert outcome.startswith("config reloaded: identities +newcomer -other-agent")
             added = await call(http, gateway.base, NEW_KEY, "demo__echo", {"text": "hi"})
-            assert added.status_code == 200, added.text
-            assert added.json()["result"]["content"] == [{"type": "text", "text": "hi"}]
             removed = await call(http, gateway.base, OTHER_KEY, "demo__echo", {"text": "hi"})
-            assert removed.status_code == 401
-            assert removed.json()["error"] == "unauthorized"
             listed = await http.post(
                 f"{gateway.base}/mcp",
                 json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
                 headers={**AUTH, "mcp-session-id": session},
             )
-    assert listed.status_code == 200, listed.text
+
+    assert outcome.startswith("config reloaded: identities +newcomer -other-agent; 1 stream(s) told")
+    assert after_removal == []  # the stream ended, cleanly
+    assert added.status_code == 200, added.text
+    assert added.json()["result"]["content"] == [{"type": "text", "text": "hi"}]
+    assert removed.status_code == 401
+    assert removed.json()["error"] == "unauthorized"
+    assert listed.status_code == 200, listed.text  # the legacy session opened before the reload
     assert "demo__echo" in [tool["name"] for tool in listed.json()["result"]["tools"]]
 
 
@@ -173,9 +180,13 @@ async def test_sighup_applies_a_changed_policy_and_keeps_settings_that_need_a_re
             outcome = await gateway.reloaded(config)
             long_echo = await call(http, gateway.base, DEMO_KEY, "demo__echo", {"text": "x" * 2000})
             short_echo = await call(http, gateway.base, DEMO_KEY, "demo__echo", {"text": "short"})
+            again = await gateway.reloaded(config)
 
     assert outcome.startswith("config reloaded: policies +no-long-echoes")
     assert "needs restart (running value kept): server.maxBodyBytes" in outcome.splitlines()[0]
+    # Said again on every reload until the restart: the running value is the one compared with.
+    assert again.startswith("config reloaded: nothing changed; 0 stream(s) told; needs restart (running value kept): ")
+    assert "server.maxBodyBytes" in again.splitlines()[0]
     # The 2000-character body is over the new maxBodyBytes but not the running one: it reached the policy.
     assert long_echo.status_code == 200, long_echo.text
     result = long_echo.json()["result"]
@@ -270,7 +281,7 @@ async def test_a_call_in_flight_finishes_when_a_reload_removes_its_upstream(tmp_
         async with httpx.AsyncClient(timeout=30) as http:
             session = await initialize(http, gateway.base)
             legacy = {**AUTH, "mcp-session-id": session}
-            async with sse(http, "POST", f"{gateway.base}/mcp", json=count_slowly(4, 0.75), headers=legacy) as call_:
+            async with sse(http, "POST", f"{gateway.base}/mcp", json=count_slowly(8, 0.75), headers=legacy) as call_:
                 first = json.loads(await anext(call_))
                 assert first["method"] == "notifications/progress"  # the call is running upstream
                 config = copy.deepcopy(gateway.config)
@@ -284,7 +295,8 @@ async def test_a_call_in_flight_finishes_when_a_reload_removes_its_upstream(tmp_
 
     assert outcome.startswith("config reloaded: upstreams +extra -demo")
     assert rest[-1]["id"] == 7
-    assert rest[-1]["result"]["content"] == [{"type": "text", "text": "counted to 4"}]
+    # Six seconds upstream, well past the reload: its upstream stayed open until the call was done.
+    assert rest[-1]["result"]["content"] == [{"type": "text", "text": "counted to 8"}]
     assert gone.json()["error"]["message"] == "Unknown tool: demo__echo"
 
 
