@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,17 +24,12 @@ import httpx
 
 from tests.conftest import free_port
 from tests.harness import BASE_CONFIG, DEMO_KEY, DEMO_UPSTREAM, OTHER_KEY, sha
-from tests.test_config import REPO
 from tests.test_mcp_endpoint import modern_body, modern_headers
-from tests.test_shutdown import AUTH, count_slowly, initialize, sse, until_serving
+from tests.test_shutdown import AUTH, count_slowly, initialize, serving_process, sse, until_serving
 
 NEW_KEY = "mgw_test_reload_new_key_33333333333333333"
 ADMIN_KEY = "mgw_test_reload_admin_key_4444444444444444"
 _OUTCOME = re.compile(r"config reload(ed| refused)")
-
-
-def write_config(path: Path, config: dict[str, Any]) -> None:
-    path.write_text(json.dumps(config))  # JSON is YAML
 
 
 @dataclass
@@ -52,7 +45,7 @@ class Gateway:
 
     def write(self, config: dict[str, Any]) -> None:
         self.config = config
-        write_config(self.config_path, config)
+        self.config_path.write_text(json.dumps(config))  # JSON is YAML
 
     async def reloaded(self, config: dict[str, Any]) -> str:
         """Write ``config``, send SIGHUP, and return the log line saying how the reload ended (with what follows)."""
@@ -83,22 +76,8 @@ def gateway_process(tmp_path: Path, edit: Any = None) -> Iterator[Gateway]:
     if edit is not None:
         edit(config)
     config_path, log_path = tmp_path / "gateway.yaml", tmp_path / "gateway.log"
-    write_config(config_path, config)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(config_path)],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        gateway = Gateway(process, f"http://127.0.0.1:{config['server']['port']}", config_path, log_path, config)
-        try:
-            yield gateway
-        finally:
-            if gateway.process.poll() is None:
-                gateway.process.kill()
-                gateway.process.wait()
+    with serving_process(config, config_path, log_path) as process:
+        yield Gateway(process, f"http://127.0.0.1:{config['server']['port']}", config_path, log_path, config)
 
 
 async def call(http: httpx.AsyncClient, base: str, key: str, tool: str, arguments: dict[str, Any]) -> httpx.Response:
