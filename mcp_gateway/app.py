@@ -227,7 +227,7 @@ def create_app(config: GatewayConfig, config_path: str | Path | None = None) -> 
             agents.bind(running)
             if config_path is not None:
                 routes.reloader = Reloader(gateway, config_path)
-                reloads.start_soon(partial(routes.reloader.watch, poll=config.server.watch_config))
+                await reloads.start(partial(routes.reloader.watch, poll=config.server.watch_config))
             yield
             reloads.cancel_scope.cancel()
 

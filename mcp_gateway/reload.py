@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 
 from mcp_gateway.config import GatewayConfig, UpstreamConfig, load_config
 from mcp_gateway.errors import ConfigError
@@ -156,12 +157,16 @@ class Reloader:
         self._path = Path(path)
         self._lock = anyio.Lock()
 
-    async def watch(self, *, poll: bool) -> None:
-        """Run until cancelled: reload on every SIGHUP and, with ``poll``, whenever the file changes."""
+    async def watch(self, *, poll: bool, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: reload on every SIGHUP and, with ``poll``, whenever the file changes.
+
+        Started (``task_status``) once SIGHUP is caught: until then it would end the process, its default action.
+        """
         async with anyio.create_task_group() as tg:
             if poll:
                 tg.start_soon(self._poll)
             with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+                task_status.started()
                 async for _ in signals:
                     logger.info("SIGHUP: reloading %s", self._path)
                     await self.reload()
