@@ -24,11 +24,12 @@ import httpx
 
 from tests.conftest import free_port
 from tests.harness import BASE_CONFIG, DEMO_KEY, DEMO_UPSTREAM, OTHER_KEY, sha
+from tests.test_console_http import SECRET, signed_in
 from tests.test_mcp_endpoint import modern_body, modern_headers
 from tests.test_shutdown import AUTH, count_slowly, initialize, serving_process, sse, until_serving
+from tests.test_task_definitions_api import ADMIN_KEY
 
 NEW_KEY = "mgw_test_reload_new_key_33333333333333333"
-ADMIN_KEY = "mgw_test_reload_admin_key_4444444444444444"
 _OUTCOME = re.compile(r"config reload(ed| refused)")
 
 
@@ -319,3 +320,20 @@ async def test_watch_config_reloads_when_the_file_changes(tmp_path: Path) -> Non
 
     assert outcome.startswith("config reloaded: identities +newcomer")
     assert newcomer.status_code == 200
+
+
+async def test_a_console_session_ends_when_a_reload_removes_its_admin(tmp_path: Path) -> None:
+    def console(config: dict[str, Any]) -> None:
+        config["console"] = {"secret": SECRET}
+
+    with gateway_process(tmp_path, console) as gateway:
+        await until_serving(gateway.process, gateway.base)
+        async with httpx.AsyncClient(base_url=gateway.base, timeout=30) as http:
+            await signed_in(http)
+            config = copy.deepcopy(gateway.config)
+            config["identities"] = [i for i in config["identities"] if i["id"] != "ops"]
+            await gateway.reloaded(config)
+            page = await http.get("/console/tasks")
+
+    assert page.status_code == 303
+    assert page.headers["location"] == "/console/login"
