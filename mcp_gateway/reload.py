@@ -169,7 +169,7 @@ class Reloader:
                 task_status.started()
                 async for _ in signals:
                     logger.info("SIGHUP: reloading %s", self._path)
-                    await self.reload()
+                    await self._reload_unattended()
 
     async def _poll(self) -> None:
         seen = self._stamp()
@@ -179,7 +179,14 @@ class Reloader:
             if stamp != seen:
                 seen = stamp
                 logger.info("%s changed: reloading", self._path)
-                await self.reload()
+                await self._reload_unattended()
+
+    async def _reload_unattended(self) -> None:
+        """A reload nobody waits on (a signal, the file watch): a bug in it is logged, never ends the gateway."""
+        try:
+            await self.reload()
+        except Exception:
+            logger.exception("config reload failed unexpectedly")
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -218,7 +225,7 @@ class Reloader:
         before = await self._views(self._resolved(listeners, configured))
         try:
             await gateway.catalog.replace_connections(connections)
-        except ConfigError:
+        except BaseException:  # a name clash (ConfigError), or anything else: nothing was swapped
             for connection in opened.values():
                 gateway.upstreams.close(connection)
             raise
@@ -238,16 +245,20 @@ class Reloader:
         return ReloadOutcome(True, f"config reloaded: {summary}; {told} stream(s) told{tail}", (), needs_restart)
 
     async def _open(self, wanted: Sequence[UpstreamConfig], changes: _Changes) -> dict[str, UpstreamConnection]:
-        """Connect the added and changed upstreams beside the running ones (first attempt only, as at start-up)."""
-        opened: dict[str, UpstreamConnection] = {}
-        for upstream in wanted:
-            if upstream.name in changes.added or upstream.name in changes.changed:
-                connection = UpstreamConnection(upstream)
+        """Connect the added and changed upstreams beside the running ones, all at once (first attempt only, as at
+        start-up: one that is not up yet keeps trying in the background)."""
+        opened = {
+            upstream.name: UpstreamConnection(upstream)
+            for upstream in wanted
+            if upstream.name in changes.added or upstream.name in changes.changed
+        }
+        async with anyio.create_task_group() as tg:
+            for connection in opened.values():
                 connection.add_resource_listener(self._gateway.subscriptions.updated)
-                await self._gateway.upstreams.open(connection)
-                if not connection.ready:
-                    logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)
-                opened[upstream.name] = connection
+                tg.start_soon(self._gateway.upstreams.open, connection)
+        for connection in opened.values():
+            if not connection.ready:
+                logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)
         return opened
 
     def _swap(self, config: GatewayConfig, policies: PolicyEngine) -> None:

@@ -240,6 +240,22 @@ async def test_a_bad_config_is_refused_whole_and_the_running_one_keeps_serving(t
     assert refused.status_code == 401
 
 
+async def test_upstreams_whose_names_clash_are_refused_and_closed(tmp_path: Path) -> None:
+    with gateway_process(tmp_path) as gateway:
+        await until_serving(gateway.process, gateway.base)
+        config = copy.deepcopy(gateway.config)
+        config["upstreams"] += [{**DEMO_UPSTREAM, "name": name, "prefix": False} for name in ("left", "right")]
+        outcome = await gateway.reloaded(config)
+        async with httpx.AsyncClient(timeout=30) as http:
+            kept = await call(http, gateway.base, DEMO_KEY, "demo__echo", {"text": "still here"})
+            names = await tool_names(http, gateway.base)
+
+    assert outcome.startswith("config reload refused")
+    assert "tool name 'echo' is exposed by both upstreams 'left' ('echo') and 'right'" in outcome
+    assert kept.json()["result"]["content"] == [{"type": "text", "text": "still here"}]
+    assert "echo" not in names
+
+
 async def test_a_policy_that_does_not_compile_is_refused_with_its_name(tmp_path: Path) -> None:
     with gateway_process(tmp_path) as gateway:
         await until_serving(gateway.process, gateway.base)
