@@ -11,7 +11,10 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,7 +28,7 @@ from mcp_gateway.agents.mcp_tool import agent_tools_served
 from mcp_gateway.agents.service import running_agents
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
-from mcp_gateway.errors import BearerChallenge, NotFound, StoreUnavailable, Unauthorized
+from mcp_gateway.errors import BearerChallenge, Conflict, Forbidden, NotFound, StoreUnavailable, Unauthorized
 from mcp_gateway.gateway import Gateway, running_gateway
 from mcp_gateway.http.front_door import FrontDoor, guarded_path
 from mcp_gateway.http.mcp_context import McpContext
@@ -37,6 +40,7 @@ from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
 from mcp_gateway.http.tasks_api import TasksApi, guarded
 from mcp_gateway.http.tools_api import ToolsApi
 from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
+from mcp_gateway.reload import Reloader
 from mcp_gateway.tracing import Tracing
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ class _Routes:
         self._tasks: TasksApi | None = None
         self._definitions: TaskDefinitionsApi | None = None
         self._tools: ToolsApi | None = None
+        self.reloader: Reloader | None = None
 
     def bind(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -61,7 +66,6 @@ class _Routes:
             gateway.authenticator,
             gateway.definitions,
             gateway.sessions,
-            frozenset(identity.id for identity in gateway.config.identities),
             lambda: [entry.name for entry in gateway.catalog.snapshot().tools()],
             gateway.config.server,
         )
@@ -124,6 +128,21 @@ class _Routes:
     async def approve_tool(self, request: Request) -> Response:
         assert self._tools is not None
         return await self._tools.approve(request)
+
+    async def reload_config(self, request: Request) -> Response:
+        return await guarded(self._reload_config, request)
+
+    async def _reload_config(self, request: Request) -> Response:
+        """``POST /v1/config/reload`` (admins): what SIGHUP does, answered with the outcome."""
+        identity = await self.gateway.authenticator.authenticate(request.headers.get("authorization"))
+        if not identity.is_admin:
+            raise Forbidden("only an admin may reload the config")
+        if self.reloader is None:
+            raise Conflict("this gateway was not started from a config file, so there is nothing to reload")
+        outcome = await self.reloader.reload()
+        if outcome.applied:
+            return json_response(outcome.to_json())
+        return json_response({"error": "config_refused", "message": outcome.summary, **outcome.to_json()}, 422)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -249,8 +268,12 @@ def _mcp_asgi(routes: _Routes) -> ASGIApp:
     return app
 
 
-def create_app(config: GatewayConfig, *, tracing: Tracing | None = None) -> Starlette:
-    """The app; ``tracing`` defaults to what the ``OTEL_*`` environment asks for (off when it asks for nothing)."""
+def create_app(
+    config: GatewayConfig, config_path: str | Path | None = None, *, tracing: Tracing | None = None
+) -> Starlette:
+    """The app. With ``config_path`` (the file ``config`` was read from) SIGHUP, ``server.watchConfig`` and
+    ``POST /v1/config/reload`` apply that file again (``reload.py``); ``tracing`` defaults to what the ``OTEL_*``
+    environment asks for (off when it asks for nothing)."""
     routes = _Routes()
     agents = AgentsApi()
     tracing = tracing or Tracing.from_environment()
@@ -262,10 +285,15 @@ def create_app(config: GatewayConfig, *, tracing: Tracing | None = None) -> Star
                 running_gateway(config) as gateway,
                 running_agents(gateway) as running,
                 agent_tools_served(running),
+                anyio.create_task_group() as reloads,
             ):
                 routes.bind(gateway)
                 agents.bind(running)
+                if config_path is not None:
+                    routes.reloader = Reloader(gateway, config_path)
+                    await reloads.start(partial(routes.reloader.watch, poll=config.server.watch_config))
                 yield
+                reloads.cancel_scope.cancel()
         finally:
             tracing.shutdown()
 
@@ -289,6 +317,7 @@ def create_app(config: GatewayConfig, *, tracing: Tracing | None = None) -> Star
             Route("/openapi.json", routes.openapi, methods=["GET"]),
             Route("/v1/tools/pins", routes.tool_pins, methods=["GET"]),
             Route("/v1/tools/{name}/approve", routes.approve_tool, methods=["POST"]),
+            Route("/v1/config/reload", routes.reload_config, methods=["POST"]),
             *agents.routes(),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,22 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Identities:
+    """The configured identities, by key digest and by id: replaced whole when the config is reloaded, so a lookup
+    never sees one table's keys with another's identities."""
+
+    by_digest: Mapping[str, tuple[Identity, ApiKey]]
+    by_id: Mapping[str, Identity]
+
+    @classmethod
+    def of(cls, identities: Sequence[Identity]) -> _Identities:
+        return cls(
+            by_digest={key.sha256: (identity, key) for identity in identities for key in identity.api_keys},
+            by_id={identity.id: identity for identity in identities},
+        )
+
+
 class Authenticator:
     """Built once from config; ``authenticate`` is on every request's path, so it only does dict lookups and,
     for JWTs, one signature check (JWKS keys are cached by pyjwt's client)."""
@@ -39,10 +55,7 @@ class Authenticator:
     def __init__(
         self, identities: Sequence[Identity], jwt_config: JwtConfig | None, oauth: OAuthConfig | None = None
     ) -> None:
-        self._by_digest: dict[str, tuple[Identity, ApiKey]] = {
-            key.sha256: (identity, key) for identity in identities for key in identity.api_keys
-        }
-        self._by_id: Mapping[str, Identity] = {identity.id: identity for identity in identities}
+        self._identities = _Identities.of(identities)
         token_config = oauth.token if oauth is not None else jwt_config
         self._tokens = JwtValidator(token_config) if token_config is not None else None
         self._introspector = (
@@ -61,7 +74,15 @@ class Authenticator:
         )
 
     def identity(self, identity_id: str) -> Identity | None:
-        return self._by_id.get(identity_id)
+        return self._identities.by_id.get(identity_id)
+
+    def identity_ids(self) -> frozenset[str]:
+        """The configured identities' ids (not those a token rule makes on first sight)."""
+        return frozenset(self._identities.by_id)
+
+    def set_identities(self, identities: Sequence[Identity]) -> None:
+        """A config reload: from the next lookup on, these identities and keys (one reference replaced)."""
+        self._identities = _Identities.of(identities)
 
     def _refuse(self, reason: str, *, error: str | None = "invalid_token") -> Unauthorized:
         return Unauthorized(reason, challenge=replace(self._challenge, error=error, description=reason))
@@ -94,7 +115,7 @@ class Authenticator:
 
     def _authenticate_api_key(self, token: str) -> Identity | None:
         digest = hash_api_key(token)
-        found = self._by_digest.get(digest)
+        found = self._identities.by_digest.get(digest)
         if found is None or not hmac.compare_digest(found[1].sha256, digest):
             return None
         identity, key = found
@@ -109,7 +130,7 @@ class Authenticator:
         subject = claims.get(claim)
         if not isinstance(subject, str) or not subject:
             raise self._refuse(f"token has no string {claim!r} claim")
-        identity = self._by_id.get(subject) or first_sight_identity(self._rules, subject, claims)
+        identity = self._identities.by_id.get(subject) or first_sight_identity(self._rules, subject, claims)
         if identity is None:
             raise self._refuse("token subject is not a known identity")
         scopes = granted_scopes(claims)

@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             spec = WorkerSpec(config_path=args.config, log_level=args.log_level, access_log=args.access_log)
             return run_workers(spec, args.workers, host, port)
-        app = create_app(config)
+        app = create_app(config, args.config)
         uvicorn_config = server_config(
             app,
             host=host,

@@ -250,6 +250,8 @@ class ServerConfig:
     # While tool definitions await approval, how often (seconds) to check the pins again: how soon an approval made
     # on another replica takes effect here.
     pin_recheck: float = 10.0
+    # Reload the config when its file changes (its modification time is polled), as on SIGHUP.
+    watch_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -987,7 +989,9 @@ def _parse_policy(r: _Reader, data: dict[str, Any], path: str) -> PolicyConfig |
 def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
     keys = {"host", "port", "maxBodyBytes", "bodyReadTimeout", "maxJsonDepth", "maxArgumentDepth"}
     r.unknown_keys(
-        data, keys | {"allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace", "pinRecheck"}, path
+        data,
+        keys | {"allowedOrigins", "toolSeparator", "mcpSessionTtl", "shutdownGrace", "pinRecheck", "watchConfig"},
+        path,
     )
     separator = r.string(data, "toolSeparator", path, default=DEFAULT_SEPARATOR) or DEFAULT_SEPARATOR
     default = ServerConfig()
@@ -1010,6 +1014,7 @@ def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
         mcp_session_ttl=r.integer(data, "mcpSessionTtl", path, 3600, minimum=1),
         shutdown_grace=r.integer(data, "shutdownGrace", path, 25),
         pin_recheck=r.number(data, "pinRecheck", path, default.pin_recheck, minimum=0.01),
+        watch_config=r.boolean(data, "watchConfig", path, default.watch_config),
     )
 
 

@@ -4,6 +4,9 @@ Start-up order matters for failing early: policies compile first (a bad policy n
 store opens, then upstreams connect and the merged catalog is built (a name clash stops start-up) and reviewed
 against the pinned tool definitions before the first request. Nothing here is rebuilt per request.
 
+A config reload (``reload.py``) keeps every part and swaps what the new config decides inside them: the config and
+policies in force (``Settings``, one reference), identities, config tasks, limits, and the upstream connections.
+
 An unreachable store does not stop start-up: the gateway starts degraded, says so in one log line, reports not ready
 on ``/readyz`` and refuses every ``/mcp`` and ``/v1`` request with 503 until the store answers (an orchestrator
 starting Redis and the gateway together should not need an ordering).
@@ -43,6 +46,7 @@ from mcp_gateway.task_definitions import TaskDefinitions
 from mcp_gateway.upstreams.catalog import Catalog, LiveCatalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.lists import ListKind
+from mcp_gateway.upstreams.running import RunningUpstreams
 
 logger = logging.getLogger(__name__)
 
@@ -71,23 +75,49 @@ CAPABILITIES: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class Gateway:
+class Settings:
+    """The config in force and its compiled policies: replaced together, by one assignment, when a reload is applied."""
+
     config: GatewayConfig
+    policies: PolicyEngine
+
+
+class SettingsInForce:
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+
+
+@dataclass(frozen=True)
+class Gateway:
+    settings: SettingsInForce
     store: Store
     authenticator: Authenticator
     sessions: TaskSessions
     definitions: TaskDefinitions
-    policies: PolicyEngine
     audit: AuditLog
     metrics: Metrics
     notifier: Notifier
     subscriptions: ResourceSubscriptions
-    connections: tuple[UpstreamConnection, ...]
+    upstreams: RunningUpstreams
     catalog: LiveCatalog
     pins: PinStore
+    tool_pins: ToolPins
     proxy: Proxy
     limiter: Limiter
     server_info: dict[str, Any]
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.settings.current.config
+
+    @property
+    def policies(self) -> PolicyEngine:
+        return self.settings.current.policies
+
+    @property
+    def connections(self) -> tuple[UpstreamConnection, ...]:
+        """The upstreams in force, in config order (a reload replaces them with the namespace)."""
+        return self.catalog.snapshot().connections()
 
     async def readiness(self) -> dict[str, Any]:
         """Ready when the store answers and every upstream has a live session."""
@@ -134,8 +164,9 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             )
         async with audit.running(), anyio.create_task_group() as tg:
             tg.start_soon(store.serve)
+            upstreams = RunningUpstreams(tg)
             for connection in connections:
-                await tg.start(connection.run)
+                await upstreams.open(connection)
             bridge = InputBridge()
             await tg.start(bridge.run)
             pins = PinStore(store)
@@ -150,7 +181,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                     notifier.publish(method)
 
             catalog.add_listener(relay_list_changed)
-            subscriptions = ResourceSubscriptions(catalog.snapshot, connections, notifier)
+            subscriptions = ResourceSubscriptions(catalog.snapshot, notifier)
             for connection in connections:
                 connection.add_resource_listener(subscriptions.updated)
             authenticator = Authenticator(config.identities, config.jwt, config.oauth)
@@ -169,19 +200,19 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
                     logger.warning("upstream %r is not connected yet: %s", connection.name, connection.last_error)
             logger.info("gateway ready: %d upstreams, %d tools", len(connections), len(catalog.snapshot().tools()))
             yield Gateway(
-                config=config,
+                settings=SettingsInForce(Settings(config, policies)),
                 store=store,
                 authenticator=authenticator,
                 sessions=sessions,
                 definitions=definitions,
-                policies=policies,
                 audit=audit,
                 metrics=metrics,
                 notifier=notifier,
                 subscriptions=subscriptions,
-                connections=connections,
+                upstreams=upstreams,
                 catalog=catalog,
                 pins=pins,
+                tool_pins=tool_pins,
                 proxy=proxy,
                 limiter=limiter,
                 server_info={"name": "mcp-gateway", "version": gateway_version()},

@@ -86,10 +86,15 @@ class Limiter:
         *,
         count_sessions: bool = False,
     ) -> None:
-        self._limits = limits
         self._store = store
         self._audit = audit
         self._metrics = metrics
+        self.reconfigure(limits, count_sessions=count_sessions)
+
+    def reconfigure(self, limits: LimitsConfig, *, count_sessions: bool) -> None:
+        """Precompute the charges of ``limits``; also a config reload's swap (synchronous, so no charge in progress
+        sees half of it). The counters live in the store, so a limit kept across a reload keeps its state."""
+        self._limits = limits
         # Counting every call of every task session costs a write per call: only when a budget or a policy needs it.
         self._count_sessions = count_sessions
         self._tool_rules = tuple(

@@ -6,22 +6,35 @@ the client that subscribed to the resource (its ``target``: a legacy session, or
 Slow subscribers lose messages rather than stall the publisher: a ``list_changed`` hint is idempotent, so a dropped
 one is repaired by the next list the client asks for, and an update only says "read it again".
 
-At shutdown ``close`` ends every stream, so that no idle client holds the server open.
+At shutdown ``close`` ends every stream, so that no idle client holds the server open. A stream remembers who opened
+it (its ``Caller``), so that a config reload can tell only the clients whose visible lists changed, and end the
+streams of callers it removed.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mcp_gateway.proxy import Caller
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An open stream's target (see ``subscribe``) and the caller that opened it."""
+
+    target: Hashable | None
+    caller: Caller | None
+
 
 class Notifier:
     def __init__(self) -> None:
-        self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], Hashable | None] = {}
+        self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], Listener] = {}
         self._closed = False
 
     def close(self) -> None:
@@ -30,16 +43,26 @@ class Notifier:
         for subscriber in list(self._subscribers):
             subscriber.close()
 
+    def end(self, target: Hashable) -> None:
+        """End the streams subscribed with ``target`` (their caller is gone), as ``close`` ends all."""
+        for subscriber, listener in list(self._subscribers.items()):
+            if listener.target == target:
+                subscriber.close()
+
+    def listeners(self) -> list[Listener]:
+        """Every open stream's target and caller."""
+        return list(self._subscribers.values())
+
     @asynccontextmanager
     async def subscribe(
-        self, target: Hashable | None = None
+        self, target: Hashable | None = None, caller: Caller | None = None
     ) -> AsyncIterator[MemoryObjectReceiveStream[dict[str, Any]]]:
         """A stream of what is published to everyone, plus what is published to ``target``."""
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](32)
         if self._closed:
             sender.close()
         else:
-            self._subscribers[sender] = target
+            self._subscribers[sender] = Listener(target, caller)
         try:
             async with receiver:
                 yield receiver
@@ -52,8 +75,8 @@ class Notifier:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params:
             message["params"] = params
-        for subscriber, target in list(self._subscribers.items()):
-            if to is not None and target != to:
+        for subscriber, listener in list(self._subscribers.items()):
+            if to is not None and listener.target != to:
                 continue
             try:
                 subscriber.send_nowait(message)

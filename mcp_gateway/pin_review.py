@@ -39,6 +39,10 @@ class ToolPins:
         # (upstream, tool, sha256) of changes already logged and audited by this process: once each, not per review.
         self._reported: set[tuple[str, str, str]] = set()
 
+    def set_modes(self, modes: Mapping[str, PinMode]) -> None:
+        """A config reload: the upstreams' ``pinning`` from the next review on (the reload's own, before its swap)."""
+        self._modes = modes
+
     async def review(self, catalog: Catalog) -> Review:
         entries = [entry for entry in catalog.all_tools() if self._modes.get(entry.upstream_name, "warn") != "off"]
         if not entries:

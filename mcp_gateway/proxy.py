@@ -224,6 +224,10 @@ class Proxy:
         """List and call the Task Agents' tools from now on (they start after the proxy); None: stop."""
         self._agents = agents
 
+    def set_policies(self, policies: PolicyEngine) -> None:
+        """A config reload: every decision from now on is the new engine's (compiled and checked beforehand)."""
+        self._policies = policies
+
     def visible_tools(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's filtered tool list, memoised per catalog snapshot and pattern list; it keeps its JSON
         encoding once made (``EncodedList``), so a warm ``tools/list`` is not encoded again. Never mutate it."""

@@ -17,7 +17,7 @@ upstream subscription is for the URI as the upstream knows it, and its updates r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 
 import anyio
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
@@ -34,12 +34,8 @@ UPDATED = "notifications/resources/updated"
 
 
 class ResourceSubscriptions:
-    def __init__(
-        self, catalog: Callable[[], Catalog], connections: Sequence[UpstreamConnection], notifier: Notifier
-    ) -> None:
+    def __init__(self, catalog: Callable[[], Catalog], notifier: Notifier) -> None:
         self._catalog = catalog
-        self._all = tuple(connections)
-        self._by_name = {connection.name: connection for connection in connections}
         self._notifier = notifier
         # (upstream, uri) -> targets; a key exists exactly while the upstream subscription should.
         self._slots: dict[tuple[str, str], set[Hashable]] = {}
@@ -72,12 +68,13 @@ class ResourceSubscriptions:
                 raise failures[0]
 
     def _owners(self, uri: str) -> list[UpstreamConnection]:
-        owner = self._catalog().resource_owner(uri)
+        catalog = self._catalog()
+        owner = catalog.resource_owner(uri)
         if owner is not None:
             if not owner.supports_resource_subscriptions:
                 raise RpcError(INVALID_PARAMS, f"upstream {owner.name!r} does not support resource subscriptions")
             return [owner]
-        capable = [c for c in claimants(self._all, uri) if c.supports_resource_subscriptions]
+        capable = [c for c in claimants(catalog.connections(), uri) if c.supports_resource_subscriptions]
         if not capable:
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
         return capable
@@ -99,7 +96,7 @@ class ResourceSubscriptions:
     async def unsubscribe(self, target: Hashable, uri: str) -> None:
         """Idempotent: unsubscribing from something never subscribed is not an error."""
         async with self._lock:
-            for slot in [slot for slot in self._slots if exposed_uri(self._by_name[slot[0]], slot[1]) == uri]:
+            for slot in [slot for slot in self._slots if exposed_uri(self._connections[slot[0]], slot[1]) == uri]:
                 await self._leave(slot, target)
 
     async def drop(self, target: Hashable) -> None:

@@ -203,7 +203,9 @@ class StdioEndpoint:
         request_id = dctx.request_id
         assert request_id is not None, "a request has an id"
         visible = functools.partial(self._context.proxy.resource_visible, caller)
-        subscription = listening(request_id, params, visible, self._context.notifier, self._context.subscriptions)
+        subscription = listening(
+            caller, request_id, params, visible, self._context.notifier, self._context.subscriptions
+        )
         if isinstance(subscription, str):
             raise RpcError(INVALID_PARAMS, subscription)
         async with subscription.opened() as stream:

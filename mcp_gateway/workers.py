@@ -90,12 +90,16 @@ class _Supervisor:
         self._socket = listening
         self._metrics_dir = metrics_dir
         self._stop = threading.Event()
+        self._workers: list[BaseProcess] = []
         # spawn, not fork: a worker starts from a clean interpreter, with no event loop or thread of the parent's.
         self._context = multiprocessing.get_context("spawn")
 
     def run(self, count: int) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         workers = [self._start() for _ in range(count)]
+        self._workers = workers
+        # A config reload is each worker's own (``reload.py``): SIGHUP to the parent reaches every worker.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         logger.info("serving with %d workers (pids %s)", count, ", ".join(str(w.pid) for w in workers))
         status = 0
         try:
@@ -125,6 +129,11 @@ class _Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop.set()
 
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        for worker in self._workers:
+            if worker.exitcode is None and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
+
     def _start(self) -> BaseProcess:
         worker = self._context.Process(target=_worker, args=(self._spec, self._socket), daemon=False)
         worker.start()
@@ -146,7 +155,7 @@ def _worker(spec: WorkerSpec, listening: socket.socket) -> None:
     configure_logging(spec.log_level)
     try:
         config = load_config(spec.config_path)
-        app = create_app(config)
+        app = create_app(config, spec.config_path)
     except ConfigError as exc:
         logger.error("%s: %s", spec.config_path, exc)
         raise SystemExit(STARTUP_FAILURE) from exc

@@ -36,18 +36,24 @@ def gateway_process(tmp_path: Path, grace: int) -> Iterator[tuple[subprocess.Pop
     port = free_port()
     config: dict[str, Any] = copy.deepcopy(BASE_CONFIG)
     config["server"] = {"host": "127.0.0.1", "port": port, "shutdownGrace": grace}
-    path = tmp_path / "gateway.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    with (tmp_path / "gateway.log").open("wb") as log:
+    with serving_process(config, tmp_path / "gateway.yaml", tmp_path / "gateway.log") as process:
+        yield process, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def serving_process(config: dict[str, Any], config_path: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m mcp_gateway serve`` with ``config`` written to ``config_path``, its output in ``log_path``."""
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(path)],
+            [sys.executable, "-m", "mcp_gateway", "serve", "--config", str(config_path)],
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
-            yield process, f"http://127.0.0.1:{port}"
+            yield process
         finally:
             if process.poll() is None:
                 process.kill()

@@ -56,8 +56,8 @@ class Console:
         self._running = gateway
         self._agent_pages = AgentPages(agents, self._render)
         self._signer = CookieSigner(secret, config.console.session_seconds)
-        self._keys = AdminKeys(config.identities)
-        self._identity_ids = frozenset(identity.id for identity in config.identities)
+        self._admin_keys = AdminKeys(config.identities)
+        self._keys_of = config.identities
         self._started = time.monotonic()
         self._templates = Environment(
             loader=FileSystemLoader(_HERE / "templates"), autoescape=select_autoescape(default=True)
@@ -67,6 +67,14 @@ class Console:
     def _gateway(self) -> Gateway:
         """The running gateway: pages are only served after the lifespan started it."""
         return self._running()
+
+    @property
+    def _keys(self) -> AdminKeys:
+        """The keys of the identities in force: a config reload that removes a key ends the sessions it opened."""
+        identities = self._gateway.config.identities
+        if identities is not self._keys_of:
+            self._admin_keys, self._keys_of = AdminKeys(identities), identities
+        return self._admin_keys
 
     def routes(self) -> list[BaseRoute]:
         page = self._page
@@ -249,7 +257,9 @@ class Console:
         definitions = self._gateway.definitions
         if not errors:
             try:
-                definition = definition_from_body(payload, None if creating else str(base["id"]), self._identity_ids)
+                definition = definition_from_body(
+                    payload, None if creating else str(base["id"]), self._gateway.authenticator.identity_ids()
+                )
                 written = await definitions.write(definition, create=creating)
             except ValidationFailed as exc:
                 errors = list(exc.details or [])
@@ -363,7 +373,7 @@ class Console:
                 "allowedTools": None if i.allowed_tools is None else list(i.allowed_tools),
                 "keys": len(i.api_keys),
             }
-            for i in self._config.identities
+            for i in self._gateway.config.identities
         ]
         minutes = max((time.monotonic() - self._started) / 60, 1 / 60)
         metrics = self._gateway.metrics

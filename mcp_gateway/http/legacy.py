@@ -224,12 +224,12 @@ class LegacyEra:
         await self.context.subscriptions.drop(_target(loaded.id))
         return Response(status_code=204)
 
-    async def open_stream(self, request: Request, identity: Identity) -> Response:
+    async def open_stream(self, request: Request, caller: Caller) -> Response:
         """The standalone GET stream: carries merged list_changed notifications until the client goes away."""
-        loaded = await self._load(request, identity, None)
+        loaded = await self._load(request, caller.identity, None)
         if isinstance(loaded, Response):
             return loaded
-        return _NotificationStream(self.context, _target(loaded.id))
+        return _NotificationStream(self.context, _target(loaded.id), caller)
 
 
 def _target(session_id: str) -> tuple[str, str]:
@@ -238,14 +238,18 @@ def _target(session_id: str) -> tuple[str, str]:
 
 
 class _NotificationStream(EventStream):
-    def __init__(self, context: McpContext, target: tuple[str, str]) -> None:
+    def __init__(self, context: McpContext, target: tuple[str, str], caller: Caller) -> None:
         super().__init__()
         self._context = context
         self._target = target
+        self._caller = caller
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with anyio.create_task_group() as tg, self._context.notifier.subscribe(self._target) as notes:
+        async with (
+            anyio.create_task_group() as tg,
+            self._context.notifier.subscribe(self._target, self._caller) as notes,
+        ):
 
             async def watch_disconnect() -> None:
                 while (await receive())["type"] != "http.disconnect":

@@ -24,6 +24,7 @@ from mcp_gateway.errors import RpcError
 from mcp_gateway.http.responses import sse_event
 from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, EventStream
 from mcp_gateway.notifications import Notifier
+from mcp_gateway.proxy import Caller
 from mcp_gateway.resource_subscriptions import UPDATED, ResourceSubscriptions
 
 logger = logging.getLogger(__name__)
@@ -64,12 +65,14 @@ class Listening:
         self,
         notifier: Notifier,
         subscriptions: ResourceSubscriptions,
+        caller: Caller,
         subscription_id: str | int,
         honored: dict[str, bool],
         uris: list[str],
     ) -> None:
         self._notifier = notifier
         self._subscriptions = subscriptions
+        self._caller = caller
         self._meta = {SUBSCRIPTION_ID_META_KEY: subscription_id}
         self._honored = honored
         self._uris = uris[:_MAX_RESOURCE_SUBSCRIPTIONS]
@@ -86,7 +89,7 @@ class Listening:
     async def opened(self) -> AsyncIterator[Listening]:
         """Subscribed for the block (first, so nothing published while acknowledging is lost); dropped after it."""
         try:
-            async with self._notifier.subscribe(self._target) as notes:
+            async with self._notifier.subscribe(self._target, self._caller) as notes:
                 self._notes = notes
                 yield self
         finally:
@@ -125,6 +128,7 @@ class Listening:
 
 
 def listening(
+    caller: Caller,
     request_id: str | int,
     params: Mapping[str, Any],
     visible: Callable[[str], bool],
@@ -133,7 +137,8 @@ def listening(
 ) -> Listening | str:
     """The subscription a ``subscriptions/listen`` request asks for, or why its params are invalid.
 
-    A URI the caller may not see (``visible`` says no) is left out of the acknowledgment, as one that no upstream
+    ``caller`` is whom the stream serves (a config reload ends it when the caller's identity goes). A URI the caller
+    may not see (``visible`` says no) is left out of the acknowledgment, as one that no upstream
     takes.
     """
     requested = params.get("notifications")
@@ -142,7 +147,8 @@ def listening(
     uris = requested_uris(requested)
     if uris is None:
         return "params.notifications.resourceSubscriptions must be a list of URIs"
-    return Listening(notifier, subscriptions, request_id, honored_filter(requested), [u for u in uris if visible(u)])
+    visible_uris = [u for u in uris if visible(u)]
+    return Listening(notifier, subscriptions, caller, request_id, honored_filter(requested), visible_uris)
 
 
 class ListenStream(EventStream):

@@ -42,11 +42,11 @@ class McpEndpoint:
                 return await self._post(request)
             identity = await self.context.authenticate(request)
             # Same rule as for POST: a task token, when sent or required, must be valid and owned.
-            await self.context.bind_task(identity, request)
+            caller = await self.context.bind_task(identity, request)
             if request.method == "GET":
                 if is_modern(request):
                     return json_response({"error": "method_not_allowed", "message": "GET is legacy-era only"}, 405)
-                return await self.legacy.open_stream(request, identity)
+                return await self.legacy.open_stream(request, caller)
             if request.method == "DELETE":
                 return await self.legacy.end_session(request, identity)
             return json_response({"error": "method_not_allowed", "message": "use POST"}, 405)

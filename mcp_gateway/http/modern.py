@@ -158,7 +158,7 @@ class ModernEra:
             return _rejection(envelope.id, INVALID_REQUEST, message)
         context = self.context
         visible = functools.partial(context.proxy.resource_visible, caller)
-        subscription = listening(envelope.id, envelope.params, visible, context.notifier, context.subscriptions)
+        subscription = listening(caller, envelope.id, envelope.params, visible, context.notifier, context.subscriptions)
         if isinstance(subscription, str):
             return _rejection(envelope.id, INVALID_PARAMS, subscription)
         return ListenStream(subscription)

@@ -115,7 +115,6 @@ class TaskDefinitionsApi:
         authenticator: Authenticator,
         definitions: TaskDefinitions,
         sessions: TaskSessions,
-        identity_ids: frozenset[str],
         tool_names: Callable[[], list[str]],
         server: ServerConfig,
     ) -> None:
@@ -123,7 +122,6 @@ class TaskDefinitionsApi:
         self._definitions = definitions
         self._sessions = sessions
         self._tool_names = tool_names
-        self._identity_ids = identity_ids
         self._limit = min(server.max_body_bytes, MAX_BODY_BYTES)
         self._max_depth = server.max_json_depth
 
@@ -164,14 +162,14 @@ class TaskDefinitionsApi:
 
     async def create(self, request: Request) -> Response:
         await self._admin(request)
-        definition = definition_from_body(await self._body(request), None, self._identity_ids)
+        definition = definition_from_body(await self._body(request), None, self._auth.identity_ids())
         written = await self._definitions.write(definition, create=True)
         return self._written(written, 201)
 
     async def replace(self, request: Request) -> Response:
         await self._admin(request)
         body = await self._body(request)
-        definition = definition_from_body(body, request.path_params["task_id"], self._identity_ids)
+        definition = definition_from_body(body, request.path_params["task_id"], self._auth.identity_ids())
         written = await self._definitions.write(definition, create=False)
         return self._written(written, 200)
 

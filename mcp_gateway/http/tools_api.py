@@ -30,7 +30,6 @@ class ToolsApi:
         self, authenticator: Authenticator, config: GatewayConfig, pins: PinStore, catalog: LiveCatalog, audit: AuditLog
     ) -> None:
         self._auth = authenticator
-        self._upstreams = {upstream.name: upstream for upstream in config.upstreams}
         self._separator = config.server.tool_separator
         self._pins = pins
         self._catalog = catalog
@@ -100,7 +99,9 @@ class ToolsApi:
         return sha256
 
     def _describe(self, change: PinChange) -> dict[str, Any]:
-        upstream = self._upstreams.get(change.upstream)
+        # The upstreams in force, which a config reload may have changed since start-up.
+        upstreams = {connection.name: connection.config for connection in self._catalog.snapshot().connections()}
+        upstream = upstreams.get(change.upstream)
         name = exposed_tool_name(change.upstream, change.tool, upstream is None or upstream.prefix, self._separator)
         return {
             "name": name,

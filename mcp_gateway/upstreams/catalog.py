@@ -99,6 +99,11 @@ class Catalog:
     """Tools a review took out of ``_tools`` (their definition changed and awaits approval)."""
     resource_clashes: tuple[str, ...] = ()
     """One sentence per resource URI or template that more than one upstream could serve, saying where it goes."""
+    _connections: tuple[UpstreamConnection, ...] = ()
+    """The upstreams this namespace was merged from, in config order (a config reload swaps them with it)."""
+
+    def connections(self) -> tuple[UpstreamConnection, ...]:
+        return self._connections
 
     def tools(self) -> tuple[Entry, ...]:
         """Every tool, sorted by exposed name."""
@@ -235,6 +240,7 @@ def build_catalog(
         _resource_templates=tuple(templates[key] for key in sorted(templates)),
         _unlisted=tuple((f"{c.name}{separator}", c) for c in connections if c.config.prefix and not c.lists.tools),
         resource_clashes=tuple(dict.fromkeys(clashes)),
+        _connections=tuple(connections),
     )
 
 
@@ -338,7 +344,33 @@ class LiveCatalog:
                     # A background check must never take the gateway down; the next one tries again.
                     logger.exception("reviewing the catalog again failed")
 
+    async def replace_connections(self, connections: Sequence[UpstreamConnection]) -> Catalog:
+        """A config reload: the namespace of these upstreams from now on, reviewed, and returned.
+
+        Raises ``NameClashError`` (keeping the current namespace) when they clash. Listeners are not told: the
+        reload tells each client whose visible lists changed.
+        """
+        async with self._lock:
+            catalog = await self._reviewed(
+                build_catalog(connections, self._separator, version=self._current.version + 1)
+            )
+            for connection in connections:
+                if connection not in self._connections:
+                    connection.add_change_listener(self._upstream_changed)
+            self._connections = tuple(connections)
+            self._current = catalog
+        return catalog
+
+    async def _reviewed(self, catalog: Catalog) -> Catalog:
+        if self._review is None:
+            return catalog
+        review = await self._review(catalog)
+        self._unsettled = review.unsettled
+        return catalog.withholding(review.withheld, catalog.version)
+
     async def _upstream_changed(self, connection: UpstreamConnection, kinds: frozenset[ListKind]) -> None:
+        if connection not in self._connections:
+            return  # removed by a config reload, finishing its calls in flight: no longer part of the namespace
         await self._rebuild(kinds, connection)
 
     async def _rebuild(self, kinds: frozenset[ListKind], cause: UpstreamConnection | None) -> None:
@@ -351,10 +383,7 @@ class LiveCatalog:
                 logger.error("upstream %r changed its lists into a clash; keeping the previous catalog: %s", name, exc)
                 return
             _warn_of_clashes(catalog, previous.resource_clashes)
-            if self._review is not None:
-                review = await self._review(catalog)
-                self._unsettled = review.unsettled
-                catalog = catalog.withholding(review.withheld, catalog.version)
+            catalog = await self._reviewed(catalog)
             if catalog.withheld_names() != previous.withheld_names():
                 kinds = kinds | {"tools"}
             if not kinds:

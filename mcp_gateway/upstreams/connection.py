@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
@@ -77,6 +77,28 @@ def _gateway_version() -> str:
 CLIENT_INFO = types.Implementation(name="mcp-gateway", version=_gateway_version())
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _counted(
+    method: Callable[Concatenate[UpstreamConnection, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[UpstreamConnection, _P], Coroutine[Any, Any, _R]]:
+    """Count the requests in flight, so a connection a config reload removed can close once they are done."""
+
+    async def counted(self: UpstreamConnection, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        self._in_flight += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    return counted
+
+
 class UpstreamTimeout(TimeoutError):
     """The upstream did not answer a call within its timeout (a ``TimeoutError``, so callers can treat it as one)."""
 
@@ -129,6 +151,8 @@ class UpstreamConnection:
         # Kept across reconnects: a token fetched for one session is good for the next.
         self._credentials = UpstreamCredentials(config)
         self.last_error: str | None = None
+        self._in_flight = 0
+        self._drained: anyio.Event | None = None
         self.generation = 0
         """How many sessions have been established so far; a reconnect increments it."""
 
@@ -208,11 +232,19 @@ class UpstreamConnection:
         if live is not None and not live.modern and not live.lost.is_set():
             await self.request("resources/unsubscribe", {"uri": uri})
 
+    async def drained(self) -> None:
+        """Wait until no request is in flight (bound it with ``anyio.move_on_after``)."""
+        while self._in_flight:
+            if self._drained is None:
+                self._drained = anyio.Event()
+            await self._drained.wait()
+
     async def wait_ready(self) -> None:
         """Wait until a session is established (bound it with ``anyio.fail_after``)."""
         while not self.ready:
             await self._state_event().wait()
 
+    @_counted
     async def request(
         self,
         method: str,
