@@ -234,6 +234,8 @@ def _playbook(k: Known) -> list[Step]:
         Step("DELETE", "/v1/agents/{agentId}", 204, {"agentId": k.doomed_agent}),
         Step("GET", "/v1/tools/pins", 200),
         Step("POST", "/v1/tools/{name}/approve", 200, {"name": k.changed_tool}, body={"sha256": k.pending_sha256}),
+        # Served from a config object, not a file: nothing to reload (tests/test_reload.py reloads a real file).
+        Step("POST", "/v1/config/reload", 409),
     ]
 
 

@@ -4,16 +4,16 @@ Written out as data, not derived from the handlers: it is a promise to clients, 
 (``tests/test_openapi.py``, schemathesis) drives the running gateway from it so the promise and the code cannot
 drift apart silently; another test checks that every ``/v1`` route the app registers is described. Change a
 handler's answers and its part of this document together: ``openapi_tasks.py``, ``openapi_agents.py``,
-``openapi_tools.py``.
+``openapi_tools.py``, ``openapi_config.py``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mcp_gateway.http import openapi_agents, openapi_blocks, openapi_tasks, openapi_tools
+from mcp_gateway.http import openapi_agents, openapi_blocks, openapi_config, openapi_tasks, openapi_tools
 
-_PARTS = (openapi_tasks, openapi_agents, openapi_tools)
+_PARTS = (openapi_tasks, openapi_agents, openapi_tools, openapi_config)
 
 
 def openapi_document(version: str) -> dict[str, Any]:
@@ -29,8 +29,8 @@ def openapi_document(version: str) -> dict[str, Any]:
             "title": "mcp-gateway REST API",
             "version": version,
             "description": (
-                "Task definitions and task sessions, Task Agents and their runs, and the review of changed tool "
-                "definitions. Errors are JSON {error, message[, details]}."
+                "Task definitions and task sessions, Task Agents and their runs, the review of changed tool "
+                "definitions, and live config reload. Errors are JSON {error, message[, details]}."
             ),
         },
         "security": [{"bearer": []}],
