@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import redis
 from tests.conftest import free_port
 
 NODE_TIMEOUT_MS = 1000
+BUS_PORT_OFFSET = 10000
 _START_TIMEOUT = 30.0
 
 
@@ -36,7 +38,8 @@ class ClusterNodeProcess:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.workdir / "nodes.conf")]
         args += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(self.workdir)]
-        args += ["--logfile", str(self.workdir / "redis.log")]
+        # A replica's first sync starts at once (the default waits 5 s for more replicas to share it).
+        args += ["--logfile", str(self.workdir / "redis.log"), "--repl-diskless-sync-delay", "0"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self) -> redis.Redis:
@@ -111,10 +114,39 @@ class LocalCluster:
                 raise AssertionError(f"the cluster did not reach cluster_state:ok: {states}")
             time.sleep(0.1)
 
+    def heal(self) -> None:
+        """Wake and restart every node stopped or killed: each rejoins from its nodes.conf (a killed master as the
+        replica of the one that replaced it); until the cluster is ok and every master has a replica in sync."""
+        for node in self.nodes:
+            node.signal(signal.SIGCONT)
+            if node.process is None or node.process.poll() is not None:
+                node.start()
+                _wait_answering(node)
+        self.wait_ok()
+        _wait_replicas_in_sync(self)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.signal(signal.SIGCONT)
             node.kill()
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports whose cluster bus port (port + 10000) is free too, and clear of each other's bus ports."""
+    taken: set[int] = set()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if {port, port + BUS_PORT_OFFSET} & taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + BUS_PORT_OFFSET))
+            except OSError:
+                continue
+        ports.append(port)
+        taken |= {port, port + BUS_PORT_OFFSET}
+    return sorted(ports)
 
 
 def _wait_answering(node: ClusterNodeProcess) -> None:
@@ -139,10 +171,8 @@ def local_cluster(workdir: Path) -> Iterator[LocalCluster]:
     """Six nodes, three masters and three replicas; stopped (SIGKILL) on exit."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("the Redis Cluster failover test needs redis-server and redis-cli on PATH")
-    ports: set[int] = set()
-    while len(ports) < 6:
-        ports.add(free_port())
-    cluster = LocalCluster([ClusterNodeProcess(port, workdir / str(port)) for port in sorted(ports)])
+    ports = _free_ports(6)
+    cluster = LocalCluster([ClusterNodeProcess(port, workdir / str(port)) for port in ports])
     try:
         for node in cluster.nodes:
             node.start()
@@ -153,15 +183,19 @@ def local_cluster(workdir: Path) -> Iterator[LocalCluster]:
             [*create, "--cluster-replicas", "1", "--cluster-yes"], check=True, capture_output=True, timeout=60
         )
         cluster.wait_ok()
-        # Every replica attached and in sync, so a failover has one to promote.
-        deadline = time.monotonic() + _START_TIMEOUT
-        while sum(_in_sync_replicas(node) for node in cluster.nodes) < 3:
-            if time.monotonic() > deadline:
-                raise AssertionError("the replicas did not finish their first sync")
-            time.sleep(0.1)
+        _wait_replicas_in_sync(cluster)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _wait_replicas_in_sync(cluster: LocalCluster) -> None:
+    """Until each of the three masters has a replica online, so a failover has one to promote."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while sum(min(1, _in_sync_replicas(node)) for node in cluster.nodes) < 3:
+        if time.monotonic() > deadline:
+            raise AssertionError("the replicas did not finish their sync")
+        time.sleep(0.1)
 
 
 def _in_sync_replicas(node: ClusterNodeProcess) -> int:

@@ -6,18 +6,22 @@ it expires. ``WAIT 1 <timeout>`` after the ``DEL``, on the same connection, bloc
 every write that connection sent, so once it answers 1 the deletion survives the master's death (Redis promotes the
 most up-to-date replica; with one replica per master, that one).
 
-When is there a replica to wait for? In Cluster mode the slot map the client already holds lists each slot's replicas
-(no round trip); a replica listed there but disconnected makes ``WAIT`` time out, and the deletion is reported as not
-durable: it may still be promoted. A standalone Redis says how many replicas are connected in ``INFO replication``,
-asked in the ``DEL``'s own round trip. With none, there is nothing a failover could promote, and no ``WAIT``.
+Whether there is a replica to wait for is asked of the master itself, in the ``DEL``'s round trip (``ROLE`` lists the
+replicas connected to it): the client's Cluster slot map is no guide, since ``CLUSTER SLOTS`` leaves out replicas that
+have not reported an offset yet, and the map is only read again after an error. A master with no replica connected
+has nothing a failover could promote: no ``WAIT`` then. One that is connected but does not acknowledge in time (hung,
+far behind) makes the deletion "not known to be durable": ``NotReplicated``.
 
-The keys are deleted in any case; ``NotReplicated`` only says that it is not known to be durable yet, so the caller
-can answer 503 and be retried (deleting again is harmless).
+Everything runs on one connection taken from the client's pool (in Cluster mode, from the pool of the master of the
+keys' slot, one slot at a time), never through a client-side pipeline or retry, which could send the ``WAIT`` on
+another connection or node, where it would confirm nothing about this ``DEL``. The keys are deleted in any case;
+``NotReplicated`` only says that it is not known to be durable yet, so the caller answers 503 and is retried
+(deleting again is harmless).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -36,58 +40,47 @@ async def delete_replicated(
     client: Redis | RedisCluster, keys: Sequence[str], timeout_ms: int = WAIT_TIMEOUT_MS
 ) -> int:
     """Delete ``keys`` (one slot at a time in Cluster mode) and wait for a replica; return how many existed."""
-    if isinstance(client, RedisCluster):
-        return await _delete_in_cluster(client, keys, timeout_ms)
-    return await _delete_standalone(client, keys, timeout_ms)
-
-
-async def _delete_standalone(client: Redis, keys: Sequence[str], timeout_ms: int) -> int:
-    # One connection for all of it: WAIT counts only the writes of the connection it is sent on.
-    async with client.client() as connection:
-        pipe = connection.pipeline(transaction=False)
-        pipe.delete(*keys)
-        pipe.info("replication")
-        deleted, info = await pipe.execute()
-        replicas = int(info.get("connected_slaves", 0))
-        if replicas and int(await connection.wait(1, timeout_ms)) < 1:
-            raise NotReplicated(f"none of {replicas} replica(s) confirmed the deletion within {timeout_ms} ms")
-    return int(deleted)
-
-
-async def _delete_in_cluster(client: RedisCluster, keys: Sequence[str], timeout_ms: int) -> int:
+    if not isinstance(client, RedisCluster):
+        pool: Any = client.connection_pool  # redis-py leaves get_connection unannotated
+        return await _delete_on(await pool.get_connection(), pool.release, keys, timeout_ms)
     await client.initialize()
     by_slot: dict[int, list[str]] = {}
     for key in keys:
         by_slot.setdefault(client.keyslot(key), []).append(key)
     deleted = 0
-    for slot, group in by_slot.items():
-        nodes = client.nodes_manager.slots_cache.get(slot)
-        if not nodes:
-            raise NotReplicated(f"no node serves hash slot {slot} in the client's slot map")
-        primary, replicas = nodes[0], len(nodes) - 1
-        commands: list[tuple[Any, ...]] = [("DEL", *group)]
+    for group in by_slot.values():
+        # A redirect (the slot moved) is an error here; the caller's lookup of the same keys has refreshed the slot
+        # map by then.
+        master = client.get_node_from_key(group[0])
+        if master is None:
+            raise NotReplicated(f"no master serves the slot of {group[0]!r} in the client's slot map")
+
+        async def release(connection: Any, master: Any = master) -> None:
+            master.release(connection)
+
+        deleted += await _delete_on(master.acquire_connection(), release, group, timeout_ms)
+    return deleted
+
+
+async def _delete_on(
+    connection: Any, release: Callable[[Any], Awaitable[None]], keys: Sequence[str], timeout_ms: int
+) -> int:
+    """``DEL`` and ``ROLE`` in one round trip, then ``WAIT`` when the master has replicas, all on ``connection``."""
+    try:
+        await connection.send_packed_command(connection.pack_commands([("DEL", *keys), ("ROLE",)]))
+        deleted = int(await connection.read_response())
+        role = await connection.read_response()
+        replicas = len(role[2]) if role and role[0] in (b"master", "master") else 0
         if replicas:
-            commands.append(("WAIT", 1, timeout_ms))
-        # Straight to the slot's master on one of its connections: a client-side pipeline could retry the WAIT on
-        # another node after an error, where it would confirm nothing about this DEL. A redirect (the slot moved)
-        # is an error here; the caller's lookup of the same keys has already refreshed the slot map by then.
-        connection = primary.acquire_connection()
-        try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            answers = [await primary.parse_response(connection, command[0]) for command in commands]
-        except BaseException:
-            # Replies may be left unread on it; shielded, since a timeout arrives as cancellation.
-            with anyio.CancelScope(shield=True):
-                await connection.disconnect()
-            raise
-        finally:
-            primary.release(connection)
-        deleted += int(answers[0])
-        if replicas and int(answers[1]) < 1:
-            # The listed replica may be down for good: read the topology afresh, so a retry waits only for the
-            # replicas the cluster still counts (a failed one is no longer listed, and cannot be promoted).
-            await client.nodes_manager.initialize()
-            raise NotReplicated(
-                f"no replica of {primary.name} confirmed the deletion within {timeout_ms} ms ({replicas} listed)"
-            )
+            await connection.send_packed_command(connection.pack_command("WAIT", 1, timeout_ms))
+            if int(await connection.read_response()) < 1:
+                raise NotReplicated(f"none of {replicas} replica(s) confirmed the deletion within {timeout_ms} ms")
+    except BaseException:
+        # Replies may be left unread on it; shielded, since a timeout arrives as cancellation.
+        with anyio.CancelScope(shield=True):
+            await connection.disconnect()
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await release(connection)
     return deleted
