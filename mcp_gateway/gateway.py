@@ -118,6 +118,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     metrics = Metrics()
     notifier = Notifier()
     audit = AuditLog(config.audit, None if config.store_url.startswith("memory://") else store)
+    metrics.observe_audit_spool(lambda: audit.spooled, lambda: audit.overflowed)
     connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
     try:
         try:

@@ -5,8 +5,30 @@ A private registry keeps several gateway apps in one process (tests) from collid
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+
+class _AuditSpool(Collector):
+    """The audit writer's spool, read when scraped: the writer keeps the counts, so it needs no metrics of its own."""
+
+    def __init__(self, spooled: Callable[[], int], overflowed: Callable[[], int]) -> None:
+        self._spooled = spooled
+        self._overflowed = overflowed
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mcp_gateway_audit_spooled", "Audit records waiting for the store stream", value=self._spooled()
+        )
+        yield CounterMetricFamily(
+            "mcp_gateway_audit_spool_overflow",
+            "Audit records dropped from the store stream because the spool was full (still in the log)",
+            value=self._overflowed(),
+        )
 
 
 class Metrics:
@@ -58,6 +80,9 @@ class Metrics:
             ["upstream"],
             registry=self.registry,
         )
+
+    def observe_audit_spool(self, spooled: Callable[[], int], overflowed: Callable[[], int]) -> None:
+        self.registry.register(_AuditSpool(spooled, overflowed))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
