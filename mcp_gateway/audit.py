@@ -7,6 +7,10 @@ store stream (a Redis Stream under ``audit.streamKey``) that ``mcp-gateway audit
 The stream write must never slow down or fail a call, so records go through a bounded in-memory queue drained by a
 background task; when the queue is full a record is dropped from the stream (never from the log) and counted.
 
+While the store fails, the writer keeps records in a bounded local spool (``audit.spoolSize``) and retries the
+oldest once a second, so the stream gets them, in order, once the store is back. When the spool is full its oldest
+record gives way (counted in ``overflowed``, logged); records still spooled when the process stops reach only the log.
+
 Records hold names and ids as plain strings, not references, so they stay readable after the identity or task
 definition is deleted. Arguments are redacted and bounded (``audit_args.py``) before the record is written anywhere,
 and a whole record is capped at ``audit.maxRecordBytes``: recording must never fail, slow down or bloat a call,
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,6 +46,8 @@ records_logger = logging.getLogger("mcp_gateway.audit")
 logger = logging.getLogger("mcp_gateway.audit_writer")
 
 _DROP_WARNING_EVERY = 1000
+RETRY_INTERVAL = 1.0
+"""How often a spooled record is offered to a failing store again (its health PING runs as often)."""
 
 
 @dataclass(frozen=True)
@@ -181,16 +188,27 @@ class AuditLog:
         queue_size: int = 10_000,
         write_timeout: float = 5.0,
         flush_timeout: float = 5.0,
+        retry_interval: float = RETRY_INTERVAL,
     ) -> None:
         self._config = config
         self._args = ArgumentFilter(config.redact_keys, config.max_arg_bytes, config.max_record_bytes)
         self._store = store
         self._write_timeout = write_timeout
         self._flush_timeout = flush_timeout
+        self._retry_interval = retry_interval
         self._send, self._receive = anyio.create_memory_object_stream[str](max_buffer_size=queue_size)
+        self._spool: deque[str] = deque()
         self.dropped = 0
         self.failed = 0
+        """Writes the store refused or did not answer (each retry of a spooled record counts)."""
+        self.overflowed = 0
+        """Records that gave way in a full spool: in the log, never in the stream."""
         self._failing = False
+
+    @property
+    def spooled(self) -> int:
+        """Records waiting for the store: queued, being written, and kept while it fails."""
+        return len(self._spool) + self._send.statistics().current_buffer_used
 
     def record(self, record: AuditRecord) -> None:
         """Log the record now and queue it for the store; never blocks and never raises."""
@@ -241,12 +259,39 @@ class AuditLog:
                 tg.cancel_scope.cancel()
 
     async def _drain(self, store: Store, drained: anyio.Event) -> None:
+        """Write records oldest first; while the store fails, spool what arrives and retry the oldest."""
         async with self._receive:
-            async for line in self._receive:
-                await self._write(store, line)
+            while True:
+                if not self._spool:
+                    try:
+                        self._spool.append(await self._receive.receive())
+                    except anyio.EndOfStream:
+                        break
+                if await self._write(store, self._spool[0]):
+                    self._spool.popleft()
+                else:
+                    await self._spool_for(self._retry_interval)
         drained.set()
 
-    async def _write(self, store: Store, line: str) -> None:
+    async def _spool_for(self, seconds: float) -> None:
+        """Move what arrives into the spool for ``seconds`` (newer records always queue behind older ones)."""
+        with anyio.move_on_after(seconds):
+            async for line in self._receive:
+                if len(self._spool) >= self._config.spool_size:
+                    self._spool.popleft()
+                    self.overflowed += 1
+                    if self.overflowed % _DROP_WARNING_EVERY == 1:
+                        logger.warning(
+                            "the audit spool is full (audit.spoolSize %d): %d record(s) dropped from the store "
+                            "stream so far, oldest first (they are still in the log)",
+                            self._config.spool_size,
+                            self.overflowed,
+                        )
+                self._spool.append(line)
+            # The queue is closed (shutting down): nothing more will come, but the store gets its retry interval.
+            await anyio.sleep(seconds)
+
+    async def _write(self, store: Store, line: str) -> bool:
         try:
             with anyio.fail_after(self._write_timeout):
                 await store.append_stream(
@@ -261,12 +306,20 @@ class AuditLog:
             if not self._failing:
                 self._failing = True
                 logger.warning(
-                    "audit records are not reaching %s (%s); they are still in the log", store.description, exc
+                    "audit records are not reaching %s (%s); they are in the log, and spooled here until it is back",
+                    store.description,
+                    exc,
                 )
-            return
+            return False
         if self._failing:
             self._failing = False
-            logger.warning("audit records reach %s again (%d failed meanwhile)", store.description, self.failed)
+            logger.warning(
+                "audit records reach %s again (%d write(s) failed meanwhile; writing %d spooled record(s))",
+                store.description,
+                self.failed,
+                len(self._spool) - 1,
+            )
+        return True
 
     def _drop(self, why: str) -> None:
         self.dropped += 1

@@ -228,6 +228,8 @@ class AuditConfig:
     max_record_bytes: int = 16 * 1024
     # The store stream's cap in bytes, beside stream_maxlen's in entries (exact in memory, approximate in Redis).
     stream_max_bytes: int = 256 * 1024 * 1024
+    # Records kept in memory while the store fails, written to the stream in order once it is back.
+    spool_size: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -1019,7 +1021,7 @@ def _parse_server(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
 
 
 def _parse_audit(r: _Reader, data: dict[str, Any], path: str) -> AuditConfig:
-    keys = {"redactKeys", "streamKey", "streamMaxLen", "maxArgBytes", "maxRecordBytes", "streamMaxBytes"}
+    keys = {"redactKeys", "streamKey", "streamMaxLen", "maxArgBytes", "maxRecordBytes", "streamMaxBytes", "spoolSize"}
     r.unknown_keys(data, keys, path)
     default = AuditConfig()
     return AuditConfig(
@@ -1030,6 +1032,7 @@ def _parse_audit(r: _Reader, data: dict[str, Any], path: str) -> AuditConfig:
         # Room for the record's own fields (identity, tool, reason...) beside a summary of its arguments.
         max_record_bytes=r.integer(data, "maxRecordBytes", path, default.max_record_bytes, minimum=1024),
         stream_max_bytes=r.integer(data, "streamMaxBytes", path, default.stream_max_bytes, minimum=1),
+        spool_size=r.integer(data, "spoolSize", path, default.spool_size, minimum=1),
     )
 
 

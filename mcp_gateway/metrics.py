@@ -17,11 +17,13 @@ whose values a client chooses (the JSON-RPC method) are folded into a fixed set,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client reads it when first imported: set, every metric value is kept in a file there."""
@@ -98,6 +100,24 @@ class UpstreamMetrics:
         if counter is None:
             counter = self._calls[key] = self._metrics.tool_calls.labels(self._upstream, decision, outcome)
         counter.inc()
+
+
+class _AuditSpool(Collector):
+    """The audit writer's spool, read when scraped: the writer keeps the counts, so it needs no metrics of its own."""
+
+    def __init__(self, spooled: Callable[[], int], overflowed: Callable[[], int]) -> None:
+        self._spooled = spooled
+        self._overflowed = overflowed
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mcp_gateway_audit_spooled", "Audit records waiting for the store stream", value=self._spooled()
+        )
+        yield CounterMetricFamily(
+            "mcp_gateway_audit_spool_overflow",
+            "Audit records dropped from the store stream because the spool was full (still in the log)",
+            value=self._overflowed(),
+        )
 
 
 class Metrics:
@@ -233,6 +253,9 @@ class Metrics:
         histogram.observe(seconds)
         if failed:
             self.store_errors.labels(operation).inc()
+
+    def observe_audit_spool(self, spooled: Callable[[], int], overflowed: Callable[[], int]) -> None:
+        self.registry.register(_AuditSpool(spooled, overflowed))
 
     def render(self) -> bytes:
         return generate_latest(self._exposed)

@@ -10,11 +10,18 @@ A session of a task created over ``/v1/tasks`` records the task version it was o
 definition under ``taskdef-v:{taskId}:{taskVersion}``) and keeps that version's rules until it ends; a session of a
 config task records none and follows the config file.
 
-Key layout (before the store's own prefix)::
+Key layout (before the store's own prefix; ``<d>`` is sha256hex(token), ``<t>`` its first four hex digits)::
 
-    tasksession:{sha256hex(token)}  ->  JSON record (tokenId, taskId, taskVersion, taskName, identityId, context, ...)
-    tasksession-id:{tokenId}        ->  sha256hex(token)
-    tasksessions                    ->  sorted index of sha256hex(token), scored by expiry (Unix seconds)
+    tasksession:{<t>}<d>            ->  JSON record (tokenId, taskId, taskVersion, taskName, identityId, context, ...)
+    tasksession-id:{<t>}<tokenId>   ->  <d>          (a tokenId is ``ts_<t>`` followed by 28 random hex digits)
+    tasksessions                    ->  sorted index of <d>, scored by expiry (Unix seconds)
+
+The ``{<t>}`` hash tag keeps a session's record and its id index in one Redis Cluster slot, so a revocation deletes
+both in one command on one master and waits there for a replica to have it (``Store.delete_durably``): a failover
+can neither bring the session back nor split it in half. The tag is derivable from the token (its digest) and from
+the tokenId (which carries it): it tells nothing about the token, being four hex digits of a SHA-256 of 256 random
+bits. Sessions opened by versions before the tag (``tasksession:<d>``, ``tasksession-id:<tokenId>``) are still read
+and revoked under those keys, so an upgrade ends no session; that fallback can go once they have expired (24 h).
 
 The index exists only to list live sessions (``GET /v1/tasks/sessions``, ``?revokeSessions=true``); it is never read
 to decide whether a token is valid. Entries of expired or revoked sessions are pruned when a listing meets them.
@@ -56,6 +63,7 @@ _TOKEN_BYTES = 32
 _MAX_TOKEN_LENGTH = 256
 _RECORD_KEY = "tasksession:"
 _INDEX_KEY = "tasksession-id:"
+_TAG_HEX = 4
 _LIVE_INDEX = "tasksessions"
 _INVALID_TOKEN = "task token is unknown, expired or revoked"
 _MAX_START_PERMITS = 10_000
@@ -74,6 +82,20 @@ def _timestamp(value: datetime) -> str:
 def token_digest(token: str) -> str:
     """The only form in which a task token is ever stored."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _tag(hex_digits: str) -> str:
+    return "{" + hex_digits[:_TAG_HEX] + "}"
+
+
+def _record_keys(digest: str) -> tuple[str, str]:
+    """Where a session's record may be: its own slot's key first, then the untagged key of older versions."""
+    return _RECORD_KEY + _tag(digest) + digest, _RECORD_KEY + digest
+
+
+def _index_keys(token_id: str) -> tuple[str, str]:
+    """Where a session's id index may be, in the same order as ``_record_keys``."""
+    return _INDEX_KEY + _tag(token_id.removeprefix(TOKEN_ID_PREFIX)) + token_id, _INDEX_KEY + token_id
 
 
 @dataclass(frozen=True)
@@ -228,9 +250,11 @@ class TaskSessions:
         lifetime = _validated_ttl(ttl)
         checked = _validated_context(compiled, context)
         token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+        digest = token_digest(token)
         created_at = self._clock()
         session = TaskSession(
-            token_id=TOKEN_ID_PREFIX + secrets.token_hex(16),
+            # The tag first, so the id index lands in the record's slot; 112 random bits keep ids unique.
+            token_id=TOKEN_ID_PREFIX + digest[:_TAG_HEX] + secrets.token_hex(14),
             task_id=task.id,
             task_name=task.name,
             identity_id=identity.id,
@@ -239,9 +263,8 @@ class TaskSessions:
             expires_at=created_at + timedelta(seconds=lifetime),
             task_version=compiled.version if compiled.source == "api" else None,
         )
-        digest = token_digest(token)
         await self._store.set_many(
-            {_RECORD_KEY + digest: session._to_record(), _INDEX_KEY + session.token_id: digest.encode("ascii")},
+            {_record_keys(digest)[0]: session._to_record(), _index_keys(session.token_id)[0]: digest.encode("ascii")},
             lifetime,
         )
         await self._store.index_add(_LIVE_INDEX, digest, session.expires_at.timestamp())
@@ -280,9 +303,10 @@ class TaskSessions:
         if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
             # Cannot be one of ours: answer without a store round trip.
             raise InvalidTaskToken(_INVALID_TOKEN)
-        raw = await self._store.get_cached(_RECORD_KEY + token_digest(token))
-        if raw is None:
+        found = await self._read_record(token_digest(token), cached=True)
+        if found is None:
             raise InvalidTaskToken(_INVALID_TOKEN)
+        raw = found[1]
         session = self._decoded.get(raw)
         if session is None:
             session = TaskSession._from_record(raw)
@@ -307,25 +331,39 @@ class TaskSessions:
 
     async def get(self, token_id: str, identity_id: str | None) -> TaskSession:
         """Inspect a session by its public id, for its owner only (``identity_id`` None: any owner, for admins)."""
-        _, session = await self._lookup(token_id, identity_id)
+        *_, session = await self._lookup(token_id, identity_id)
         return session
 
     async def revoke(self, token_id: str, identity_id: str | None) -> None:
         """Delete a session by its public id; its token is rejected from the next request on, on every replica.
 
         ``identity_id`` None revokes whoever owns it (admins)."""
-        digest, session = await self._lookup(token_id, identity_id)
-        await self._remove(digest, session)
+        digest, legacy, _ = await self._lookup(token_id, identity_id)
+        await self._remove(digest, token_id, legacy)
 
     async def revoke_current(self, token: str, identity_id: str) -> None:
         """Delete the session a token names (``DELETE /v1/tasks/sessions/current``)."""
         session = await self.resolve(token, identity_id)
-        await self._remove(token_digest(token), session)
+        digest = token_digest(token)
+        found = await self._read_record(digest, cached=False)
+        await self._remove(digest, session.token_id, found is not None and found[0])
 
-    async def _remove(self, digest: str, session: TaskSession) -> None:
-        await self._store.delete(_RECORD_KEY + digest, _INDEX_KEY + session.token_id)
+    async def _remove(self, digest: str, token_id: str, legacy: bool) -> None:
+        """Delete the record and its id index, durably (answered once a replica has it): a revocation must
+        survive a failover. Then the listing's entry, which decides nothing."""
+        layout = 1 if legacy else 0
+        await self._store.delete_durably(_record_keys(digest)[layout], _index_keys(token_id)[layout])
         await self._store.index_remove(_LIVE_INDEX, digest)
         self._count("revoked")
+
+    async def _read_record(self, digest: str, *, cached: bool) -> tuple[bool, bytes] | None:
+        """The record a digest names, and whether it is under an older version's untagged key; None when absent."""
+        read = self._store.get_cached if cached else self._store.get
+        for legacy, key in enumerate(_record_keys(digest)):
+            raw = await read(key)
+            if raw is not None:
+                return bool(legacy), raw
+        return None
 
     async def live(self, *, identity_id: str | None = None, task_id: str | None = None) -> list[TaskSession]:
         """Live sessions, soonest to expire first, optionally of one identity and one task; prunes the index."""
@@ -333,11 +371,11 @@ class TaskSessions:
         found: list[TaskSession] = []
         stale: list[str] = []
         for digest, expires in await self._store.index_range(_LIVE_INDEX):
-            raw = None if expires <= now.timestamp() else await self._store.get(_RECORD_KEY + digest)
-            if raw is None:
+            stored = None if expires <= now.timestamp() else await self._read_record(digest, cached=False)
+            if stored is None:
                 stale.append(digest)
                 continue
-            session = TaskSession._from_record(raw)
+            session = TaskSession._from_record(stored[1])
             if session.is_expired(now):
                 stale.append(digest)
             elif identity_id in (None, session.identity_id) and task_id in (None, session.task_id):
@@ -354,15 +392,20 @@ class TaskSessions:
             await self.revoke(session.token_id, None)
         return len(sessions)
 
-    async def _lookup(self, token_id: str, identity_id: str | None) -> tuple[str, TaskSession]:
+    async def _lookup(self, token_id: str, identity_id: str | None) -> tuple[str, bool, TaskSession]:
+        """The session's digest, whether it uses an older version's untagged keys, and the session."""
         not_found = NotFound(f"task session {token_id!r} not found")
         if not token_id.startswith(TOKEN_ID_PREFIX) or len(token_id) > _MAX_TOKEN_LENGTH:
             raise not_found
-        digest_raw = await self._store.get(_INDEX_KEY + token_id)
+        index_key, legacy_index_key = _index_keys(token_id)
+        digest_raw = await self._store.get(index_key)
+        legacy = digest_raw is None
         if digest_raw is None:
-            raise not_found
+            digest_raw = await self._store.get(legacy_index_key)
+            if digest_raw is None:
+                raise not_found
         digest = digest_raw.decode("ascii", errors="replace")
-        raw = await self._store.get(_RECORD_KEY + digest)
+        raw = await self._store.get(_record_keys(digest)[1 if legacy else 0])
         if raw is None:
             raise not_found
         session = TaskSession._from_record(raw)
@@ -373,7 +416,7 @@ class TaskSessions:
             raise not_found
         if identity_id is not None:
             self._check_owner(session, identity_id)
-        return digest, session
+        return digest, legacy, session
 
     @staticmethod
     def _check_owner(session: TaskSession, identity_id: str) -> None:

@@ -72,6 +72,11 @@ def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Pope
     return _start_redis(workdir, port=port)
 
 
+def start_redis_with(workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``start_redis`` with more ``redis-server`` options (``--replicaof host port``)."""
+    return _start_redis(workdir, *options)
+
+
 def stop_redis(process: subprocess.Popen[bytes]) -> None:
     _stop(process)
 

@@ -286,8 +286,14 @@ async def test_raw_token_is_never_stored(redis_store: RedisStore, redis_url: str
     raw = redis.Redis.from_url(redis_url)
     try:
         keys = sorted(raw.scan_iter(match=f"{key_prefix}tasksession*:*"))
+        # One hash tag, the digest's first four hex digits, which the tokenId also starts with: one Cluster slot.
+        tag = "{" + digest[:4] + "}"
+        assert session.token_id.startswith("ts_" + digest[:4])
         assert keys == sorted(
-            [f"{key_prefix}tasksession:{digest}".encode(), f"{key_prefix}tasksession-id:{session.token_id}".encode()]
+            [
+                f"{key_prefix}tasksession:{tag}{digest}".encode(),
+                f"{key_prefix}tasksession-id:{tag}{session.token_id}".encode(),
+            ]
         )
         # The listing index holds the digest, scored by expiry, never the token.
         assert raw.zrange(f"{key_prefix}tasksessions", 0, -1) == [digest.encode()]
@@ -298,7 +304,32 @@ async def test_raw_token_is_never_stored(redis_store: RedisStore, redis_url: str
             assert value is not None
             assert secret_body not in key and secret_body not in value and secret not in value
             assert 115_000 < raw.pttl(key) <= 120_000
-        assert raw.get(f"{key_prefix}tasksession-id:{session.token_id}") == digest.encode()
+        assert raw.get(f"{key_prefix}tasksession-id:{tag}{session.token_id}") == digest.encode()
+    finally:
+        raw.close()
+
+
+async def test_a_session_stored_by_an_older_version_still_works_and_is_revoked(
+    redis_store: RedisStore, redis_url: str, key_prefix: str
+) -> None:
+    """Before the hash tag, the record and its index had untagged keys: an upgrade must not end those sessions."""
+    sessions = task_sessions(redis_store, [TICKET])
+    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=120)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    old_id = "ts_" + "f" * 32
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        tag = "{" + digest[:4] + "}"
+        record = json.loads(raw.get(f"{key_prefix}tasksession:{tag}{digest}") or b"")
+        raw.delete(f"{key_prefix}tasksession:{tag}{digest}", f"{key_prefix}tasksession-id:{tag}{session.token_id}")
+        raw.set(f"{key_prefix}tasksession:{digest}", json.dumps({**record, "tokenId": old_id}), px=120_000)
+        raw.set(f"{key_prefix}tasksession-id:{old_id}", digest, px=120_000)
+        assert (await sessions.resolve(token, ALICE)).token_id == old_id
+        assert (await sessions.get(old_id, ALICE)).token_id == old_id
+        await sessions.revoke(old_id, ALICE)
+        assert not raw.exists(f"{key_prefix}tasksession:{digest}", f"{key_prefix}tasksession-id:{old_id}")
+        with pytest.raises(InvalidTaskToken):
+            await sessions.resolve(token, ALICE)
     finally:
         raw.close()
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import anyio
 import pytest
@@ -14,7 +17,7 @@ import redis
 from mcp_gateway.errors import StoreUnavailable
 from mcp_gateway.store import MemoryStore, RedisStore, Store, open_store
 from mcp_gateway.store.base import CountCharge, RateCharge, Refusal, entry_size
-from tests.conftest import free_port
+from tests.conftest import free_port, start_redis, start_redis_with, stop_redis
 
 # --- values and lifetimes ---
 
@@ -93,6 +96,13 @@ async def test_delete_names_a_key_once_however_often_given(store: Store) -> None
 
 async def test_delete_of_nothing_is_zero(store: Store) -> None:
     assert await store.delete() == 0
+
+
+async def test_durable_delete_removes_keys_of_one_or_several_hash_slots(store: Store) -> None:
+    await store.set_many({"{s}record": b"1", "{s}index": b"2", "elsewhere": b"3"}, 10)
+    assert await store.delete_durably("{s}record", "{s}index", "elsewhere", "never-set") == 3
+    assert [await store.get(key) for key in ("{s}record", "{s}index", "elsewhere")] == [None, None, None]
+    assert await store.delete_durably() == 0
 
 
 async def test_expired_key_does_not_count_as_deleted(store: Store) -> None:
@@ -439,6 +449,27 @@ def test_cluster_description_never_shows_a_password() -> None:
     assert store.description.startswith("redis+cluster://node-1.internal:7000")
 
 
+def test_cluster_url_may_name_several_seeds_and_shows_them_without_the_password() -> None:
+    seeds = "node-1.internal:7000,node-2.internal:7001,[::1]:7002"
+    store = open_store(f"redis+cluster://:s3cret@{seeds}/0?socket_timeout=3", "gw:")
+    assert isinstance(store, RedisStore)
+    assert "s3cret" not in store.description
+    assert store.description.startswith(f"redis+cluster://{seeds}/0 ")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+cluster://a:1,b:notaport", "bad port in cluster seed 'b:notaport'"),
+        ("redis+cluster://a:1,,b:2", "empty cluster seed"),
+        ("redis://a:1,b:2/0", "several hosts need redis\\+cluster://"),
+    ],
+)
+def test_a_bad_seed_list_is_refused_naming_the_seed(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        open_store(url, "gw:")
+
+
 def test_open_store_chooses_by_scheme() -> None:
     assert isinstance(open_store("memory://", "gw:"), MemoryStore)
     assert isinstance(open_store("redis://localhost:6379/0", "gw:"), RedisStore)
@@ -510,3 +541,75 @@ def socket_listening_silently() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield int(sock.getsockname()[1])
+
+
+async def test_a_store_known_down_fails_at_once_without_asking_redis() -> None:
+    """The circuit breaker: once the background PING saw the store fail, operations do not wait for a timeout."""
+    with socket_listening_silently() as port:
+        store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "gw:", socket_timeout=0.3, operation_timeout=1)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.serve)
+                with anyio.fail_after(10):
+                    while store.available or not store._health.known_down:  # noqa: ASYNC110 - waiting on a flag
+                        await anyio.sleep(0.05)
+                with pytest.raises(StoreUnavailable, match="did not answer lately"):
+                    await store.get("k")
+                tg.cancel_scope.cancel()
+        finally:
+            await store.close()
+
+
+@pytest.fixture
+def redis_with_replica(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """A standalone master with one replica in sync: (master URL, replica URL, replica process)."""
+    (tmp_path / "master").mkdir()
+    (tmp_path / "replica").mkdir()
+    master, url = start_redis(tmp_path / "master")
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    replica, replica_url = start_redis_with(tmp_path / "replica", "--replicaof", "127.0.0.1", port)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 10
+        while client.info("replication").get("slave0", {}).get("state") != "online":
+            assert time.monotonic() < deadline, "the replica did not come online"
+            time.sleep(0.05)
+        yield url, replica_url, replica
+    finally:
+        client.close()
+        replica.send_signal(signal.SIGCONT)
+        stop_redis(replica)
+        stop_redis(master)
+
+
+async def test_durable_delete_on_a_master_with_a_replica_waits_for_it(
+    redis_with_replica: tuple[str, str, subprocess.Popen[bytes]],
+) -> None:
+    url, replica_url, _ = redis_with_replica
+    store = RedisStore.from_url(url, "gw:")
+    replica_client = redis.Redis.from_url(replica_url, socket_timeout=2)
+    try:
+        await store.set("k", b"v", 60)
+        assert await store.delete_durably("k") == 1
+        # Acknowledged by the replica before the answer: it already has the deletion.
+        assert replica_client.exists("gw:k") == 0
+    finally:
+        replica_client.close()
+        await store.close()
+
+
+async def test_durable_delete_not_confirmed_by_a_replica_is_a_store_error_but_not_an_outage(
+    redis_with_replica: tuple[str, str, subprocess.Popen[bytes]],
+) -> None:
+    url, _, replica = redis_with_replica
+    store = RedisStore.from_url(url, "gw:")
+    try:
+        await store.ping()
+        await store.set("k", b"v", 60)
+        replica.send_signal(signal.SIGSTOP)  # connected, but never acknowledges
+        with pytest.raises(StoreUnavailable, match="not durable yet"):
+            await store.delete_durably("k")
+        assert store.available  # the master answered: other requests go on
+    finally:
+        replica.send_signal(signal.SIGCONT)
+        await store.close()

@@ -107,6 +107,13 @@ class Store(Protocol):
         """Delete keys; return how many existed."""
         ...
 
+    async def delete_durably(self, *keys: str) -> int:
+        """``delete``, answered only once the deletion survives a failover (a revocation): with Redis replicas, at
+        least one acknowledged it (``WAIT``); without replicas there is nothing a failover could bring back. Raises
+        ``StoreUnavailable`` when no replica confirms in time; the keys may be gone anyway, and deleting again is
+        harmless. Keys sharing a hash tag are deleted in one command (in Cluster, one per hash slot)."""
+        ...
+
     async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
         """Read a value and restart its lifetime in the same round trip (a sliding expiry)."""
         ...

@@ -4,6 +4,8 @@ While the store is unavailable every request at ``/mcp`` and ``/v1`` is refused 
 not cost a round trip per request. So the store PINGs its backend once a second in the background and each request
 reads the last answer, a bool. An operation that fails marks the store unavailable at once, so the requests that
 follow are refused before they wait for a timeout of their own; only a PING that answers marks it available again.
+Meanwhile the store's operations themselves fail at once (``known_down``, a circuit breaker), so work that passed the
+request gate or runs in the background (the audit writer) does not wait on a hung Redis either.
 
 How fast: an outage that refuses connections is noticed by the next PING (within a second), a silent one within a
 second plus the PING's own bound, and any failed operation is noticed at once; recovery is noticed by the first PING
@@ -36,6 +38,12 @@ class StoreHealth:
         self._watching = False
         self.available = False
         """Read on every request: True only while the latest PING (or operation) got an answer."""
+
+    @property
+    def known_down(self) -> bool:
+        """Whether operations should fail at once, unasked (a circuit breaker): the store is watched, and its
+        latest PING or operation failed. Before ``run`` starts nobody watches, and every operation asks."""
+        return self._watching and not self.available
 
     def answered(self) -> None:
         if self._watching and not self.available:

@@ -146,6 +146,10 @@ class MemoryStore:
                 existed += 1
         return existed
 
+    async def delete_durably(self, *keys: str) -> int:
+        # One process, no replica: deleted is durable.
+        return await self.delete(*keys)
+
     async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
         _check_ttl(ttl_seconds)
         self._drop_expired()

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import Redis
@@ -32,10 +31,11 @@ from mcp_gateway.errors import StoreUnavailable, describe
 from mcp_gateway.store.base import Charge, RateCharge, Refusal, StreamEntry, entry_size
 from mcp_gateway.store.health import StoreHealth
 from mcp_gateway.store.memory import parse_stream_id
+from mcp_gateway.store.redis_urls import CLUSTER_SCHEMES, STANDALONE_SCHEMES, open_client, redacted_url
+from mcp_gateway.store.replicated_delete import NotReplicated, delete_replicated
 from mcp_gateway.store.tracking import TrackedKeys
 
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-STANDALONE_SCHEMES = frozenset({"redis", "rediss", "unix"})
+__all__ = ["CLUSTER_SCHEMES", "STANDALONE_SCHEMES", "RedisStore", "redacted_url"]
 
 DEFAULT_SOCKET_TIMEOUT = 2.0
 DEFAULT_OPERATION_TIMEOUT = 5.0
@@ -97,18 +97,6 @@ _CHECKS_PER_CAP = 16
 
 OperationObserver = Callable[[str, float, bool], None]
 """Told of every round trip: the operation (``GET``, ``EVALSHA (take)``...), its seconds, and whether it failed."""
-
-
-def redacted_url(url: str) -> str:
-    """The URL without user info or query string, either of which may carry a password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _ttl_millis(ttl_seconds: float) -> int:
@@ -173,12 +161,12 @@ class RedisStore:
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         cached_prefixes: tuple[str, ...] = (),
     ) -> RedisStore:
-        """Open a client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` (connects lazily).
+        """Open a client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://h1:p1,h2:p2,…`` (connects
+        lazily; see ``redis_urls.py``).
 
         Query parameters understood by redis-py (``socket_timeout=…``, ``password=…``) override the defaults here.
         Keys under ``cached_prefixes`` are read through ``get_cached`` (see ``tracking.py``) while ``serve`` runs.
         """
-        scheme, sep, rest = url.partition("://")
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_timeout,
@@ -186,13 +174,7 @@ class RedisStore:
             "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
         }
         description = f"{redacted_url(url)} (key prefix {prefix!r})"
-        client: Redis | RedisCluster
-        if scheme in CLUSTER_SCHEMES and sep:
-            client = RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)
-        elif scheme in STANDALONE_SCHEMES and sep:
-            client = Redis.from_url(url, **options)
-        else:
-            raise ValueError(f"not a Redis URL: {redacted_url(url)!r}")
+        client = open_client(url, options)
         return cls(client, prefix, description, operation_timeout=operation_timeout, cached_prefixes=cached_prefixes)
 
     @property
@@ -208,8 +190,14 @@ class RedisStore:
         self._observe = observer
 
     @asynccontextmanager
-    async def _reaching(self, operation: str, within: float | None = None) -> AsyncIterator[None]:
+    async def _reaching(
+        self, operation: str, within: float | None = None, *, probe: bool = False
+    ) -> AsyncIterator[None]:
         """Bound one operation in time and turn every way the client can fail into ``StoreUnavailable``.
+
+        While the store is known to be down (see ``health.py``) an operation fails at once without asking it: a
+        hung Redis would otherwise hold every caller for the whole timeout. Only a ``probe`` (a PING) asks anyway,
+        since its answer is what ends the outage.
 
         Only client calls run inside, so any exception here is the store failing (``TimeoutError`` from the
         deadline included), except one the client raises before sending anything: a key or value it cannot encode
@@ -217,11 +205,16 @@ class RedisStore:
         marked unavailable: one bad string must not refuse every request. Cancellation is a ``BaseException`` and
         passes through.
         """
+        if not probe and self._health.known_down:
+            raise StoreUnavailable(f"store {self._description} is unavailable (it did not answer lately; {operation})")
         started = time.perf_counter()
         failed = False
         try:
             with anyio.fail_after(self._operation_timeout if within is None else within):
                 yield
+        except NotReplicated as exc:
+            # The store answered: no reason to refuse every other request, only to say this write is not durable.
+            raise StoreUnavailable(f"store {self._description}: {operation} is not durable yet ({exc})") from exc
         except (UnicodeError, DataError) as exc:
             raise StoreUnavailable(
                 f"store {self._description} cannot encode this {operation}: {describe(exc)}"
@@ -294,6 +287,14 @@ class RedisStore:
         async with self._reaching("DEL"):
             deleted = await self._client.delete(*(self._key(k) for k in dict.fromkeys(keys)))
         return int(deleted)
+
+    async def delete_durably(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        self._forget(*keys)
+        async with self._reaching("DEL + WAIT"):
+            deleted = await delete_replicated(self._client, [self._key(k) for k in dict.fromkeys(keys)])
+        return deleted
 
     async def get_touch(self, key: str, ttl_seconds: float) -> bytes | None:
         millis = _ttl_millis(ttl_seconds)
@@ -403,12 +404,25 @@ class RedisStore:
         return {_text(field): int(value) for field, value in (raw or {}).items()}
 
     async def ping(self) -> None:
-        async with self._reaching("PING"):
-            await self._client.ping()
+        async with self._reaching("PING", probe=True):
+            await self._ping_every_master()
         self._health.answered()
 
     async def _ping_briefly(self) -> None:
-        async with self._reaching("PING", HEALTH_PING_TIMEOUT):
+        async with self._reaching("PING", HEALTH_PING_TIMEOUT, probe=True):
+            await self._ping_every_master()
+
+    async def _ping_every_master(self) -> None:
+        """PING the server, or in Cluster mode every master the client knows, concurrently.
+
+        One unreachable master leaves its slots unserved (and, with ``cluster-require-full-coverage yes``, the whole
+        cluster refusing) until its replica takes over, so the store counts as unavailable until every master
+        answers. The PING that fails also makes the client read the topology again, which is how it learns of the
+        promoted replica.
+        """
+        if isinstance(self._client, RedisCluster):
+            await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
             await self._client.ping()
 
     async def close(self) -> None:
