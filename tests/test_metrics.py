@@ -108,5 +108,5 @@ async def test_metrics_count_task_sessions_created_revoked_and_expired_and_time_
     assert value(samples, "mcp_gateway_task_sessions_total", event="expired") == 1
     store = "mcp_gateway_store_latency_seconds_count"
     assert value(samples, store, operation="SET (pipeline)") == 2
-    assert value(samples, store, operation="DEL") == 1
+    assert value(samples, store, operation="DEL + WAIT") == 1  # the durable revocation (store/replicated_delete.py)
     assert value(samples, store, operation="ZRANGEBYSCORE") >= 1
