@@ -113,8 +113,8 @@ async def test_each_turn_is_reported_as_progress(setup: tuple[str, ScriptedModel
     models.script("primary-model", tool_call("demo__echo", text="a"), answer("done"))
     heard: list[tuple[float, float | None, str | None]] = []
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
-        heard.append((done, total, message))
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append((progress, total, message))
 
     async with mcp_client(base_url, DEMO_KEY, mode=mode, cache=None) as client:
         await client.list_tools()
@@ -130,7 +130,7 @@ async def test_cancelling_the_call_cancels_the_run(setup: tuple[str, ScriptedMod
     hold = Hold(then=answer("too late"))
     models.script("primary-model", hold)
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
         pass
 
     async with mcp_client(base_url, DEMO_KEY, mode=mode, cache=None) as client:

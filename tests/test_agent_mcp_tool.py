@@ -91,7 +91,7 @@ async def test_a_new_agent_is_listed_at_once_and_a_deleted_one_goes() -> None:
     async with agents_running() as (running, _):
         proxy, who = running.gateway.proxy, caller(running, "demo-agent")
         spec = RuntimeSpec(instruction="Help more.", llm_model_id="primary")
-        agent, _ = await running.registry.create(AgentFields("second", None, "owner_only"), spec)
+        agent, _ = await running.registry.create(AgentFields("second", "", "owner_only"), spec)
         assert "agents__second" in [tool["name"] for tool in (await proxy.list_tools(who, {}))["tools"]]
         await running.registry.delete(agent.id)
         assert "agents__second" not in [tool["name"] for tool in (await proxy.list_tools(who, {}))["tools"]]
@@ -158,8 +158,8 @@ async def test_agent_tool_reports_each_turn_as_progress() -> None:
         models.script("primary-model", tool_call("demo__echo", text="a"), answer("done"))
         heard: list[tuple[float, float | None, str | None]] = []
 
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            heard.append((done, total, message))
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            heard.append((progress, total, message))
 
         result = await call(running, "demo-agent", {"input": "x"}, ClientLink(progress=progress))
         assert result["isError"] is False

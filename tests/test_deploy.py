@@ -80,7 +80,7 @@ def test_compose_builds_the_repository_dockerfile_and_mounts_a_valid_config(monk
 try:
     import helm_python as helm
 except ImportError:  # pragma: no cover - the dev extra installs it
-    helm = None
+    helm = None  # type: ignore[assignment]
 
 requires_helm = pytest.mark.skipif(helm is None, reason="helm-python-sdk (the dev extra) renders the chart")
 

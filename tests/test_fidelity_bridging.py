@@ -27,7 +27,7 @@ MODERN = "2026-07-28"
 TWIN_KEY = "mgw_test_twin_key_3333333333333333333333"
 IDENTITIES = [*BASE_CONFIG["identities"], {"id": "twin-agent", "credentials": [{"sha256": sha(TWIN_KEY)}]}]
 CONFIRM = {"name": "demo__confirm_action", "arguments": {"action": "ship"}}
-ELICITING = {"elicitation": {}}
+ELICITING: dict[str, Any] = {"elicitation": {}}
 
 
 @pytest.fixture(scope="module")

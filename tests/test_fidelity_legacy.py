@@ -63,7 +63,7 @@ class Answers:
 
     async def roots(self, context: ClientRequestContext) -> types.ListRootsResult:
         self.asked.append(("roots", None))
-        return types.ListRootsResult(roots=[types.Root(uri=f"file:///{self.name}")])
+        return types.ListRootsResult(roots=[types.Root.model_validate({"uri": f"file:///{self.name}"})])
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -258,7 +258,7 @@ async def test_cancelled_notification_cancels_the_upstream_call(gateway: str) ->
     """The client cancels a slow call: its POST ends without an answer, and the upstream stops counting."""
     async with httpx.AsyncClient(timeout=30) as http:
         headers = await _open_session(http, gateway, {})
-        call = {"jsonrpc": "2.0", "id": "slow", "method": "tools/call"}
+        call: dict[str, Any] = {"jsonrpc": "2.0", "id": "slow", "method": "tools/call"}
         arguments = {"n": 100, "delay": 0.1}
         call["params"] = {"name": "demo__count_slowly", "arguments": arguments, "_meta": {"progressToken": 1}}
         started = anyio.current_time()

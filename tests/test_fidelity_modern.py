@@ -140,7 +140,7 @@ async def test_policy_is_evaluated_again_on_the_retry(gateway: str, caplog: pyte
 @pytest.mark.parametrize("mode", ["legacy", MODERN])
 async def test_traceparent_in_meta_reaches_the_upstream(gateway: str, mode: str) -> None:
     async with mcp_client(gateway, DEMO_KEY, mode=mode) as client:
-        result = await client.call_tool("probe__tool00", {}, meta={"traceparent": TRACEPARENT, "vendor/x": 1})
+        result = await client.call_tool("probe__tool00", {}, meta={"traceparent": TRACEPARENT, "vendor/x": 1})  # type: ignore[arg-type]
     received = json.loads(text_of(result))
     assert received["traceparent"] == TRACEPARENT
     assert received["vendor/x"] == 1

@@ -20,7 +20,7 @@ from tests.harness import DEMO_KEY, SUPPORT_KEY, make_config, serve_gateway
 
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
-TASK_BODY = {"taskId": "resolve-ticket", "context": {"ticket_id": "t-1", "customer_id": "c-1"}}
+TASK_BODY: dict[str, Any] = {"taskId": "resolve-ticket", "context": {"ticket_id": "t-1", "customer_id": "c-1"}}
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +318,8 @@ async def test_client_mistakes_get_a_json_error_never_a_500(
 ) -> None:
     sent = {"Authorization": f"Bearer {SUPPORT_KEY}", "Content-Type": "application/json", **headers}
     async with httpx.AsyncClient() as http:
-        response = await http.post(f"{gateway}{path}", content=body, headers=sent)
+        # Deliberately bytes that are not valid header text: httpx sends them as they are.
+        response = await http.post(f"{gateway}{path}", content=body, headers=sent)  # type: ignore[arg-type]
     assert 400 <= response.status_code < 500, response.text
     assert "Traceback" not in response.text
     payload = response.json()

@@ -53,8 +53,8 @@ class Opener:
             session.closed = True
 
 
-SAMPLING = {"sampling": {}}
-ELICITATION = {"elicitation": {"form": {}}}
+SAMPLING: dict[str, Any] = {"sampling": {}}
+ELICITATION: dict[str, Any] = {"elicitation": {"form": {}}}
 
 
 @asynccontextmanager

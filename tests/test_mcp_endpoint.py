@@ -24,7 +24,7 @@ async def gateway() -> AsyncIterator[str]:
         yield url
 
 
-def modern_body(method: str, params: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:
+def modern_body(method: str, params: dict[str, Any] | None = None, request_id: int | str = 1) -> dict[str, Any]:
     envelope = {
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": {},

@@ -269,14 +269,14 @@ def test_the_playbook_covers_every_operation(played: list[tuple[Step, str | None
     assert {(step.method, step.path) for step, _ in played} == operations
 
 
-def _drive(operation: APIOperation, known: Known, mode: GenerationMode) -> None:
+def _drive(operation: APIOperation[Any, Any, Any, Any], known: Known, mode: GenerationMode) -> None:
     values = known.path_values()
     if (operation.method.upper(), operation.path) == ("DELETE", "/v1/agents/{agentId}"):
         values["agentId"] = [known.spare_agent, "ag_0000000000000000"]
 
     @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
     @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    def answers_as_documented(case: Case, data: st.DataObject) -> None:
+    def answers_as_documented(case: Case[Any], data: st.DataObject) -> None:
         if data.draw(st.booleans(), label="existing"):
             for name in case.path_parameters or {}:
                 if name in values:
@@ -297,7 +297,7 @@ def test_every_generated_request_is_answered_as_documented(
     api_schema: BaseSchema, known: Known, played: list[tuple[Step, str | None]], mode: GenerationMode
 ) -> None:
     # Each operation's own hypothesis run; schemathesis's pytest plugin is not used (it does not load on our pytest).
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    operations = [result.ok() for result in api_schema.get_all_operations()]  # type: ignore[union-attr]
     assert {(op.method.upper(), op.path) for op in operations} == {(step.method, step.path) for step, _ in played}
     for operation in operations:
         _drive(operation, known, mode)

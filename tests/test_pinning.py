@@ -303,7 +303,7 @@ async def test_second_replica_serves_the_tool_again_after_an_approval_on_the_fir
 async def test_unreachable_store_during_a_review_withholds_under_enforce_only(mode: str, withheld: set[str]) -> None:
     connection = UpstreamConnection(script_stdio("shifty", SHIFTING_SERVER))
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "gw:")
-    pins = ToolPins(PinStore(store), {"shifty": mode}, AuditLog(AuditConfig()), Metrics())
+    pins = ToolPins(PinStore(store), {"shifty": mode}, AuditLog(AuditConfig()), Metrics())  # type: ignore[dict-item]
     try:
         async with running(connection):
             review = await pins.review(build_catalog([connection]))

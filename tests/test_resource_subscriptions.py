@@ -55,7 +55,7 @@ async def write_note(client: Client, text: str) -> None:
 async def upstream_requests(client: Client) -> str:
     """The subscribe and unsubscribe requests the demo upstream received."""
     result = await client.call_tool("demo__note_subscriptions", {})
-    return result.content[0].text  # type: ignore[union-attr,no-any-return]
+    return result.content[0].text  # type: ignore[union-attr]
 
 
 async def everything_uri(client: Client) -> str:

@@ -387,7 +387,7 @@ def paused_redis(redis_url: str, millis: int) -> None:
     """Make Redis hold every client's commands for a while: only a local copy can answer meanwhile."""
     raw = redis.Redis.from_url(redis_url)
     try:
-        raw.execute_command("CLIENT", "PAUSE", millis, "ALL")
+        raw.execute_command("CLIENT", "PAUSE", millis, "ALL")  # type: ignore[no-untyped-call]
     finally:
         raw.close()
 

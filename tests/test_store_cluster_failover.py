@@ -8,6 +8,7 @@ once the cluster does. ``tests/redis_cluster.py`` runs the six ``redis-server`` 
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
@@ -192,12 +193,12 @@ async def test_a_master_killed_mid_run_never_lets_a_refused_call_through(cluster
         await until_served(http, gateway)
         # A revocation that answered 503 is retried, as a caller would: done now, or done already.
         for _, token_id in unconfirmed:
-            assert await retried(lambda token_id=token_id: revoke(http, gateway, token_id), 503) in (204, 404)
+            assert await retried(functools.partial(revoke, http, gateway, token_id), 503) in (204, 404)
         # Every slot is served again, the failed-over ones included, with nothing revoked coming back.
         for token, _ in [*revoked, *revoked_during, *unconfirmed]:
-            assert await retried(lambda token=token: echo(http, gateway, token), "503") == "401"
+            assert await retried(functools.partial(echo, http, gateway, token), "503") == "401"
         for token, _ in live:
-            answer = await retried(lambda token=token: echo(http, gateway, token), "503")
+            answer = await retried(functools.partial(echo, http, gateway, token), "503")
             assert answer in ("allowed", "rpc -32006")
             spent[token] = spent.get(token, 0) + (answer == "allowed")
     assert max(spent.values()) <= 2, "a budget of two calls was overspent"

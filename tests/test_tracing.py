@@ -203,7 +203,7 @@ async def test_without_tracing_the_clients_trace_context_reaches_the_upstream_un
 async def test_without_tracing_a_malformed_meta_traceparent_never_becomes_a_header(untraced: str) -> None:
     injected = "00-not-a-trace\r\nx-injected: 1"
     async with mcp_client(untraced, DEMO_KEY, mode=MODERN) as client:
-        result = await client.call_tool("rec__whose_trace", {}, meta={"traceparent": injected})  # type: ignore[typeddict-unknown-key]
+        result = await client.call_tool("rec__whose_trace", {}, meta={"traceparent": injected})  # type: ignore[arg-type]
     seen = json.loads(result.content[0].text)  # type: ignore[union-attr]
     assert seen == {
         "headers": {"traceparent": None, "tracestate": None},

@@ -142,7 +142,7 @@ async def test_typescript_handshake_client_is_asked_for_sampling_and_elicitation
         {"name": "fixture__test_sampling", "arguments": {"prompt": "What is the capital of France?"}},
         {"name": "fixture__test_elicitation", "arguments": {"message": "Who are you?"}},
     ]
-    capabilities = {"sampling": {}, "elicitation": {}}
+    capabilities: dict[str, Any] = {"sampling": {}, "elicitation": {}}
     url = f"{gateway_to_dual_era_upstream}/mcp"
     seen = (await sdk_back_channel_client(url, bearer(DEMO_KEY), capabilities, calls)).json()
     assert seen["protocolVersion"] == "2025-11-25"

@@ -73,7 +73,7 @@ def calls_counted_per_worker(metrics_dir: Path) -> dict[str, float]:
     counted: dict[str, float] = {}
     for path in metrics_dir.glob("counter_*.db"):
         pid = path.stem.removeprefix("counter_")
-        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
             _, name, _, _ = json.loads(key)
             if name == TOOL_CALLS_METRIC:
                 counted[pid] = counted.get(pid, 0.0) + value
