@@ -188,6 +188,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             authenticator = Authenticator(config.identities, config.jwt, config.oauth)
             definitions = TaskDefinitions(store, config.tasks)
             sessions = TaskSessions(store, definitions, metrics=metrics)
+            tg.start_soon(sessions.prune_while_running)
             limiter = Limiter(
                 config.limits,
                 store,

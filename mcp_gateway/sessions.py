@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 from jsonschema.exceptions import ValidationError
 
 from mcp_gateway.config import DEFAULT_SESSION_TTL, MAX_SESSION_TTL, Identity, TaskDefinition
@@ -214,6 +215,7 @@ def _validated_ttl(ttl: object) -> int:
 
 
 _DECODED_LIMIT = 4096
+_PRUNE_SECONDS = 30.0
 
 
 class TaskSessions:
@@ -384,6 +386,24 @@ class TaskSessions:
             # Counted by what the store removed, so two replicas pruning at once count each session once.
             self._count("expired", await self._store.index_remove(_LIVE_INDEX, *stale))
         return found
+
+    async def prune_expired(self) -> int:
+        """Take the sessions past their expiry out of the live index, counted as ``expired`` (each once, whichever
+        replica prunes it); the records themselves are gone already, by their own TTL."""
+        pruned = await self._store.index_prune(_LIVE_INDEX, self._clock().timestamp())
+        if pruned:
+            self._count("expired", pruned)
+        return pruned
+
+    async def prune_while_running(self, every: float = _PRUNE_SECONDS) -> None:
+        """``prune_expired`` every ``every`` seconds, so the expired count and the index keep up without a listing;
+        a store that cannot answer now is asked again next time."""
+        while True:
+            await anyio.sleep(every)
+            try:
+                await self.prune_expired()
+            except StoreUnavailable:
+                continue
 
     async def revoke_all(self, task_id: str) -> int:
         """Revoke every live session of a task (``DELETE /v1/tasks/{id}?revokeSessions=true``); how many."""

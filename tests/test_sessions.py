@@ -24,6 +24,7 @@ from mcp_gateway.errors import (
     TaskNotPermitted,
     ValidationFailed,
 )
+from mcp_gateway.metrics import Metrics
 from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSession, TaskSessions
 from mcp_gateway.store import RedisStore, Store
 from mcp_gateway.task_definitions import TaskDefinitions
@@ -465,3 +466,20 @@ async def test_a_session_decoded_once_still_expires_and_is_still_revoked(store: 
     await sessions.revoke(session.token_id, ALICE)
     with pytest.raises(InvalidTaskToken):
         await sessions.resolve(other, ALICE)
+
+
+async def test_expired_sessions_leave_the_live_index_and_are_counted_without_a_listing(store: Store) -> None:
+    """The background prune (every 30 s while serving) counts each expired session once, across replicas."""
+    now = [datetime.now(UTC)]
+    metrics, other_replica = Metrics(), Metrics()
+    sessions = task_sessions(store, [TICKET], clock=lambda: now[0], metrics=metrics)
+    replica = task_sessions(store, [TICKET], clock=lambda: now[0], metrics=other_replica)
+    await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=60)
+    await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT, ttl=600)
+    assert await sessions.prune_expired() == 0
+    now[0] += timedelta(seconds=61)
+    assert await replica.prune_expired() == 1
+    assert await sessions.prune_expired() == 0
+    assert other_replica.sessions["expired"]._value.get() == 1
+    assert metrics.sessions["expired"]._value.get() == 0
+    assert len(await sessions.live()) == 1

@@ -277,6 +277,15 @@ async def test_index_remove_counts_only_members_present(store: Store) -> None:
     assert await store.index_remove("idx") == 0
 
 
+async def test_index_prune_removes_members_up_to_a_score_and_counts_them(store: Store) -> None:
+    for member, score in (("a", 10), ("b", 20), ("c", 30)):
+        await store.index_add("idx", member, score)
+    assert await store.index_prune("idx", 20) == 2
+    assert await store.index_range("idx") == [("c", 30.0)]
+    assert await store.index_prune("idx", 20) == 0
+    assert await store.index_prune("nothing", 99) == 0
+
+
 async def test_missing_index_ranges_as_empty(store: Store) -> None:
     assert await store.index_range("nothing") == []
     assert await store.index_remove("nothing", "a") == 0

@@ -151,6 +151,11 @@ class Store(Protocol):
     async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
         """The members scored ``min_score`` or more, lowest score first (ties by member)."""
 
+    async def index_prune(self, index: str, max_score: float) -> int:
+        """Remove the members scored ``max_score`` or less; return how many went (one step: two replicas pruning at
+        once count each member once)."""
+        ...
+
     async def take(self, charges: Sequence[Charge]) -> Refusal | None:
         """Apply every charge, or none of them and say which one is over its limit; one atomic step.
 

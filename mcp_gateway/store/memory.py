@@ -240,6 +240,10 @@ class MemoryStore:
             del self._slots[index]
         return removed
 
+    async def index_prune(self, index: str, max_score: float) -> int:
+        present = self._index(index) or {}
+        return await self.index_remove(index, *[member for member, score in present.items() if score <= max_score])
+
     async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
         present = self._index(index) or {}
         return sorted(((m, s) for m, s in present.items() if s >= min_score), key=lambda item: (item[1], item[0]))

@@ -357,6 +357,11 @@ class RedisStore:
             removed = await self._client.zrem(self._key(index), *dict.fromkeys(members))
         return int(removed)
 
+    async def index_prune(self, index: str, max_score: float) -> int:
+        async with self._reaching("ZREMRANGEBYSCORE"):
+            removed = await self._client.zremrangebyscore(self._key(index), "-inf", repr(float(max_score)))
+        return int(removed)
+
     async def index_range(self, index: str, min_score: float = float("-inf")) -> Sequence[tuple[str, float]]:
         low = "-inf" if min_score == float("-inf") else repr(float(min_score))
         async with self._reaching("ZRANGEBYSCORE"):
