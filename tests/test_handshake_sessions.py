@@ -215,14 +215,18 @@ async def test_handshake_clients_that_declared_the_same_capabilities_share_one_u
 
 @pytest.mark.parametrize("protocol", ["auto", "2026-07-28"])
 async def test_calls_without_a_client_to_ask_stay_2026_07_28(protocol: str, tmp_path: Path) -> None:
-    """A client that declared nothing askable, or an upstream pinned to 2026-07-28: no handshake session."""
+    """A client that declared nothing askable, or an upstream pinned to 2026-07-28: no handshake session.
+
+    The call reaches the fixture as 2026-07-28, so its tool asks the MRTR way: the ``input_required`` result comes
+    back to the proxy, whose bridge asks a handshake-era client (``bridge.resolve_input_required``).
+    """
     async with fixture_upstream("stdio", protocol, tmp_path) as connection:
-        silent = Client({"experimental": {}})
-        result = await connection.request("tools/call", SAMPLE, downstream=silent)
-        assert "no back-channel" in text(result)
-        if protocol == "2026-07-28":
-            result = await connection.request("tools/call", SAMPLE, downstream=Client(SAMPLING))
-            assert "no back-channel" in text(result)
+        callers = [Client({"experimental": {}})] + ([Client(SAMPLING)] if protocol == "2026-07-28" else [])
+        for caller in callers:
+            result = await connection.request("tools/call", SAMPLE, downstream=caller)
+            assert result["resultType"] == "input_required"
+            assert result["inputRequests"]["sampling"]["method"] == "sampling/createMessage"
+            assert caller.asked == []
         assert connection.handshake_sessions == 0
 
 
