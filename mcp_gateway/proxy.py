@@ -662,6 +662,7 @@ class Proxy:
                 client_capabilities=capabilities,
                 identity=caller.identity,
                 log_level=link.log_level,
+                asked_live=not link.answers_input_required,
             )
             return hop_result(result)
 

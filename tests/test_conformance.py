@@ -35,35 +35,18 @@ from scripts.conformance import (
 )
 
 GATEWAY_TARGETS = tuple(target.name for target in TARGETS if target.through_gateway)
-MODERN_ONLY_UPSTREAM = ("http 2026-07-28",)  # every call reaches the fixture as 2026-07-28, whoever makes it
 LEGACY_UPSTREAM = ("http legacy",)
 
 # (era, scenario) -> (the gateway settings that lose it, why): the one list of what the gateway loses today. The
 # causes are written up in the conformance report on issue 12; remove a setting (or the entry) when its fix lands.
 KNOWN_REGRESSIONS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    **{
-        ("2025-11-25", scenario): (
-            MODERN_ONLY_UPSTREAM,
-            # A limit of `protocol: 2026-07-28`: no handshake-era session is opened to the upstream, so a tool that
-            # asks its client the handshake way finds no back-channel. `auto` opens one for such a client's calls.
-            "under protocol: 2026-07-28 a handshake-era client's call reaches the upstream as 2026-07-28",
-        )
-        for scenario in (
-            "tools-call-sampling",
-            "tools-call-elicitation",
-            "elicitation-sep1034-defaults",
-            "elicitation-sep1330-enums",
-        )
-    },
-    **{
-        ("2026-07-28", scenario): (
-            LEGACY_UPSTREAM,
-            # A limit of `protocol: legacy`: a handshake-era upstream asks one unkeyed question at a time, mid-call,
-            # so the client cannot get the fixture's own input keys, nor several questions in one round.
-            "a legacy upstream's questions reach the 2026-07-28 client one per round, under the gateway's own keys",
-        )
-        for scenario in ("input-required-result-basic-elicitation", "input-required-result-multiple-input-requests")
-    },
+    ("2026-07-28", scenario): (
+        LEGACY_UPSTREAM,
+        # A limit of `protocol: legacy`: a handshake-era upstream asks one unkeyed question at a time, mid-call,
+        # so the client cannot get the fixture's own input keys, nor several questions in one round.
+        "a legacy upstream's questions reach the 2026-07-28 client one per round, under the gateway's own keys",
+    )
+    for scenario in ("input-required-result-basic-elicitation", "input-required-result-multiple-input-requests")
 }
 
 

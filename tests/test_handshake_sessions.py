@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_gateway.config import HttpTransport, StdioTransport, UpstreamConfig
-from mcp_gateway.gateway import running_gateway
-from mcp_gateway.proxy import Caller
+from mcp_gateway.config import GatewayConfig, HttpTransport, StdioTransport, UpstreamConfig
+from mcp_gateway.gateway import Gateway, running_gateway
+from mcp_gateway.http.modern_calls import ModernDownstream
+from mcp_gateway.proxy import Caller, ClientLink
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.handshake_sessions import HandshakeSessions, back_channel
 from scripts.conformance import FIXTURE_MODULE, ROOT, fixture_server
@@ -215,14 +216,18 @@ async def test_handshake_clients_that_declared_the_same_capabilities_share_one_u
 
 @pytest.mark.parametrize("protocol", ["auto", "2026-07-28"])
 async def test_calls_without_a_client_to_ask_stay_2026_07_28(protocol: str, tmp_path: Path) -> None:
-    """A client that declared nothing askable, or an upstream pinned to 2026-07-28: no handshake session."""
+    """A client that declared nothing askable, or an upstream pinned to 2026-07-28: no handshake session.
+
+    The call reaches the fixture as 2026-07-28, so its tool asks the MRTR way: the ``input_required`` result comes
+    back to the proxy, whose bridge asks a handshake-era client (``bridge.resolve_input_required``).
+    """
     async with fixture_upstream("stdio", protocol, tmp_path) as connection:
-        silent = Client({"experimental": {}})
-        result = await connection.request("tools/call", SAMPLE, downstream=silent)
-        assert "no back-channel" in text(result)
-        if protocol == "2026-07-28":
-            result = await connection.request("tools/call", SAMPLE, downstream=Client(SAMPLING))
-            assert "no back-channel" in text(result)
+        callers = [Client({"experimental": {}})] + ([Client(SAMPLING)] if protocol == "2026-07-28" else [])
+        for caller in callers:
+            result = await connection.request("tools/call", SAMPLE, downstream=caller)
+            assert result["resultType"] == "input_required"
+            assert result["inputRequests"]["sampling"]["method"] == "sampling/createMessage"
+            assert caller.asked == []
         assert connection.handshake_sessions == 0
 
 
@@ -235,3 +240,46 @@ async def test_a_call_made_for_no_client_declares_no_capability_to_a_2026_upstre
         params = {"name": "fixture__test_input_required_result_capabilities", "arguments": {}}
         result = await gateway.proxy.call_tool(caller, params)
     assert text(result) == "nothing to ask: the client declared neither sampling nor elicitation"
+
+
+def only_connection(gateway: Gateway) -> UpstreamConnection:
+    (connection,) = gateway.catalog.snapshot().connections()
+    return connection
+
+
+def fixture_gateway_config(protocol: str) -> GatewayConfig:
+    stdio = {"transport": "stdio", "command": sys.executable, "args": ["-m", FIXTURE_MODULE], "cwd": str(ROOT)}
+    return make_config(upstreams=[{"name": "fixture", "protocol": protocol, **stdio}])
+
+
+async def test_a_2026_client_that_can_be_asked_gets_input_required_not_a_handshake_session() -> None:
+    """A 2026-07-28 client declares sampling too, but answers with ``inputResponses``: its call stays 2026-07-28.
+
+    Its link carries a ``ModernDownstream`` (for the call's log messages); that must not take it to a pooled
+    handshake-era session, where the fixture would push a request that such a client cannot take.
+    """
+    config = fixture_gateway_config("auto")
+    async with running_gateway(config) as gateway:
+        caller = Caller(identity=next(i for i in config.identities if i.id == "demo-agent"))
+        link = ClientLink(
+            downstream=ModernDownstream(SAMPLING, None, None), answers_input_required=True, capabilities=SAMPLING
+        )
+        params = {"name": "fixture__test_input_required_result_sampling", "arguments": {}}
+        result = await gateway.proxy.call_tool(caller, params, link)
+        assert result["resultType"] == "input_required"
+        assert result["inputRequests"]["capital_question"]["method"] == "sampling/createMessage"
+        assert only_connection(gateway).handshake_sessions == 0
+
+
+async def test_a_handshake_client_is_asked_through_the_bridge_when_the_upstream_is_pinned_to_2026() -> None:
+    """``protocol: 2026-07-28``: no handshake-era session, so the fixture asks the MRTR way and the gateway asks the
+    client live, then retries with its answer (``bridge.resolve_input_required``)."""
+    config = fixture_gateway_config("2026-07-28")
+    async with running_gateway(config) as gateway:
+        caller = Caller(identity=next(i for i in config.identities if i.id == "demo-agent"))
+        client = Client(SAMPLING)
+        params = {"name": "fixture__test_sampling", "arguments": {"prompt": "capital of France?"}}
+        result = await gateway.proxy.call_tool(caller, params, ClientLink(downstream=client))
+        assert text(result) == "LLM response: Paris"
+        assert client.asked == ["sampling/createMessage"]
+        assert only_connection(gateway).handshake_sessions == 0

@@ -114,7 +114,7 @@ async def gateway_to_dual_era_upstream(
 ) -> AsyncIterator[str]:
     """The gateway in front of the conformance fixture with the default upstream settings (``protocol: auto``).
 
-    The fixture speaks both eras, and its ``test_sampling`` and ``test_elicitation`` ask the client with a
+    The fixture speaks both eras, and its ``test_sampling`` and ``test_elicitation`` ask a handshake-era caller with a
     server→client request during the call, which only a handshake-era session can carry.
     """
     if request.param == "stdio":

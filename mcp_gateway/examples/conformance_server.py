@@ -110,8 +110,8 @@ async def _ask_now(ctx: Context, request: types.InputRequest) -> types.InputResp
     """A handshake-era client is asked during the call, one server→client request per question.
 
     The request is related to the call, so over streamable HTTP it rides the call's own SSE response stream, as the
-    SDK's ``ctx.elicit`` sends it (the standalone GET stream is for messages unrelated to any request). Deliberately
-    push-style whatever the era, as the suite's reference server asks: a 2026-07-28 caller has no back-channel.
+    SDK's ``ctx.elicit`` sends it (the standalone GET stream is for messages unrelated to any request). Only for a
+    handshake-era caller: a 2026-07-28 caller has no back-channel and is asked with ``input_required`` (:func:`_ask`).
     """
     session, related = ctx.session, ServerMessageMetadata(related_request_id=ctx.request_id)
     answer: types.InputResponse
@@ -139,6 +139,26 @@ async def _gather(
     if missing:
         return types.InputRequiredResult(input_requests=missing, request_state=state)
     return {key: answers[key] for key in questions}
+
+
+async def _ask(ctx: Context, key: str, request: types.InputRequest) -> types.InputResponse | types.InputRequiredResult:
+    """One question, asked the caller's era's way: pushed now (handshake era) or ``input_required`` (2026-07-28).
+
+    The suite's 2025-11-25 scenarios (``tools-call-sampling``, ``elicitation-sep1034-defaults``, ...) call these
+    tools push-style and are removed in 2026-07-28, whose ``input-required-result-*`` scenarios ask with
+    ``input_required`` instead. A 2026-07-28 caller of these same tools is therefore asked the MRTR way too: pushing
+    to it would find no back-channel. A gateway whose upstream is pinned to 2026-07-28 relies on exactly that to
+    bridge a handshake-era client's call (its ``resolve_input_required`` asks the client and retries).
+    """
+    answers = await _gather(ctx, {key: request})
+    return answers if isinstance(answers, types.InputRequiredResult) else answers[key]
+
+
+def _elicited(answer: types.InputResponse) -> str:
+    """``action=..., content=...`` of an elicitation answer, as the suite's reference server words it."""
+    if not isinstance(answer, types.ElicitResult):
+        raise MCPError(code=types.INVALID_PARAMS, message="the answer is not an elicitation result")
+    return f"action={answer.action}, content={json.dumps(answer.content or {})}"
 
 
 def _answer_text(answer: types.InputResponse) -> str:
@@ -279,26 +299,28 @@ def _add_client_tools(server: MCPServer) -> None:
     """Tools that need the client mid-call, asked the way the caller's era asks."""
 
     @server.tool(description="Tests server-initiated sampling (LLM completion request)")
-    async def test_sampling(prompt: str, ctx: Context) -> str:
+    async def test_sampling(prompt: str, ctx: Context) -> str | types.InputRequiredResult:
         try:
-            reply = await _ask_now(ctx, _sample(prompt, 100))
+            reply = await _ask(ctx, "sampling", _sample(prompt, 100))
         except MCPError as exc:
             return f"Sampling not supported or error: {exc}"
+        if isinstance(reply, types.InputRequiredResult):
+            return reply
         return f"LLM response: {_answer_text(reply)}"
 
     @server.tool(description="Tests server-initiated elicitation (user input request)")
-    async def test_elicitation(message: str, ctx: Context) -> str:
+    async def test_elicitation(message: str, ctx: Context) -> str | types.InputRequiredResult:
         properties = {
             "username": {"type": "string", "description": "User's response"},
             "email": {"type": "string", "description": "User's email address"},
         }
-        request = _elicit(message, properties, ["username", "email"])
-        answer = await _ask_now(ctx, request)
-        assert isinstance(answer, types.ElicitResult)
-        return f"User response: action={answer.action}, content={json.dumps(answer.content or {})}"
+        answer = await _ask(ctx, "elicitation", _elicit(message, properties, ["username", "email"]))
+        if isinstance(answer, types.InputRequiredResult):
+            return answer
+        return f"User response: {_elicited(answer)}"
 
     @server.tool(description="Tests elicitation with default values per SEP-1034")
-    async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
+    async def test_elicitation_sep1034_defaults(ctx: Context) -> str | types.InputRequiredResult:
         properties = {
             "name": {"type": "string", "description": "User name", "default": "John Doe"},
             "age": {"type": "integer", "description": "User age", "default": 30},
@@ -311,12 +333,14 @@ def _add_client_tools(server: MCPServer) -> None:
             },
             "verified": {"type": "boolean", "description": "Verification status", "default": True},
         }
-        answer = await _ask_now(ctx, _elicit("Please review and update the form fields with defaults", properties, []))
-        assert isinstance(answer, types.ElicitResult)
-        return f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content or {})}"
+        question = _elicit("Please review and update the form fields with defaults", properties, [])
+        answer = await _ask(ctx, "defaults", question)
+        if isinstance(answer, types.InputRequiredResult):
+            return answer
+        return f"Elicitation completed: {_elicited(answer)}"
 
     @server.tool(description="Tests elicitation with enum schema improvements per SEP-1330")
-    async def test_elicitation_sep1330_enums(ctx: Context) -> str:
+    async def test_elicitation_sep1330_enums(ctx: Context) -> str | types.InputRequiredResult:
         def titled(prefix: str, titles: tuple[str, ...]) -> list[dict[str, str]]:
             return [{"const": f"{prefix}{i}", "title": title} for i, title in enumerate(titles, start=1)]
 
@@ -349,9 +373,10 @@ def _add_client_tools(server: MCPServer) -> None:
                 "items": {"anyOf": titled("value", ("First Choice", "Second Choice", "Third Choice"))},
             },
         }
-        answer = await _ask_now(ctx, _elicit("Please select options from the enum fields", properties, []))
-        assert isinstance(answer, types.ElicitResult)
-        return f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content or {})}"
+        answer = await _ask(ctx, "enums", _elicit("Please select options from the enum fields", properties, []))
+        if isinstance(answer, types.InputRequiredResult):
+            return answer
+        return f"Elicitation completed: {_elicited(answer)}"
 
     @server.tool(description="Needs the client's sampling capability; a client that did not declare it gets -32021")
     def test_missing_capability(

@@ -256,6 +256,7 @@ class UpstreamConnection:
         client_capabilities: Mapping[str, Any] | None = None,
         identity: Identity | None = None,
         log_level: str | None = None,
+        asked_live: bool = True,
     ) -> dict[str, Any]:
         """Send one request upstream and return its raw result dict.
 
@@ -265,7 +266,9 @@ class UpstreamConnection:
         (a handshake-era session declared the gateway's once, at initialize). ``identity`` is the caller, for an
         HTTP upstream whose credential is made per caller (``credentials.py``); None for the gateway's own requests.
         ``log_level`` is that client's log opt-in, stamped on a 2026-07-28 request (a handshake-era upstream logs per
-        session, filtered downstream).
+        session, filtered downstream). ``asked_live`` is False for a 2026-07-28 client: it is asked with
+        ``input_required`` results, never mid-call, so its call never takes a pooled handshake-era session (its
+        ``downstream`` still hears the call's log messages).
 
         Raises:
             UpstreamUnavailable: not connected, or the connection died before the answer arrived.
@@ -289,7 +292,12 @@ class UpstreamConnection:
             identity=identity,
             log_level=log_level,
         )
-        if live.handshakes is not None and downstream is not None and (asks := back_channel(downstream.capabilities)):
+        if (
+            asked_live
+            and live.handshakes is not None
+            and downstream is not None
+            and (asks := back_channel(downstream.capabilities))
+        ):
             # A handshake-era client that can be asked: the upstream asks it live, as that client's era does.
             async with live.handshakes.lease(asks) as handshake:
                 if handshake is not None:
