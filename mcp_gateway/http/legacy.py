@@ -11,6 +11,8 @@ import json
 import math
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -19,15 +21,24 @@ from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.config import Identity
 from mcp_gateway.errors import RpcError
 from mcp_gateway.http.legacy_calls import LegacyCalls
 from mcp_gateway.http.log_messages import LOG_LEVELS
 from mcp_gateway.http.mcp_context import SESSION_HEADER, Envelope, McpContext, accepts_sse, method_not_found
-from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body, sse_event
-from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, Emit, EventStream, answer, progress_sink, progress_token
+from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body
+from mcp_gateway.http.streaming import (
+    END,
+    Emit,
+    EventStream,
+    Frame,
+    NextFrame,
+    answer,
+    progress_sink,
+    progress_token,
+)
+from mcp_gateway.notifications import Notifier
 from mcp_gateway.proxy import Caller, ClientLink, unknown_resource
 
 _MODERN_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
@@ -229,7 +240,7 @@ class LegacyEra:
         loaded = await self._load(request, caller.identity, None)
         if isinstance(loaded, Response):
             return loaded
-        return _NotificationStream(self.context, _target(loaded.id), caller)
+        return _NotificationStream(self.context.notifier, _target(loaded.id), caller)
 
 
 def _target(session_id: str) -> tuple[str, str]:
@@ -238,33 +249,25 @@ def _target(session_id: str) -> tuple[str, str]:
 
 
 class _NotificationStream(EventStream):
-    def __init__(self, context: McpContext, target: tuple[str, str], caller: Caller) -> None:
+    """Merged list_changed notifications and resource updates until the client goes away.
+
+    When the notifier closes, the server is shutting down: the stream ends cleanly and the client reconnects.
+    """
+
+    def __init__(self, notifier: Notifier, target: tuple[str, str], caller: Caller) -> None:
         super().__init__()
-        self._context = context
+        self._notifier = notifier
         self._target = target
         self._caller = caller
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with (
-            anyio.create_task_group() as tg,
-            self._context.notifier.subscribe(self._target, self._caller) as notes,
-        ):
+    @asynccontextmanager
+    async def _frames(self) -> AsyncIterator[NextFrame]:
+        async with self._notifier.subscribe(self._target, self._caller) as notes:
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
+            async def next_frame() -> Frame:
+                try:
+                    return await notes.receive(), False
+                except anyio.EndOfStream:
+                    return END
 
-            tg.start_soon(watch_disconnect)
-            while True:
-                with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
-                    try:
-                        note = await notes.receive()
-                    except anyio.EndOfStream:
-                        break
-                chunk = b": keepalive\r\n\r\n" if waited.cancelled_caught else sse_event(note)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            # The notifier closed: the server is shutting down, so the stream ends cleanly and the client reconnects.
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            tg.cancel_scope.cancel()
+            yield next_frame

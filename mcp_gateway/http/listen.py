@@ -18,11 +18,9 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
-from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.errors import RpcError
-from mcp_gateway.http.responses import sse_event
-from mcp_gateway.http.streaming import KEEPALIVE_SECONDS, EventStream
+from mcp_gateway.http.streaming import EventStream, Frame, NextFrame
 from mcp_gateway.notifications import Notifier
 from mcp_gateway.proxy import Caller
 from mcp_gateway.resource_subscriptions import UPDATED, ResourceSubscriptions
@@ -152,34 +150,26 @@ def listening(
 
 
 class ListenStream(EventStream):
-    """A listen subscription as the SSE response of its request, until the client goes away."""
+    """A listen subscription as the SSE response of its request, until the client goes away.
+
+    When the notifier closes, the server is shutting down: the stream ends cleanly and the client listens again (on
+    another replica).
+    """
 
     def __init__(self, listening: Listening) -> None:
         super().__init__()
         self._listening = listening
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with anyio.create_task_group() as tg, self._listening.opened() as listening:
+    @asynccontextmanager
+    async def _frames(self) -> AsyncIterator[NextFrame]:
+        async with self._listening.opened() as listening:
+            # Before the first wait: subscribing is not cancel-safe, so no keepalive may interrupt it.
+            first = [await listening.acknowledgment()]
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
+            async def next_frame() -> Frame:
+                if first:
+                    return first.pop(), False
+                message = await listening.next_message()
+                return message, message is None
 
-            tg.start_soon(watch_disconnect)
-            acknowledgment = sse_event(await listening.acknowledgment())
-            await send({"type": "http.response.body", "body": acknowledgment, "more_body": True})
-            while True:
-                with anyio.move_on_after(KEEPALIVE_SECONDS) as waited:
-                    message = await listening.next_message()
-                if waited.cancelled_caught:
-                    await send({"type": "http.response.body", "body": b": keepalive\r\n\r\n", "more_body": True})
-                    continue
-                if message is None:
-                    # The notifier closed: the server is shutting down, so the stream ends cleanly and the client
-                    # listens again (on another replica).
-                    break
-                await send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            tg.cancel_scope.cancel()
+            yield next_frame
