@@ -1,8 +1,8 @@
 """The steps of one ``tools/call`` (``tool_calls.py``) on their own, and their order in ``Proxy.call_tool``.
 
-No upstream runs here: the catalog snapshot is built from connections that were never started, the policies, audit
-log, metrics and limiter are the real ones over small configs and a memory store. A forwarded call therefore meets an
-upstream that is not there, which is exactly what shows that it was forwarded.
+No upstream runs here but in the last test: the catalog snapshot is built from connections that were never started,
+the policies, audit log, metrics and limiter are the real ones over small configs and a memory store. A forwarded call
+therefore meets an upstream that is not there, which is exactly what shows that it was forwarded.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from mcp_gateway.metrics import Metrics
 from mcp_gateway.policy import Decision, PolicyEngine
 from mcp_gateway.proxy import Caller, Proxy
 from mcp_gateway.store import MemoryStore
-from mcp_gateway.upstreams.catalog import Catalog, Entry
+from mcp_gateway.upstreams.catalog import Catalog, Entry, build_catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.visibility import Visibility
-from tests.test_upstreams import demo_stdio
+from tests.test_upstreams import demo_stdio, running
 
 DEMO = UpstreamConnection(demo_stdio("demo"))
 OFFLINE = UpstreamConnection(demo_stdio("offline"))
@@ -251,3 +251,23 @@ async def test_a_call_goes_to_the_tool_resolved_for_it() -> None:
     assert (await emptied.call_tool(EVERYONE, CALL, tool=tool))["isError"] is True
     with pytest.raises(RpcError, match="Unknown tool"):
         await emptied.call_tool(EVERYONE, CALL)
+
+
+# --- forward, with a real upstream -----------------------------------------------------------------------------------
+
+
+async def test_an_allowed_call_reaches_the_upstream_under_its_own_name_and_is_audited_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="mcp_gateway.audit")
+    connection = UpstreamConnection(demo_stdio("demo"))
+    async with running(connection):
+        catalog = build_catalog([connection])
+        gateway, _ = proxy([], None, catalog)
+        tool = gateway.find_tool(EVERYONE, {"name": "demo__add"})
+        assert tool is not None and tool.original_name == "add"
+        result = await gateway.call_tool(EVERYONE, {"name": "demo__add", "arguments": {"a": 2, "b": 40}}, tool=tool)
+    assert result["isError"] is False and result["content"][0]["text"] == "42"
+    [line] = audit_lines(caplog)
+    assert (line["tool"], line["decision"], line["outcome"]) == ("demo__add", "allow", "ok")
+    assert line["latency_ms"] is not None
