@@ -9,7 +9,6 @@ allowed it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -18,19 +17,19 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from mcp.shared.dispatcher import ProgressFnT
-from mcp.shared.inbound import x_mcp_header_map
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
-from mcp_gateway import tracing
+from mcp_gateway import tool_calls, tracing
 from mcp_gateway.audit import AuditLog, AuditRecord, RunTag
 from mcp_gateway.bridge import InputBridge, is_input_required, resolve_input_required
 from mcp_gateway.config import Identity, TaskDefinition
 from mcp_gateway.encoded_lists import EncodedList
-from mcp_gateway.errors import POLICY_DENIED, TOOL_WITHHELD, RpcError, StoreUnavailable, UpstreamUnavailable
+from mcp_gateway.errors import POLICY_DENIED, RpcError, UpstreamUnavailable
 from mcp_gateway.limits import Limiter
 from mcp_gateway.metrics import Metrics
-from mcp_gateway.policy import Decision, PolicyEngine, SessionUsage, TaskContext
+from mcp_gateway.policy import Decision, PolicyEngine, TaskContext
 from mcp_gateway.sessions import TaskSession
+from mcp_gateway.tool_calls import ResolvedTool
 from mcp_gateway.upstreams.catalog import Catalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
 from mcp_gateway.upstreams.downstream import Downstream
@@ -160,10 +159,6 @@ def _require_str(params: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _unknown_tool(name: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-
-
 def unknown_resource(uri: str) -> RpcError:
     """The one answer for a resource that does not exist or that the caller may not see."""
     return RpcError(INVALID_PARAMS, f"Unknown resource: {uri}", {"uri": uri})
@@ -171,23 +166,6 @@ def unknown_resource(uri: str) -> RpcError:
 
 def _unknown_prompt(name: str) -> RpcError:
     return RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-
-
-def _tool_not_found(catalog: Catalog, name: str) -> RpcError:
-    """For a visible name: unknown, unless it is withheld (its definition changed) or belongs to a configured upstream
-    that has not connected yet.
-
-    The connection's last error stays in the operator's log: it can name internal hosts, paths or commands.
-    """
-    withheld = catalog.withheld(name)
-    if withheld is not None:
-        message = f"Tool {name} is withheld: its definition changed upstream and awaits an admin's approval"
-        return RpcError(TOOL_WITHHELD, message, {"tool": name, "upstream": withheld.upstream_name})
-    connection = catalog.unconnected_upstream(name)
-    if connection is None:
-        return _unknown_tool(name)
-    message = f"upstream {connection.name!r} is not connected"
-    return RpcError(INTERNAL_ERROR, message, {"upstream": connection.name})
 
 
 class Proxy:
@@ -210,7 +188,6 @@ class Proxy:
         self._tool_lists: dict[tuple[int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
         # (list kind, catalog version, pattern list) -> that list filtered for those patterns.
         self._lists: dict[tuple[str, int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
-        self._param_header_tools: dict[tuple[int, str], bool] = {}
         self._agents: AgentToolset | None = None
         self._agent_lists: dict[
             tuple[int, tuple[str, ...] | None], tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]
@@ -243,25 +220,13 @@ class Proxy:
             self._tool_lists[key] = tools
         return tools
 
-    def param_header_schema(self, caller: Caller, name: str) -> Any:
-        """The input schema of a visible tool that declares ``x-mcp-header`` arguments, else None.
-
-        Most tools declare none; remembering which do (per catalog snapshot) spares every other call two schema
-        walks in the SDK's header validator.
-        """
-        catalog = self._catalog()
-        entry = catalog.tool(name)
-        if entry is None or not self._visibility.allows(caller.patterns, name):
+    def find_tool(self, caller: Caller, params: Mapping[str, Any]) -> ResolvedTool | None:
+        """The upstream tool a ``tools/call`` with ``params`` names, resolved once for the whole call (see
+        ``tool_calls``); None when it does not resolve (``call_tool`` then gives the answer) or names an agent."""
+        name = params.get("name")
+        if not isinstance(name, str) or (self._agents is not None and name.startswith(self._agents.prefix)):
             return None
-        schema = entry.definition.get("inputSchema")
-        key = (catalog.version, name)
-        annotated = self._param_header_tools.get(key)
-        if annotated is None:
-            if len(self._param_header_tools) > 4096:
-                self._param_header_tools.clear()
-            annotated = bool(x_mcp_header_map(schema))
-            self._param_header_tools[key] = annotated
-        return schema if annotated else None
+        return tool_calls.find(self._catalog(), self._visibility, caller.patterns, name)
 
     def resource_visible(self, caller: Caller, uri: str) -> bool:
         """Whether ``uri`` (or the ``uriTemplate`` text of a template) matches the caller's ``allowedResources``."""
@@ -309,61 +274,39 @@ class Proxy:
         self._agent_lists[key] = (agents, merged)
         return merged
 
-    async def call_tool(self, caller: Caller, params: Mapping[str, Any], link: ClientLink = NO_LINK) -> dict[str, Any]:
-        name = _require_str(params, "name")
-        arguments = params.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise RpcError(INVALID_PARAMS, "params.arguments must be an object")
-        if self._agents is not None and name.startswith(self._agents.prefix):
-            return await self._call_agent(self._agents, caller, name, cast(dict[str, Any], arguments), link)
-        catalog = self._catalog()
-        entry = catalog.tool(name)
-        visible = self._visibility.allows(caller.patterns, name)
-        if entry is None or not visible:
-            # What the caller could not see even if its upstream were up answers exactly like what does not exist.
-            raise _tool_not_found(catalog, name) if visible else _unknown_tool(name)
-        args = cast(dict[str, Any], arguments)
-        with tracing.span("policy") as span:
-            decision = await self._judge_call(caller, name, entry.upstream_name, args)
-            if span.is_recording():
-                names = (policy.name for policy in self._policies.applicable(name))
-                span.set_attributes(tracing.policy_attributes(names, decision.allowed, decision.policy))
-        record = AuditRecord.begin(
-            identity=caller.identity.id,
-            task_session_id=caller.session.token_id if caller.session else None,
-            task_name=caller.task.name if caller.task else None,
-            tool=name,
-            upstream=entry.upstream_name,
-            args=args,
-            decision=decision,
-            run=caller.run,
-        )
-        if not decision.allowed:
-            if self._bridge is not None:
-                self._bridge.abandon(caller.owner, params.get("requestState"))
-            self._metrics.tool_calls.labels(entry.upstream_name, "deny", "denied").inc()
-            self._metrics.policy_denied(decision.policy)
-            self._audit.record(record.finish(outcome="denied", latency_ms=None))
-            return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
-        if self._limiter is not None:
-            # Charged last, so only a call about to be forwarded spends a rate limit's room or a budget's unit.
-            refusal = await self._limiter.charge_call(
-                caller.identity, caller.session, caller.task, name, entry.upstream_name
-            )
-            if refusal is not None:
-                if self._bridge is not None:
-                    self._bridge.abandon(caller.owner, params.get("requestState"))
-                self._metrics.tool_calls.labels(entry.upstream_name, "deny", refusal.outcome).inc()
-                self._audit.record(
-                    dataclasses.replace(record, decision="deny", reason=refusal.message).finish(
-                        outcome=refusal.outcome, latency_ms=None
-                    )
-                )
-                raise refusal.rpc_error()
+    async def call_tool(
+        self,
+        caller: Caller,
+        params: Mapping[str, Any],
+        link: ClientLink = NO_LINK,
+        tool: ResolvedTool | None = None,
+    ) -> dict[str, Any]:
+        """One tool call, in the security order (``tool_calls``): resolve → decide → record → charge → forward.
 
-        params = forwarded_params(params, name=entry.original_name)
-        result = await self._forward_recorded(caller, entry.connection, params, link, record)
-        return exposed_result(entry.connection, "tools/call", result)
+        ``tool``: the tool ``find_tool`` resolved from these ``params`` earlier in the same request.
+        """
+        name, args = tool_calls.requested_tool(params)
+        if self._agents is not None and name.startswith(self._agents.prefix):
+            return await self._call_agent(self._agents, caller, name, args, link)
+        tool = tool or tool_calls.resolve(self._catalog(), self._visibility, caller.patterns, name)
+        decision = await tool_calls.decide(self._policies, self._limiter, caller, tool, args)
+        record = tool_calls.record(caller, name, tool.upstream, args, decision)
+        if not decision.allowed:
+            self._abandon(caller, params)
+            self._metrics.policy_denied(decision.policy)
+            return tool_calls.denied(self._audit, self._metrics, tool.upstream, record, decision)
+        refusal = await tool_calls.charge(self._limiter, self._audit, self._metrics, caller, tool.upstream, record)
+        if refusal is not None:
+            self._abandon(caller, params)
+            raise refusal
+        forwarded = forwarded_params(params, name=tool.original_name)
+        result = await self._forward_recorded(caller, tool.connection, forwarded, link, record)
+        return exposed_result(tool.connection, "tools/call", result)
+
+    def _abandon(self, caller: Caller, params: Mapping[str, Any]) -> None:
+        """A call answered without forwarding drops the mid-call state it was resuming (``requestState``), if any."""
+        if self._bridge is not None:
+            self._bridge.abandon(caller.owner, params.get("requestState"))
 
     async def _call_agent(
         self, agents: AgentToolset, caller: Caller, name: str, args: dict[str, Any], link: ClientLink
@@ -373,30 +316,15 @@ class Proxy:
         The audit record names the run the call started; its latency is the whole run's.
         """
         if not self._visibility.allows(caller.patterns, name) or not await agents.runnable(caller, name):
-            raise _unknown_tool(name)
+            raise tool_calls.unknown_tool(name)
         upstream = agents.namespace
-        decision = await self._judge_call(caller, name, upstream, args)
-        record = AuditRecord.begin(
-            identity=caller.identity.id,
-            task_session_id=caller.session.token_id if caller.session else None,
-            task_name=caller.task.name if caller.task else None,
-            tool=name,
-            upstream=upstream,
-            args=args,
-            decision=decision,
-            run=caller.run,
-        )
+        decision = await tool_calls.judge(self._policies, self._limiter, caller, name, upstream, args)
+        record = tool_calls.record(caller, name, upstream, args, decision)
         if not decision.allowed:
-            self._metrics.tool_calls.labels(upstream, "deny", "denied").inc()
-            self._audit.record(record.finish(outcome="denied", latency_ms=None))
-            return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
-        if self._limiter is not None:
-            refusal = await self._limiter.charge_call(caller.identity, caller.session, caller.task, name, upstream)
-            if refusal is not None:
-                self._metrics.tool_calls.labels(upstream, "deny", refusal.outcome).inc()
-                denied = dataclasses.replace(record, decision="deny", reason=refusal.message)
-                self._audit.record(denied.finish(outcome=refusal.outcome, latency_ms=None))
-                raise refusal.rpc_error()
+            return tool_calls.denied(self._audit, self._metrics, upstream, record, decision)
+        refusal = await tool_calls.charge(self._limiter, self._audit, self._metrics, caller, upstream, record)
+        if refusal is not None:
+            raise refusal
         started = time.perf_counter()
         outcome = "ok"
         call: AgentCall | None = None
@@ -416,24 +344,6 @@ class Proxy:
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
             self._audit.record(record.finish(outcome=outcome, latency_ms=latency_ms, run=call.run if call else None))
             self._metrics.tool_calls.labels(upstream, "allow", outcome).inc()
-
-    async def _judge_call(self, caller: Caller, name: str, upstream: str, args: dict[str, Any]) -> Decision:
-        """The policies' verdict on a tool call; their ``session`` (the session's call counts) is read from the
-        store only when an applicable policy reads it, and a store that cannot answer denies."""
-        usage: SessionUsage | None = None
-        if caller.session is not None and self._limiter is not None and self._policies.reads_session(name):
-            try:
-                usage = await self._limiter.usage(caller.session)
-            except StoreUnavailable:
-                return Decision(allowed=False, reason="the task session's call counts could not be read from the store")
-        return self._policies.evaluate(
-            identity=caller.identity,
-            task=caller.task_context(),
-            tool_name=name,
-            upstream=upstream,
-            args=args,
-            session=usage,
-        )
 
     async def list_resources(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_cursor(params)

@@ -43,6 +43,7 @@ from mcp_gateway.http.modern_calls import ModernDownstream
 from mcp_gateway.http.responses import json_response, rpc_error_body, rpc_result_body
 from mcp_gateway.http.streaming import Emit, answer, progress_sink, progress_token
 from mcp_gateway.proxy import Caller, ClientLink
+from mcp_gateway.tool_calls import ResolvedTool
 
 LIST_TTL_MS = 60_000
 """How long a modern client may reuse a list; capped by the task session's remaining life."""
@@ -93,10 +94,10 @@ class ModernEra:
         verdict = classify_inbound_request(envelope.raw, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return _rejection(envelope.id, verdict.code, verdict.message, verdict.data)
-        if envelope.method == "tools/call":
-            rejection = self._check_param_headers(headers, caller, envelope.params)
-            if rejection is not None:
-                return rejection
+        # The tool is resolved once: its Mcp-Param-* headers are checked against it and the call goes to it.
+        tool = self.context.proxy.find_tool(caller, envelope.params) if envelope.method == "tools/call" else None
+        if tool is not None and (rejection := self._check_param_headers(headers, tool, envelope.params)) is not None:
+            return rejection
 
         handler = self.context.methods.get(envelope.method)
         if envelope.method == "server/discover":
@@ -125,6 +126,8 @@ class ModernEra:
                 capabilities=capabilities,
                 log_level=log_level,
             )
+            if tool is not None:
+                return await self.context.proxy.call_tool(caller, envelope.params, link, tool)
             return await handler(caller, envelope.params, link)
 
         # Progress asked for: SSE at once. Log messages opted in to: SSE from the first one, if any comes.
@@ -137,13 +140,11 @@ class ModernEra:
             lazy=token is None,
         )
 
-    def _check_param_headers(self, headers: Headers, caller: Caller, params: Mapping[str, Any]) -> Response | None:
-        name = params.get("name")
+    @staticmethod
+    def _check_param_headers(headers: Headers, tool: ResolvedTool, params: Mapping[str, Any]) -> Response | None:
         arguments = params.get("arguments") or {}
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            return None
-        schema = self.context.proxy.param_header_schema(caller, name)
-        if schema is None:
+        schema = tool.param_header_schema
+        if schema is None or not isinstance(arguments, dict):
             return None
         rejection = validate_mcp_param_headers(schema, arguments, headers)
         if rejection is None:

@@ -20,12 +20,14 @@ store work here, done once per rebuild and never per request.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
+from mcp.shared.inbound import x_mcp_header_map
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from mcp_gateway.config import DEFAULT_SEPARATOR, RESERVED_UPSTREAM_NAMES
@@ -73,6 +75,14 @@ class Entry:
     @property
     def upstream_name(self) -> str:
         return self.connection.name
+
+    @functools.cached_property
+    def param_header_schema(self) -> Any:
+        """The input schema when it declares ``x-mcp-header`` arguments (a 2026-07-28 call then carries them as
+        ``Mcp-Param-*`` headers), else None. Most tools declare none; working that out once per entry spares every
+        other call two schema walks in the SDK's header validator."""
+        schema = self.definition.get("inputSchema")
+        return schema if x_mcp_header_map(schema) else None
 
 
 @dataclass(frozen=True)
