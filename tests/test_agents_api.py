@@ -95,6 +95,15 @@ async def test_every_definition_problem_is_reported_with_its_pointer(gateway: st
     assert "does not expose a tool 'nope'" in pointers["/mcpServers/1/allowedToolIds/0"]
 
 
+@pytest.mark.parametrize("strategy", [{"window": 3}, ["sliding_window"], 7])
+async def test_a_memory_strategy_that_is_not_a_name_is_a_problem_not_a_500(gateway: str, strategy: object) -> None:
+    body = agent_body(name="odd-memory", memoryStrategy=strategy, memoryConfig={"window": 3})
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{gateway}/v1/agents", json=body, headers=auth(ADMIN_KEY))
+    assert response.status_code == 422, response.text
+    assert [p["pointer"] for p in response.json()["details"]] == ["/memoryStrategy"]
+
+
 async def test_taken_name_is_a_conflict(gateway: str) -> None:
     async with httpx.AsyncClient() as http:
         await create_agent(http, gateway)

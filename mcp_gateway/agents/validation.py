@@ -271,7 +271,7 @@ def _memory(body: Mapping[str, Any], problems: _Problems) -> tuple[Any, Mapping[
         if config is not None:
             problems.add(("memoryConfig",), "is only used with a memoryStrategy")
         return None, None
-    if strategy not in _MEMORY_LIMITS:
+    if not isinstance(strategy, str) or strategy not in _MEMORY_LIMITS:
         problems.add(("memoryStrategy",), f"must be null, 'sliding_window' or 'token_budget', got {strategy!r}")
         return None, None
     if not isinstance(config, dict):
