@@ -190,7 +190,8 @@ class Proxy:
         self._lists: dict[tuple[str, int, tuple[str, ...] | None], list[dict[str, Any]]] = {}
         self._agents: AgentToolset | None = None
         self._agent_lists: dict[
-            tuple[int, tuple[str, ...] | None], tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]
+            tuple[str, ...] | None,
+            tuple[Sequence[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
         ] = {}
 
     @property
@@ -261,17 +262,19 @@ class Proxy:
     def _with_agent_tools(
         self, caller: Caller, tools: list[dict[str, Any]], agents: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """``tools`` and the agents' tools the caller may see, sorted by name; memoised per catalog snapshot, pattern
-        list and agent list (the toolset hands out one sequence until the agents change; a new one is merged anew)."""
-        key = (self._catalog().version, caller.patterns)
+        """``tools`` and the agents' tools the caller may see, sorted by name; memoised per pattern list, kept while
+        both inputs are the very same objects (``visible_tools`` hands out one list per catalog snapshot and
+        visibility, the toolset one sequence until the agents change): a catalog version alone does not say that a
+        review withheld or restored a tool."""
+        key = caller.patterns
         memo = self._agent_lists.get(key)
-        if memo is not None and memo[0] is agents:
-            return memo[1]
+        if memo is not None and memo[0] is agents and memo[1] is tools:
+            return memo[2]
         visible = [tool for tool in agents if self._visibility.allows(caller.patterns, tool["name"])]
         merged = EncodedList(sorted([*tools, *visible], key=lambda tool: str(tool["name"]))) if visible else tools
         if len(self._agent_lists) > 1024:
             self._agent_lists.clear()
-        self._agent_lists[key] = (agents, merged)
+        self._agent_lists[key] = (agents, tools, merged)
         return merged
 
     async def call_tool(
