@@ -296,7 +296,6 @@ class Proxy:
         record = tool_calls.record(caller, name, tool.upstream, args, decision)
         if not decision.allowed:
             self._abandon(caller, params)
-            self._metrics.policy_denied(decision.policy)
             return tool_calls.denied(self._audit, self._metrics, tool.upstream, record, decision)
         refusal = await tool_calls.charge(self._limiter, self._audit, self._metrics, caller, tool.upstream, record)
         if refusal is not None:

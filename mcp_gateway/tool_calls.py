@@ -163,6 +163,7 @@ def record(caller: Caller, name: str, upstream: str, args: Mapping[str, Any], de
 def denied(audit: AuditLog, metrics: Metrics, upstream: str, record: AuditRecord, decision: Decision) -> dict[str, Any]:
     """A call the policies denied: counted, audited, and answered with an ``isError`` result the model can read."""
     metrics.tool_calls.labels(upstream, "deny", "denied").inc()
+    metrics.policy_denied(decision.policy)
     audit.record(record.finish(outcome="denied", latency_ms=None))
     return {"content": [{"type": "text", "text": decision.denial_text()}], "isError": True}
 

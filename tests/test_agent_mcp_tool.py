@@ -132,6 +132,9 @@ async def test_policy_denying_the_agent_tool_stops_the_run_before_it_starts(capl
             "denied",
         )
         assert audited["run_id"] is None
+        denials = {"policy": "no-agent-refunds"}
+        metrics = running.gateway.metrics
+        assert metrics.registry.get_sample_value("mcp_gateway_policy_denials_total", denials) == 1
 
 
 async def test_cancelling_the_tool_call_cancels_the_run(caplog: pytest.LogCaptureFixture) -> None:

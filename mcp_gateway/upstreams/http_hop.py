@@ -360,5 +360,5 @@ async def _sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str |
             data.append(value)
         elif name == "id" and "\0" not in value:
             event_id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit():
             retry = int(value)
