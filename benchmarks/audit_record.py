@@ -17,10 +17,10 @@ from typing import Any
 
 import mcp_types as types
 
-from mcp_gateway.audit import AuditLog, AuditRecord
-from mcp_gateway.audit_args import ArgumentFilter
 from mcp_gateway.config import AuditConfig
-from mcp_gateway.policy import Decision
+from mcp_gateway.core.audit import AuditLog, AuditRecord
+from mcp_gateway.core.audit_args import ArgumentFilter
+from mcp_gateway.core.policy import Decision
 
 TYPICAL: dict[str, Any] = {
     "customer_id": "c-42",

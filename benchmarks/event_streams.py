@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import Message
 
-from mcp_gateway.http.streaming import Emit, answer
+from mcp_gateway.eras.answers import Emit, answer
 
 
 async def _never_leaves() -> Message:

@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from mcp_gateway.audit import AuditLog
 from mcp_gateway.config import AuditConfig, Identity, TaskBudgets, TaskDefinition, parse_config
-from mcp_gateway.limits import Limiter
-from mcp_gateway.metrics import Metrics
-from mcp_gateway.sessions import TaskSession
+from mcp_gateway.core.audit import AuditLog
+from mcp_gateway.core.limits import Limiter
+from mcp_gateway.ops.metrics import Metrics
 from mcp_gateway.store import MemoryStore, RedisStore
 from mcp_gateway.store.base import Store
+from mcp_gateway.tasks.sessions import TaskSession
 
 NEVER_REACHED = {"rate": 1_000_000, "per": 1}
 LIMITS = {

@@ -29,7 +29,7 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 SUBSYSTEMS: dict[str, tuple[str, ...]] = {
     "upstream hop: UpstreamConnection.request (http_hop + aiohttp, or the SDK session for stdio)": (
         "UpstreamConnection.request",
-        "mcp_gateway/upstreams/http_hop.py",
+        "mcp_gateway/upstreams/transports/http_calls.py",
         "aiohttp/",
         "mcp/client/streamable_http.py",
         "mcp/shared/jsonrpc_dispatcher.py",
@@ -38,10 +38,10 @@ SUBSYSTEMS: dict[str, tuple[str, ...]] = {
     ),
     "HTTP server: uvicorn + starlette (own time)": ("uvicorn/", "starlette/"),
     "h11 (own time; absent with httptools)": ("h11/",),
-    "CEL policies": ("mcp_gateway/policy.py", "mcp_gateway/cel.py"),
-    "authentication": ("mcp_gateway/auth.py",),
-    "task session lookup": ("mcp_gateway/sessions.py",),
-    "audit record": ("mcp_gateway/audit.py",),
+    "CEL policies": ("mcp_gateway/core/policy.py", "mcp_gateway/core/cel.py"),
+    "authentication": ("mcp_gateway/identity/authenticator.py",),
+    "task session lookup": ("mcp_gateway/tasks/sessions.py",),
+    "audit record": ("mcp_gateway/core/audit.py",),
     "logging (the audit line)": ("logging/__init__.py",),
     "anyio primitives: cancel scopes, events, checkpoints (own time)": ("anyio/",),
     "pydantic validation": ("pydantic/",),

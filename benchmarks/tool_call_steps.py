@@ -20,12 +20,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from mcp_gateway.audit import AuditLog
 from mcp_gateway.config import AuditConfig, Identity, PolicyConfig, StdioTransport, UpstreamConfig
+from mcp_gateway.core.audit import AuditLog
+from mcp_gateway.core.policy import PolicyEngine
+from mcp_gateway.core.proxy import Caller, Proxy
 from mcp_gateway.errors import RpcError
-from mcp_gateway.metrics import Metrics
-from mcp_gateway.policy import PolicyEngine
-from mcp_gateway.proxy import Caller, Proxy
+from mcp_gateway.ops.metrics import Metrics
 from mcp_gateway.upstreams.catalog import Catalog, Entry
 from mcp_gateway.upstreams.connection import UpstreamConnection
 

@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from starlette.types import Receive, Scope, Send
 
-from mcp_gateway import tracing
 from mcp_gateway.http.request_tracing import TraceRequests
-from mcp_gateway.metrics import Metrics
-from mcp_gateway.tracing import Tracing
+from mcp_gateway.ops import tracing
+from mcp_gateway.ops.metrics import Metrics
+from mcp_gateway.ops.tracing import Tracing
 
 CALLS = 20_000
 PARAMS: dict[str, Any] = {

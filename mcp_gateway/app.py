@@ -26,22 +26,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcp_gateway.agents.api import AgentsApi
 from mcp_gateway.agents.mcp_tool import agent_tools_served
 from mcp_gateway.agents.service import running_agents
+from mcp_gateway.api.openapi import openapi_document
+from mcp_gateway.api.task_definitions import TaskDefinitionsApi
+from mcp_gateway.api.task_sessions import TasksApi, guarded
+from mcp_gateway.api.tool_pins import ToolsApi
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.console.pages import Console
+from mcp_gateway.eras.context import McpContext
+from mcp_gateway.eras.endpoint import McpEndpoint
 from mcp_gateway.errors import BearerChallenge, Conflict, Forbidden, NotFound, StoreUnavailable, Unauthorized
 from mcp_gateway.gateway import Gateway, running_gateway
 from mcp_gateway.http.front_door import FrontDoor, guarded_path
-from mcp_gateway.http.mcp_context import McpContext
-from mcp_gateway.http.mcp_endpoint import McpEndpoint
-from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.request_tracing import TraceRequests
 from mcp_gateway.http.responses import error_response, http_error_response, internal_error_response, json_response
-from mcp_gateway.http.task_definitions_api import TaskDefinitionsApi
-from mcp_gateway.http.tasks_api import TasksApi, guarded
-from mcp_gateway.http.tools_api import ToolsApi
-from mcp_gateway.oauth import METADATA_PATH, protected_resource_metadata
+from mcp_gateway.identity.oauth_metadata import METADATA_PATH, protected_resource_metadata
+from mcp_gateway.ops.tracing import Tracing
 from mcp_gateway.reload import Reloader
-from mcp_gateway.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio
 
-from mcp_gateway.auth import hash_api_key
 from mcp_gateway.config import GatewayConfig, load_config
 from mcp_gateway.errors import ConfigError
+from mcp_gateway.identity.authenticator import hash_api_key
 from mcp_gateway.serving import configure_logging
 from mcp_gateway.workers import worker_count
 
@@ -37,7 +37,7 @@ def _load(path: str) -> GatewayConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mcp_gateway.app import create_app, end_streams
-    from mcp_gateway.policy import PolicyEngine
+    from mcp_gateway.core.policy import PolicyEngine
     from mcp_gateway.serving import serve, server_config
     from mcp_gateway.workers import WorkerSpec, run_workers
 
@@ -76,8 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_stdio(args: argparse.Namespace) -> int:
     import os
 
-    from mcp_gateway.policy import PolicyEngine
-    from mcp_gateway.stdio_endpoint import StdioCaller, serve_stdio
+    from mcp_gateway.core.policy import PolicyEngine
+    from mcp_gateway.eras.stdio import StdioCaller, serve_stdio
 
     credential = os.environ.get(args.credential_env, "").strip()
     if not credential:
@@ -98,7 +98,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from mcp_gateway.checks import check_config
+    from mcp_gateway.ops.checks import check_config
 
     config = _load(args.config)
     problems, warnings = anyio.run(check_config, config, not args.no_upstreams)
@@ -124,7 +124,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mcp_gateway.explain import explain
+    from mcp_gateway.ops.explain import explain
 
     config = _load(args.config)
     try:
@@ -141,21 +141,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from mcp_gateway.audit import tail
+    from mcp_gateway.core.audit import tail
 
     config = _load(args.config)
     return anyio.run(tail, config, args.count, args.follow)
 
 
 def cmd_tools_diff(args: argparse.Namespace) -> int:
-    from mcp_gateway.pin_commands import diff
+    from mcp_gateway.ops.pin_commands import diff
 
     config = _load(args.config)
     return anyio.run(diff, config, args.upstream)
 
 
 def cmd_tools_approve(args: argparse.Namespace) -> int:
-    from mcp_gateway.pin_commands import approve
+    from mcp_gateway.ops.pin_commands import approve
 
     if bool(args.tools) == args.all:
         print("error: name the tools to approve, or pass --all", file=sys.stderr)

@@ -20,7 +20,7 @@ import yaml
 
 from mcp_gateway.agents.validation import DeclaredAgent, DefinitionRules, parse_declared
 from mcp_gateway.errors import ConfigError, ValidationFailed
-from mcp_gateway.upstream_auth_config import UpstreamAuth, parse_upstream_auth
+from mcp_gateway.upstreams.auth.config import UpstreamAuth, parse_upstream_auth
 
 DEFAULT_SEPARATOR = "__"
 ADMIN_ROLE = "admin"

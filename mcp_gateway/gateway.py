@@ -24,28 +24,28 @@ from typing import Any
 import anyio
 
 from mcp_gateway.agents.registry import CACHED_KEY_PREFIXES as AGENT_PREFIXES
-from mcp_gateway.audit import AuditLog
-from mcp_gateway.auth import Authenticator
-from mcp_gateway.bridge import InputBridge
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.core.audit import AuditLog
+from mcp_gateway.core.input_bridge import InputBridge
+from mcp_gateway.core.limits import Limiter
+from mcp_gateway.core.notifications import Notifier
+from mcp_gateway.core.pin_review import ToolPins
+from mcp_gateway.core.pins import PinStore
+from mcp_gateway.core.policy import PolicyEngine
+from mcp_gateway.core.proxy import Proxy
+from mcp_gateway.core.resource_subscriptions import ResourceSubscriptions
+from mcp_gateway.eras.handshake import SESSION_KEY_PREFIX
 from mcp_gateway.errors import GatewayError, StoreUnavailable
-from mcp_gateway.http.legacy import SESSION_KEY_PREFIX
-from mcp_gateway.limits import Limiter
-from mcp_gateway.metrics import Metrics
-from mcp_gateway.notifications import Notifier
-from mcp_gateway.pin_review import ToolPins
-from mcp_gateway.pins import PinStore
-from mcp_gateway.policy import PolicyEngine
-from mcp_gateway.proxy import Proxy
-from mcp_gateway.resource_subscriptions import ResourceSubscriptions
-from mcp_gateway.sessions import CACHED_KEY_PREFIXES, TaskSessions
+from mcp_gateway.identity.authenticator import Authenticator
+from mcp_gateway.ops.metrics import Metrics
 from mcp_gateway.store import RedisStore, open_store
 from mcp_gateway.store.base import Store
-from mcp_gateway.task_definitions import CACHED_KEY_PREFIXES as TASK_DEFINITION_PREFIXES
-from mcp_gateway.task_definitions import TaskDefinitions
+from mcp_gateway.tasks.definitions import CACHED_KEY_PREFIXES as TASK_DEFINITION_PREFIXES
+from mcp_gateway.tasks.definitions import TaskDefinitions
+from mcp_gateway.tasks.sessions import CACHED_KEY_PREFIXES, TaskSessions
 from mcp_gateway.upstreams.catalog import Catalog, LiveCatalog
 from mcp_gateway.upstreams.connection import UpstreamConnection
-from mcp_gateway.upstreams.lists import ListKind
+from mcp_gateway.upstreams.list_cache import ListKind
 from mcp_gateway.upstreams.running import RunningUpstreams
 
 logger = logging.getLogger(__name__)

@@ -34,11 +34,11 @@ import anyio
 import anyio.abc
 
 from mcp_gateway.config import GatewayConfig, UpstreamConfig, load_config
+from mcp_gateway.core.notifications import Listener
+from mcp_gateway.core.policy import PolicyEngine
+from mcp_gateway.core.proxy import Caller
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.gateway import Gateway, Settings
-from mcp_gateway.notifications import Listener
-from mcp_gateway.policy import PolicyEngine
-from mcp_gateway.proxy import Caller
 from mcp_gateway.upstreams.connection import UpstreamConnection
 
 logger = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
-from mcp_gateway.metrics import MULTIPROCESS_DIR_ENV
+from mcp_gateway.ops.metrics import MULTIPROCESS_DIR_ENV
 from mcp_gateway.serving import STARTUP_FAILURE
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from mcp_gateway.agents.definitions import Agent
 from mcp_gateway.agents.records import RunRecord
 from mcp_gateway.agents.runs import AGENT_TOOL_NAMESPACE, PreparedRun, RunRequest
 from mcp_gateway.agents.service import Agents
+from mcp_gateway.core.proxy import AgentCall, Caller, ProgressSink
 from mcp_gateway.errors import GatewayError, NotFound, RpcError
-from mcp_gateway.proxy import AgentCall, Caller, ProgressSink
 
 LIST_CHECK_SECONDS = 1.0
 """How often each replica looks whether the agents changed, to send ``notifications/tools/list_changed``."""

@@ -13,8 +13,8 @@ from typing import Any
 
 from mcp_gateway.agents.definitions import McpServerGrant
 from mcp_gateway.agents.toolbox import Outcome, ToolBox, ToolHandler, failed
+from mcp_gateway.core.proxy import Caller, Proxy
 from mcp_gateway.errors import RpcError
-from mcp_gateway.proxy import Caller, Proxy
 from mcp_gateway.upstreams.catalog import Catalog
 
 # How the proxy words a policy denial (``PolicyDecision.denial_text``).

@@ -29,10 +29,10 @@ from mcp_gateway.agents.run_store import RunStore
 from mcp_gateway.agents.sequence import Sequence
 from mcp_gateway.agents.task_tools import ConversationParts, add_task_tools
 from mcp_gateway.agents.toolbox import ToolBox
-from mcp_gateway.audit import RunTag
 from mcp_gateway.config import Identity
+from mcp_gateway.core.audit import RunTag
+from mcp_gateway.core.proxy import Caller, ProgressSink
 from mcp_gateway.errors import BadRequest, Conflict, GatewayError, NotFound, TaskRequired, describe
-from mcp_gateway.proxy import Caller, ProgressSink
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from mcp_gateway.agents.records import ToolCallRecord, TurnRecord
 from mcp_gateway.agents.task_tools import ConversationParts, add_task_tool
 from mcp_gateway.agents.toolbox import ToolBox
 from mcp_gateway.agents.validation import MAX_TURNS
-from mcp_gateway.proxy import Caller
+from mcp_gateway.core.proxy import Caller
 
 
 class Sequence:

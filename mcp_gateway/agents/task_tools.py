@@ -27,10 +27,10 @@ from mcp_gateway.agents.records import TurnRecord
 from mcp_gateway.agents.task_output import check_output, output_prompt
 from mcp_gateway.agents.toolbox import Outcome, ToolBox, ToolHandler, failed
 from mcp_gateway.config import TaskDefinition
+from mcp_gateway.core.proxy import Caller, Proxy
 from mcp_gateway.errors import GatewayError
-from mcp_gateway.proxy import Caller, Proxy
-from mcp_gateway.sessions import TaskSessions
-from mcp_gateway.task_definitions import TaskDefinitions
+from mcp_gateway.tasks.definitions import TaskDefinitions
+from mcp_gateway.tasks.sessions import TaskSessions
 from mcp_gateway.upstreams.catalog import Catalog
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from mcp_gateway.agents.records import Decision, ToolCallRecord, TurnRecord
-from mcp_gateway.audit_args import ArgumentFilter
 from mcp_gateway.config import AuditConfig
+from mcp_gateway.core.audit_args import ArgumentFilter
 
 # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$.
 _FUNCTION_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")

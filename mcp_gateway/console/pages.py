@@ -22,16 +22,16 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from mcp_gateway.agents.service import Agents
-from mcp_gateway.audit import AuditRecord
+from mcp_gateway.api.openapi import openapi_document
+from mcp_gateway.api.task_definitions import definition_from_body, tool_pattern_warnings
 from mcp_gateway.config import GatewayConfig, Identity
 from mcp_gateway.console.agent_pages import AgentPages
 from mcp_gateway.console.signin import COOKIE_NAME, AdminKeys, ConsoleSession, CookieSigner
+from mcp_gateway.core.audit import AuditRecord
 from mcp_gateway.errors import GatewayError, ValidationFailed
-from mcp_gateway.explain import explain
 from mcp_gateway.gateway import Gateway
-from mcp_gateway.http.openapi import openapi_document
 from mcp_gateway.http.responses import read_body
-from mcp_gateway.http.task_definitions_api import definition_from_body, tool_pattern_warnings
+from mcp_gateway.ops.explain import explain
 
 _HERE = Path(__file__).resolve().parent
 _STATIC = {"console.css": "text/css", "console.js": "text/javascript"}

@@ -10,9 +10,9 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_gateway import tracing
 from mcp_gateway.http.front_door import guarded_path
-from mcp_gateway.tracing import Tracing
+from mcp_gateway.ops import tracing
+from mcp_gateway.ops.tracing import Tracing
 
 
 class TraceRequests:

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mcp_gateway.encoded_lists import encode_answer
+from mcp_gateway.core.encoded_lists import encode_answer
 from mcp_gateway.errors import (
     BadRequest,
     GatewayError,

@@ -33,7 +33,7 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from mcp_gateway.config import DEFAULT_SEPARATOR, RESERVED_UPSTREAM_NAMES
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.upstreams.connection import UpstreamConnection
-from mcp_gateway.upstreams.lists import ListKind
+from mcp_gateway.upstreams.list_cache import ListKind
 from mcp_gateway.upstreams.resource_uris import exposed_uri
 
 logger = logging.getLogger(__name__)

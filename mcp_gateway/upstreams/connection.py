@@ -39,14 +39,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.config import HttpTransport, Identity, UpstreamConfig
 from mcp_gateway.errors import RpcError, UpstreamUnavailable, describe
+from mcp_gateway.upstreams.auth.credentials import UpstreamCredentials
 from mcp_gateway.upstreams.backoff import Backoff
-from mcp_gateway.upstreams.credentials import UpstreamCredentials
-from mcp_gateway.upstreams.downstream import Downstream, DownstreamRouter
-from mcp_gateway.upstreams.encoding import encoded_first
+from mcp_gateway.upstreams.client_requests import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.handshake_sessions import HandshakeSessions, back_channel, initialize
-from mcp_gateway.upstreams.http import http_transport
-from mcp_gateway.upstreams.http_hop import CredentialRefused, HttpHop, HttpSessionState
-from mcp_gateway.upstreams.lists import (
+from mcp_gateway.upstreams.list_cache import (
     ALL_LISTS,
     ListKind,
     StaleLists,
@@ -56,8 +53,11 @@ from mcp_gateway.upstreams.lists import (
     hold_listen_stream,
 )
 from mcp_gateway.upstreams.liveness import watched
-from mcp_gateway.upstreams.raw import hop_params, send_raw, stamped
-from mcp_gateway.upstreams.stdio import stdio_transport
+from mcp_gateway.upstreams.transports.encoding import encoded_first
+from mcp_gateway.upstreams.transports.http_calls import CredentialRefused, HttpHop, HttpSessionState
+from mcp_gateway.upstreams.transports.http_session import http_transport
+from mcp_gateway.upstreams.transports.stdio import stdio_transport
+from mcp_gateway.upstreams.transports.untyped import hop_params, send_raw, stamped
 
 logger = logging.getLogger(__name__)
 
