@@ -155,29 +155,35 @@ async def test_an_outage_is_noticed_within_seconds_and_so_is_the_recovery(
 
 
 async def test_a_healthy_store_costs_no_round_trip_per_call(tmp_path: Path) -> None:
-    """Counted on a Redis of its own: the session's shared one also serves what earlier tests left running."""
+    """Counted on a Redis of its own: the session's shared one also serves what earlier tests left running.
+
+    What is counted is what grows with the calls. Start-up and amortised work (a connection's HELLO, the audit
+    stream's size check every 1/16th of its cap, a script's first load) may land inside the window on a slow machine,
+    so a handful of commands is fine; one command per call, for 100 calls, is not.
+    """
     process, redis_url = start_redis(tmp_path)
     raw = redis.Redis.from_url(redis_url)
 
-    def commands() -> int:
+    def commands() -> dict[str, int]:
         """Commands this gateway sends on behalf of requests: not the audit stream's XADD, PING, or our INFO."""
         stats: dict[str, Any] = raw.info("commandstats")
         ignored = ("cmdstat_xadd", "cmdstat_ping", "cmdstat_info")
-        return sum(int(v["calls"]) for k, v in stats.items() if k not in ignored)
+        return {k: int(v["calls"]) for k, v in stats.items() if k not in ignored}
 
     try:
         config = make_config(store={"url": redis_url, "prefix": "gw:"})
         async with serve_gateway(config) as base, httpx.AsyncClient() as http:
             before = commands()
             started = time.monotonic()
-            for _ in range(50):
+            for _ in range(100):
                 assert (await echo_call(http, base)).status_code == 200
             elapsed = time.monotonic() - started
             after = commands()
     finally:
         raw.close()
         stop_redis(process)
-    assert after - before < 5, f"{after - before} store commands for 50 calls in {elapsed:.2f}s"
+    sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    assert sum(sent.values()) < 20, f"{sent} store commands for 100 calls in {elapsed:.2f}s"
 
 
 async def test_a_key_redis_cannot_encode_fails_that_operation_only_and_is_no_outage(redis_store: RedisStore) -> None:
