@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NPM_PEERS = ROOT / "node_modules" / "@modelcontextprotocol"
 INSPECTOR_CLI = NPM_PEERS / "inspector-cli" / "build" / "index.js"
 SDK_CLIENT = Path(__file__).resolve().parent / "peers" / "sdk_client.mjs"
