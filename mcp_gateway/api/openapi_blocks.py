@@ -20,11 +20,6 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def nullable(name: str) -> dict[str, Any]:
-    """A reference to ``name``, or null."""
-    return {"oneOf": [ref(name), {"type": "null"}]}
-
-
 def json_answer(schema: dict[str, Any], description: str, *, location: bool = False) -> dict[str, Any]:
     """A JSON response; ``location`` when it carries a ``Location`` header naming what was created."""
     answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}

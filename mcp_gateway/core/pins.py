@@ -29,7 +29,6 @@ from typing import Any, Literal, cast
 from mcp_gateway.store.base import Store
 
 PinMode = Literal["off", "warn", "enforce"]
-PIN_MODES: tuple[PinMode, ...] = ("off", "warn", "enforce")
 
 PINNED_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 CHANGED_INDEX = "pin-changed"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -149,10 +149,6 @@ class TaskDefinitions:
         """A config task: no store round trip, ever."""
         return self._config.get(task_id)
 
-    def configured_tasks(self) -> Mapping[str, TaskDefinition]:
-        """The config tasks by id, as they are now: a view that follows ``set_configured``."""
-        return _ConfiguredTasks(self)
-
     def set_configured(self, config_tasks: Sequence[TaskDefinition]) -> None:
         """A config reload: from the next lookup on, these config tasks (one reference replaced).
 
@@ -261,20 +257,3 @@ class TaskDefinitions:
             return _Head(int(record["version"]), bool(record["deleted"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreUnavailable(f"the head record of task {task_id!r} is unreadable: {exc}") from exc
-
-
-class _ConfiguredTasks(Mapping[str, TaskDefinition]):
-    def __init__(self, definitions: TaskDefinitions) -> None:
-        self._definitions = definitions
-
-    def __getitem__(self, task_id: str) -> TaskDefinition:
-        compiled = self._definitions.configured(task_id)
-        if compiled is None:
-            raise KeyError(task_id)
-        return compiled.definition
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._definitions._config)
-
-    def __len__(self) -> int:
-        return len(self._definitions._config)

@@ -343,13 +343,6 @@ class TaskSessions:
         digest, legacy, _ = await self._lookup(token_id, identity_id)
         await self._remove(digest, token_id, legacy)
 
-    async def revoke_current(self, token: str, identity_id: str) -> None:
-        """Delete the session a token names (``DELETE /v1/tasks/sessions/current``)."""
-        session = await self.resolve(token, identity_id)
-        digest = token_digest(token)
-        found = await self._read_record(digest, cached=False)
-        await self._remove(digest, session.token_id, found is not None and found[0])
-
     async def _remove(self, digest: str, token_id: str, legacy: bool) -> None:
         """Delete the record and its id index, durably (answered once a replica has it): a revocation must
         survive a failover. Then the listing's entry, which decides nothing."""

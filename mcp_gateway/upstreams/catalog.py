@@ -153,10 +153,6 @@ class Catalog:
                 return connection
         return None
 
-    def tool_entries(self) -> list[dict[str, Any]]:
-        """The tool definitions for ``tools/list``, sorted by exposed name."""
-        return [entry.definition for entry in self._tools.values()]
-
     def prompts(self) -> tuple[Entry, ...]:
         return tuple(self._prompts.values())
 

@@ -13,6 +13,7 @@ its own frame) and decides when the client goes away.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -20,9 +21,21 @@ from starlette.types import ASGIApp, Message
 
 
 class AsgiClient:
-    """One HTTP request: ``receive`` yields the body once, then blocks until ``disconnect()``; ``send`` records."""
+    """One HTTP request: ``receive`` yields the body, then blocks until ``disconnect()``; ``send`` records.
 
-    def __init__(self, body: bytes = b"", *, method: str = "POST", path: str = "/mcp") -> None:
+    A body given as chunks arrives one chunk per ``receive``; with ``complete=False`` the last chunk still says more
+    is coming, as from a client that stalls or goes away mid-body. ``reads`` counts the body chunks taken.
+    """
+
+    def __init__(
+        self,
+        body: bytes | Sequence[bytes] = b"",
+        *,
+        method: str = "POST",
+        path: str = "/mcp",
+        headers: Mapping[str, str] | None = None,
+        complete: bool = True,
+    ) -> None:
         self.scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -31,18 +44,21 @@ class AsgiClient:
             "path": path,
             "raw_path": path.encode(),
             "query_string": b"",
-            "headers": [],
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()],
         }
-        self._body: bytes | None = body
+        self._chunks = [body] if isinstance(body, bytes) else list(body)
+        self._complete = complete
+        self.reads = 0
         self._gone = anyio.Event()
         self._changed = anyio.Event()
         self.sent: list[Message] = []
         self.returned = False
 
     async def receive(self) -> Message:
-        if self._body is not None:
-            body, self._body = self._body, None
-            return {"type": "http.request", "body": body, "more_body": False}
+        if self.reads < len(self._chunks):
+            self.reads += 1
+            more = self.reads < len(self._chunks) or not self._complete
+            return {"type": "http.request", "body": self._chunks[self.reads - 1], "more_body": more}
         await self._gone.wait()
         return {"type": "http.disconnect"}
 

@@ -222,15 +222,6 @@ async def test_revoked_session_token_is_rejected(sessions: TaskSessions) -> None
         await sessions.revoke(session.token_id, ALICE)
 
 
-async def test_revoking_the_current_token_rejects_it_from_then_on(sessions: TaskSessions) -> None:
-    token, session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
-    await sessions.revoke_current(token, ALICE)
-    with pytest.raises(InvalidTaskToken):
-        await sessions.resolve(token, ALICE)
-    with pytest.raises(NotFound):
-        await sessions.get(session.token_id, ALICE)
-
-
 async def test_revoking_one_session_leaves_the_others(sessions: TaskSessions) -> None:
     first, first_session = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
     second, _ = await sessions.create(ALICE_AGENT, "resolve-ticket", CONTEXT)
@@ -265,8 +256,6 @@ async def test_token_of_another_identity_is_forbidden(sessions: TaskSessions) ->
         await sessions.get(session.token_id, BOB)
     with pytest.raises(Forbidden):
         await sessions.revoke(session.token_id, BOB)
-    with pytest.raises(Forbidden):
-        await sessions.revoke_current(token, BOB)
     assert (await sessions.resolve(token, ALICE)).token_id == session.token_id
 
 

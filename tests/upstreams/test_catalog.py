@@ -20,7 +20,6 @@ async def test_tools_are_namespaced_by_upstream_and_sorted() -> None:
     names = [entry.name for entry in catalog.tools()]
     assert names == sorted(names)
     assert set(names) == {f"{upstream}__{tool}" for upstream in ("alpha", "beta") for tool in DEMO_TOOLS}
-    assert [definition["name"] for definition in catalog.tool_entries()] == names
 
 
 async def test_exposed_tool_is_the_upstreams_definition_with_only_the_name_replaced() -> None:
