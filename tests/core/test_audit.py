@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from mcp_gateway.config import AuditConfig, parse_config
@@ -324,13 +325,29 @@ async def test_the_request_path_only_queues_and_the_writer_logs_in_the_backgroun
     assert json.loads(line)["args"] == {"blob": summary_of(blob)}
 
 
-async def test_records_still_queued_at_shutdown_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    audit = AuditLog(AuditConfig())
-    with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
-        async with audit.running():
-            for n in range(100):
-                audit.record(record(n=n).finish(outcome="ok", latency_ms=1.0))
-    assert [json.loads(line)["args"]["n"] for line in audit_lines(caplog)] == list(range(100))
+async def test_records_still_queued_when_a_hung_store_outlasts_the_flush_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A store that accepts the connection and never answers: the writer hangs on its first stream write while most
+    # records still wait in the queue, and shutdown stops waiting for it after flush_timeout.
+    async def hang(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "audit:", socket_timeout=30)
+    audit = AuditLog(STREAM, store, write_timeout=30, flush_timeout=0.2)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, hang)
+            with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+                async with audit.running():
+                    for n in range(200):
+                        audit.record(record(n=n).finish(outcome="ok", latency_ms=1.0))
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+    assert sorted(json.loads(line)["args"]["n"] for line in audit_lines(caplog)) == list(range(200))
 
 
 async def test_records_after_shutdown_are_still_logged(caplog: pytest.LogCaptureFixture) -> None:
