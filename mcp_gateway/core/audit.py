@@ -6,10 +6,10 @@ store stream (a Redis Stream under ``audit.streamKey``) that ``mcp-gateway audit
 Neither write may slow down or fail a call, so the request path only filters the arguments (``audit_args.py``: a walk
 that copies containers, never strings) and queues the record; one background writer drains the queue in batches,
 hashing long strings (in a worker thread when they are large), encoding each line once (msgspec) and handing the same
-text to the log and to the stream. When the queue is full (``queue_size`` records, or 64 MiB of strings waiting to be
-hashed) the record is written on the request path instead, as it always was before the writer existed: that call is
-slower, no record is lost, and the count is ``mcp_gateway_audit_queue_full_total``. On shutdown every queued record
-is logged; a process that is killed loses what was still queued (at most the queue).
+text to the log and to the stream. When the queue is full (``queue_size`` records, or 64 Mi characters of strings
+waiting to be hashed) the record is written on the request path instead, as all were before the writer existed: that
+call is slower, no record is lost, and the count is ``mcp_gateway_audit_queue_full_total``. On shutdown every queued
+record is logged; a process that is killed loses what was still queued (at most the queue).
 
 While the store fails, the writer keeps records in a bounded local spool (``audit.spoolSize``) and retries the
 oldest once a second, so the stream gets them, in order, once the store is back. When the spool is full its oldest
