@@ -152,7 +152,7 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
         store.observe_operations(metrics.store_operation)
     notifier = Notifier()
     audit = AuditLog(config.audit, None if config.store_url.startswith("memory://") else store)
-    metrics.observe_audit_spool(lambda: audit.spooled, lambda: audit.overflowed)
+    metrics.observe_audit_spool(lambda: audit.spooled, lambda: audit.overflowed, lambda: audit.queue_full)
     connections = tuple(UpstreamConnection(upstream) for upstream in config.upstreams)
     try:
         try:

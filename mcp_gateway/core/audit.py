@@ -1,20 +1,25 @@
 """Audit: one record per ``tools/call`` decision, and per ``resources/read``, ``prompts/get`` and
 ``completion/complete`` decision (``method`` says which; ``tool`` stays the tool name, empty for the others).
 
-Each record is written twice, for two readers. First, synchronously, as one JSON line on the logger
-``mcp_gateway.core.audit``: that copy exists before the call returns, whatever happens to the store. Second, to a capped
+Each record is written twice, for two readers: as one JSON line on the logger ``mcp_gateway.audit``, and to a capped
 store stream (a Redis Stream under ``audit.streamKey``) that ``mcp-gateway audit tail`` and other replicas can read.
-The stream write must never slow down or fail a call, so records go through a bounded in-memory queue drained by a
-background task; when the queue is full a record is dropped from the stream (never from the log) and counted.
+Neither write may slow down or fail a call, so the request path only filters the arguments (``audit_args.py``: a walk
+that copies containers, never strings) and queues the record; one background writer drains the queue in batches,
+hashing long strings (in a worker thread when they are large), encoding each line once (msgspec) and handing the same
+text to the log and to the stream. When the queue is full (``queue_size`` records, or 64 Mi characters of strings
+waiting to be hashed) the record is written on the request path instead, as all were before the writer existed: that
+call is slower, no record is lost, and the count is ``mcp_gateway_audit_queue_full_total``. On shutdown every queued
+record is logged; a process that is killed loses what was still queued (at most the queue).
 
 While the store fails, the writer keeps records in a bounded local spool (``audit.spoolSize``) and retries the
 oldest once a second, so the stream gets them, in order, once the store is back. When the spool is full its oldest
 record gives way (counted in ``overflowed``, logged); records still spooled when the process stops reach only the log.
+Nothing here decides a call: a store that fails can delay or drop a stream entry, never let a call through.
 
 Records hold names and ids as plain strings, not references, so they stay readable after the identity or task
-definition is deleted. Arguments are redacted and bounded (``audit_args.py``) before the record is written anywhere,
-and a whole record is capped at ``audit.maxRecordBytes``: recording must never fail, slow down or bloat a call,
-whatever its arguments hold.
+definition is deleted. Arguments are redacted and bounded before the record is written anywhere, and a whole record
+is capped at ``audit.maxRecordBytes``: recording must never fail, slow down or bloat a call, whatever its arguments
+hold.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -30,9 +36,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import anyio.to_thread
 
+from mcp_gateway import json_codec
 from mcp_gateway.config import AuditConfig
-from mcp_gateway.core.audit_args import ArgumentFilter
+from mcp_gateway.core.audit_args import ArgumentFilter, Digests
 from mcp_gateway.core.policy import Decision
 from mcp_gateway.errors import StoreUnavailable, describe
 from mcp_gateway.ops import tracing
@@ -48,6 +56,13 @@ logger = logging.getLogger("mcp_gateway.audit_writer")
 _DROP_WARNING_EVERY = 1000
 RETRY_INTERVAL = 1.0
 """How often a spooled record is offered to a failing store again (its health PING runs as often)."""
+_BATCH = 64
+"""Records the writer logs (and spooled records it writes to the store) before it lets the event loop run others."""
+_MAX_WAITING_CHARS = 64 * 1024 * 1024
+"""Characters of long strings that queued records may keep alive until the writer hashes them; past it, a record is
+written on the request path, so a flood of large arguments cannot hold the queue's worth of them in memory."""
+_THREAD_HASH_CHARS = 256 * 1024
+"""From this many characters to hash in a batch, the writer hashes in a worker thread (a hop costs ~50 µs)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,7 @@ _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(AuditRecord))
 
 
 class AuditLog:
-    """Writes records to the log at once and to the store stream in the background while :meth:`running`."""
+    """Takes records on the request path and writes them from one background writer while :meth:`running`."""
 
     def __init__(
         self,
@@ -196,9 +211,19 @@ class AuditLog:
         self._write_timeout = write_timeout
         self._flush_timeout = flush_timeout
         self._retry_interval = retry_interval
-        self._send, self._receive = anyio.create_memory_object_stream[str](max_buffer_size=queue_size)
+        self._send, self._receive = anyio.create_memory_object_stream[_Queued](max_buffer_size=queue_size)
         self._spool: deque[str] = deque()
+        self._writing = False
+        self._stopped = False
+        self._waiting_chars = 0
+        self._accepted = 0
+        self._logged = 0
+        self._progress: anyio.Event | None = None
+        self.queue_full = 0
+        """Records written on the request path because the writer's queue was full (in records or in waiting
+        characters): slower for that call, never lost."""
         self.dropped = 0
+        """Records made after the writer stopped: in the log, never in the stream."""
         self.failed = 0
         """Writes the store refused or did not answer (each retry of a spooled record counts)."""
         self.overflowed = 0
@@ -207,34 +232,75 @@ class AuditLog:
 
     @property
     def spooled(self) -> int:
-        """Records waiting for the store: queued, being written, and kept while it fails."""
+        """Records not yet in the store stream: queued for the writer, and kept while the store fails."""
         return len(self._spool) + self._send.statistics().current_buffer_used
 
     def record(self, record: AuditRecord) -> None:
-        """Log the record now and queue it for the store; never blocks and never raises."""
-        line = self._line(record)
+        """Hand the record to the writer; never blocks and never raises.
+
+        Only the arguments are filtered here (redaction and bounds, a walk that copies containers, not strings); the
+        writer hashes long strings, encodes the line, logs it and sends it to the stream. Without a running writer,
+        or with its queue full, the record is written here instead, so none is ever lost from the log.
+        """
+        try:
+            args, digests = self._args.deferred(record.args)
+        # Belt and braces, as in _line: recording must never fail a call.
+        except Exception as exc:
+            logger.warning("audit record for %s: arguments could not be filtered (%s)", record.tool, describe(exc))
+            args, digests = {"truncated": True}, Digests()
+        if self._writing:
+            if self._waiting_chars + digests.size <= _MAX_WAITING_CHARS:
+                try:
+                    self._send.send_nowait(_Queued(record, args, digests))
+                except anyio.WouldBlock:
+                    pass
+                else:
+                    self._waiting_chars += digests.size
+                    self._accepted += 1
+                    return
+            self._note_queue_full()
+        digests.compute()
+        self._emit(self._line(record, args))
+
+    async def flushed(self) -> None:
+        """Wait until every record handed over so far is in the log (and in the stream's spool)."""
+        target = self._accepted
+        while self._writing and self._logged < target:
+            if self._progress is None:
+                self._progress = anyio.Event()
+            await self._progress.wait()
+
+    def _emit(self, line: str) -> None:
+        """The line to the log, and to the spool the stream is written from."""
         records_logger.info(line)
         if self._store is None:
             return
-        try:
-            self._send.send_nowait(line)
-        except anyio.WouldBlock:
-            self._drop("the audit queue is full")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        if self._stopped:
             self._drop("the audit writer has stopped")
+            return
+        if len(self._spool) >= self._config.spool_size:
+            self._spool.popleft()
+            self.overflowed += 1
+            if self.overflowed % _DROP_WARNING_EVERY == 1:
+                logger.warning(
+                    "the audit spool is full (audit.spoolSize %d): %d record(s) dropped from the store "
+                    "stream so far, oldest first (they are still in the log)",
+                    self._config.spool_size,
+                    self.overflowed,
+                )
+        self._spool.append(line)
 
-    def _line(self, record: AuditRecord) -> str:
-        """The record as it is written: arguments filtered, valid UTF-8, at most ``maxRecordBytes`` long.
+    def _line(self, record: AuditRecord, args: Mapping[str, Any]) -> str:
+        """The record as it is written, encoded once: valid UTF-8, at most ``maxRecordBytes`` long.
 
         Over the cap, the arguments give way to ``{"truncated": true, "length": N}`` (N: the bytes they took).
         """
         try:
-            args = self._args(record.args)
-            line, size = _encodable(record, args)
-            if size > self._config.max_record_bytes:
-                args_size = size - _encodable(record, {})[1] + 2
-                line = _encodable(record, {"truncated": True, "length": args_size})[0]
-            return line
+            line = _encoded(record, args)
+            if len(line) > self._config.max_record_bytes:
+                args_size = len(line) - len(_encoded(record, {})) + 2
+                line = _encoded(record, {"truncated": True, "length": args_size})
+            return line.decode()
         # Belt and braces: the filter bounds depth and size, but a record must be written whatever the arguments hold.
         except Exception as exc:
             logger.warning("audit record for %s: arguments could not be encoded (%s)", record.tool, describe(exc))
@@ -242,54 +308,113 @@ class AuditLog:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[AuditLog]:
-        """Drain the queue into the store; on exit, flush what is queued (bounded by ``flush_timeout``)."""
-        if self._store is None:
-            yield self
-            return
-        drained = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._drain, self._store, drained)
+        """Run the writer; on exit, every queued record is logged, and the stream gets ``flush_timeout`` to take
+        what waits for it."""
+        done = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._writing = True
+                tg.start_soon(self._write_all, done)
+                try:
+                    yield self
+                finally:
+                    self._writing = False
+                    self._send.close()
+                    # Shielded so that records queued before a shutdown still get their chance to reach the store.
+                    with anyio.move_on_after(self._flush_timeout, shield=True):
+                        await done.wait()
+                    tg.cancel_scope.cancel()
+        finally:
+            self._writing = False
+            self._stopped = True
+            self._log_leftovers()
+            self._wake()
+
+    async def _write_all(self, done: anyio.Event) -> None:
+        """The writer: log each batch of queued records, then write the spool to the store, oldest first; while the
+        store fails, keep logging and retry the oldest spooled record every ``retry_interval``."""
+        store = self._store
+        retry_at = 0.0
+        while True:
+            if store is None or not self._spool:
+                wait: float | None = None
+            else:
+                wait = max(0.0, retry_at - anyio.current_time()) if self._failing else 0.0
+            batch = await self._next_batch(wait)
+            if batch is None:
+                break
+            await self._log_batch(batch)
+            due = store is not None and self._spool and anyio.current_time() >= retry_at
+            if due and store is not None and not await self._write_spooled(store, _BATCH):
+                retry_at = anyio.current_time() + self._retry_interval
+        # The queue is closed (shutting down): the store gets its chances until running() stops waiting.
+        while store is not None and self._spool:
+            if not await self._write_spooled(store, len(self._spool)):
+                await anyio.sleep(self._retry_interval)
+        done.set()
+
+    async def _next_batch(self, wait: float | None) -> list[_Queued] | None:
+        """Up to ``_BATCH`` queued records, waiting at most ``wait`` seconds for the first (None: as long as it
+        takes); None once the queue is closed and empty."""
+        batch: list[_Queued] = []
+        with anyio.move_on_after(wait if wait is not None else math.inf):
             try:
-                yield self
-            finally:
-                self._send.close()
-                # Shielded so that records queued before a shutdown still get their chance to reach the store.
-                with anyio.move_on_after(self._flush_timeout, shield=True):
-                    await drained.wait()
-                tg.cancel_scope.cancel()
+                batch.append(await self._receive.receive())
+            except anyio.EndOfStream:
+                return None
+        while len(batch) < _BATCH:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        return batch
 
-    async def _drain(self, store: Store, drained: anyio.Event) -> None:
-        """Write records oldest first; while the store fails, spool what arrives and retry the oldest."""
-        async with self._receive:
-            while True:
-                if not self._spool:
-                    try:
-                        self._spool.append(await self._receive.receive())
-                    except anyio.EndOfStream:
-                        break
-                if await self._write(store, self._spool[0]):
-                    self._spool.popleft()
-                else:
-                    await self._spool_for(self._retry_interval)
-        drained.set()
+    async def _log_batch(self, batch: list[_Queued]) -> None:
+        waiting = [queued.digests for queued in batch if queued.digests.pending]
+        chars = sum(digests.size for digests in waiting)
+        if chars >= _THREAD_HASH_CHARS:
+            # hashlib releases the GIL: megabytes hash in a worker thread while the event loop serves requests.
+            await anyio.to_thread.run_sync(_compute, waiting)
+        else:
+            _compute(waiting)
+        self._waiting_chars -= chars
+        for queued in batch:
+            self._emit(self._line(queued.record, queued.args))
+        self._logged += len(batch)
+        self._wake()
 
-    async def _spool_for(self, seconds: float) -> None:
-        """Move what arrives into the spool for ``seconds`` (newer records always queue behind older ones)."""
-        with anyio.move_on_after(seconds):
-            async for line in self._receive:
-                if len(self._spool) >= self._config.spool_size:
-                    self._spool.popleft()
-                    self.overflowed += 1
-                    if self.overflowed % _DROP_WARNING_EVERY == 1:
-                        logger.warning(
-                            "the audit spool is full (audit.spoolSize %d): %d record(s) dropped from the store "
-                            "stream so far, oldest first (they are still in the log)",
-                            self._config.spool_size,
-                            self.overflowed,
-                        )
-                self._spool.append(line)
-            # The queue is closed (shutting down): nothing more will come, but the store gets its retry interval.
-            await anyio.sleep(seconds)
+    def _log_leftovers(self) -> None:
+        """Records still queued when the writer was stopped (the store hung past ``flush_timeout``): to the log."""
+        while True:
+            try:
+                queued = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            queued.digests.compute()
+            records_logger.info(self._line(queued.record, queued.args))
+            self._logged += 1
+        self._receive.close()
+
+    def _wake(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    def _note_queue_full(self) -> None:
+        self.queue_full += 1
+        if self.queue_full % _DROP_WARNING_EVERY == 1:
+            logger.warning(
+                "the audit writer is behind: %d record(s) written on the request path so far (none lost)",
+                self.queue_full,
+            )
+
+    async def _write_spooled(self, store: Store, count: int) -> bool:
+        """Write up to ``count`` spooled records, oldest first; False when the store failed (the record stays)."""
+        for _ in range(min(count, len(self._spool))):
+            if not await self._write(store, self._spool[0]):
+                return False
+            self._spool.popleft()
+        return True
 
     async def _write(self, store: Store, line: str) -> bool:
         try:
@@ -331,16 +456,29 @@ class AuditLog:
             )
 
 
-def _encodable(record: AuditRecord, args: Mapping[str, Any]) -> tuple[str, int]:
-    """The record's line and its size in UTF-8 bytes; non-ASCII text is escaped only when UTF-8 cannot carry it."""
-    line = record.to_json(args)
-    if line.isascii():
-        return line, len(line)
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A record waiting for the writer, with its filtered arguments and the hashes they still need."""
+
+    record: AuditRecord
+    args: dict[str, Any]
+    digests: Digests
+
+
+def _compute(waiting: list[Digests]) -> None:
+    for digests in waiting:
+        digests.compute()
+
+
+def _encoded(record: AuditRecord, args: Mapping[str, Any]) -> bytes:
+    """The record's line as UTF-8 JSON; non-ASCII text is escaped only when UTF-8 cannot carry it (a lone
+    surrogate)."""
+    data = {name: getattr(record, name) for name in _FIELD_NAMES}
+    data["args"] = args
     try:
-        return line, len(line.encode())
-    except UnicodeEncodeError:
-        line = record.to_json(args, ascii_only=True)
-        return line, len(line)
+        return json_codec.dumps(data)
+    except ValueError:
+        return json_codec.dumps(data, ascii_only=True)
 
 
 def _iso_utc(moment: datetime) -> str:

@@ -14,6 +14,10 @@ containers it walks:
 - a key longer than ``audit.maxArgBytes`` is written as ``"truncated:<length>:<sha256>"``, a value of a type JSON
   lacks as its text, bounded like any string.
 
+Hashing is the one cost that grows with a value's size (~1.5 ms per MB), so :meth:`ArgumentFilter.deferred` leaves
+the summaries of long strings unhashed (``Digests``) for the audit writer to finish off the request path; the walk
+itself only copies containers and so costs the same for a megabyte string as for a short one.
+
 The walk recurses at most ``MAX_DEPTH`` levels, so no input can exhaust the interpreter's stack here, and it stops
 as soon as the containers it met hold more items than a record of ``max_record_bytes`` could show (every item takes
 at least two bytes of JSON): such arguments are recorded as ``{"truncated": true}`` without a full copy.
@@ -45,6 +49,36 @@ class _OverBudget(Exception):
     """The arguments hold more items than a record could show."""
 
 
+class Digests:
+    """Summaries of long strings still waiting for their length and SHA-256, and the strings they summarise.
+
+    A summary is already in place in the filtered arguments (``{"truncated": true, "length": 0, "sha256": ""}``, keys
+    in their final order); :meth:`compute` fills it in. ``size`` is the characters waiting, to bound what a queue of
+    unfinished records keeps alive.
+    """
+
+    __slots__ = ("pending", "size")
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.size = 0
+
+    def add(self, text: str) -> dict[str, Any]:
+        summary: dict[str, Any] = {"truncated": True, "length": 0, "sha256": ""}
+        self.pending.append((text, summary))
+        self.size += len(text)
+        return summary
+
+    def compute(self) -> None:
+        """Fill in every summary (hashlib releases the GIL on large inputs, so this may run in a worker thread)."""
+        for text, summary in self.pending:
+            data = text.encode("utf-8", "surrogatepass")
+            summary["length"] = len(data)
+            summary["sha256"] = hashlib.sha256(data).hexdigest()
+        self.pending.clear()
+        self.size = 0
+
+
 class ArgumentFilter:
     """Turns a call's arguments into what its audit record holds; built once per configuration."""
 
@@ -56,15 +90,24 @@ class ArgumentFilter:
         self._max_int_bits = int(max_value_bytes / _DIGITS_PER_BIT)
         self._max_items = max_record_bytes // 2
         self._items = 0
+        self._digests = Digests()
         # Keys seen before that are kept as they are, and whether their values are redacted.
         self._known_keys: dict[str, bool] = {}
 
     def __call__(self, args: Mapping[Any, Any]) -> dict[str, Any]:
+        filtered, digests = self.deferred(args)
+        digests.compute()
+        return filtered
+
+    def deferred(self, args: Mapping[Any, Any]) -> tuple[dict[str, Any], Digests]:
+        """The filtered arguments with the summaries of long strings not yet hashed: call ``compute`` on the
+        second value before the first is written anywhere."""
         self._items = 0
+        digests = self._digests = Digests()
         try:
-            return self._mapping(args, 1)
+            return self._mapping(args, 1), digests
         except _OverBudget:
-            return {"truncated": True}
+            return {"truncated": True}, Digests()
 
     def _count(self, items: int) -> None:
         """Account for a container's items (one addition per container, not per item)."""
@@ -94,7 +137,7 @@ class ArgumentFilter:
         """``value`` as recorded, found in a container at level ``depth``."""
         kind = type(value)
         if kind is str:
-            return value if self._fits(value) else _summary(value.encode("utf-8", "surrogatepass"))
+            return value if self._fits(value) else self._digests.add(value)
         if value is None or kind is bool or kind is float:
             return value
         if kind is int:

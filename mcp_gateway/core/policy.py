@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,9 +54,13 @@ _READS_SESSION = re.compile(r"(?<![.\w'\"])session\b")
 _READS_NOW = re.compile(r"(?<![.\w'\"])now\b")
 # `session.calls["tool"]` with a literal name: such a tool reads as 0 calls before its first, not as a missing key.
 _CALL_REFERENCE = re.compile(r"""session\s*\.\s*calls\s*\[\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
+# `request.tool.args.x` (not `request.tool.args.exists(...)`, a macro over all of them) or `request.tool.args["x"]`.
 _ARG_REFERENCE = re.compile(
-    r"""request\s*\.\s*tool\s*\.\s*args\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^']*)'|"([^"]*)")\s*\])"""
+    r"""request\s*\.\s*tool\s*\.\s*args\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()|\[\s*(?:'([^']*)'|"([^"]*)")\s*\])"""
 )
+# What of `request` a condition may read without reading the arguments as a whole.
+_REQUEST_FIELD = re.compile(r"request\s*\.\s*(?:method|tool\s*\.\s*(?:name|upstream))\b")
+_READS_REQUEST = re.compile(r"(?<![.\w'\"])request\b")
 _NEVER = re.compile(r"(?!)")
 _APPLICABLE_CACHE_LIMIT = 4096
 _K = TypeVar("_K")
@@ -110,6 +115,8 @@ class CompiledPolicy:
     reads_session: bool = False
     reads_now: bool = True
     """Whether the condition may read ``now``: the clock is read only for calls such a policy judges."""
+    reads_arguments: frozenset[str] | None = None
+    """The arguments the condition reads, by name; None when it may read any (or the arguments as a whole)."""
 
     @property
     def name(self) -> str:
@@ -151,9 +158,9 @@ class PolicyEngine:
     def __init__(self, environment: Environment, policies: Sequence[CompiledPolicy]) -> None:
         self._environment = environment
         self.policies = tuple(policies)
-        self._applicable: dict[str, tuple[CompiledPolicy, ...]] = {}
-        self._applicable_resources: dict[str, tuple[CompiledPolicy, ...]] = {}
-        self._applicable_prompts: dict[str, tuple[CompiledPolicy, ...]] = {}
+        self._applicable: _RecentNames[tuple[CompiledPolicy, ...]] = _RecentNames()
+        self._applicable_resources: _RecentNames[tuple[CompiledPolicy, ...]] = _RecentNames()
+        self._applicable_prompts: _RecentNames[tuple[CompiledPolicy, ...]] = _RecentNames()
         # CEL-ready values of the identities and task sessions seen lately, and the verdict of each group of allow
         # policies that hold: built once, not on every call (see ``_Recent``).
         self._identity_values: _Recent[Identity, dict[str, Any]] = _Recent()
@@ -196,6 +203,7 @@ class PolicyEngine:
                     _selector(config.prompts) or _NEVER,
                     bool(_READS_SESSION.search(config.condition)),
                     bool(_READS_NOW.search(config.condition)),
+                    _arguments_read(config.condition),
                 )
             )
         if problems:
@@ -231,14 +239,9 @@ class PolicyEngine:
 
     @staticmethod
     def _remember(
-        cache: dict[str, tuple[CompiledPolicy, ...]], key: str, matching: list[CompiledPolicy]
+        cache: _RecentNames[tuple[CompiledPolicy, ...]], key: str, matching: list[CompiledPolicy]
     ) -> tuple[CompiledPolicy, ...]:
-        found = tuple(sorted(matching, key=lambda p: p.config.effect != "deny"))
-        if len(cache) >= _APPLICABLE_CACHE_LIMIT:
-            # The oldest entry goes, not the whole cache: past the limit every other call would rebuild it.
-            del cache[next(iter(cache))]
-        cache[key] = found
-        return found
+        return cache.put(key, tuple(sorted(matching, key=lambda p: p.config.effect != "deny")))
 
     def evaluate(
         self,
@@ -255,6 +258,10 @@ class PolicyEngine:
         policies = self.applicable(tool_name)
         if not policies:
             return Decision(allowed=True, reason="no policy applies to this tool")
+        group = self._group(policies)
+        # Only the arguments the policies read become CEL values: a megabyte nobody reads is not copied per call.
+        if group.arguments is not None:
+            args = {name: args[name] for name in group.arguments if name in args}
         request = {"method": method, "tool": {"name": tool_name, "upstream": upstream, "args": args}}
         return self._decide(policies, identity, task, request, now, session)
 
@@ -309,15 +316,19 @@ class PolicyEngine:
             # The arguments become CEL values recursively; ones nested past the interpreter's limit cannot be judged,
             # so the request is refused (fail closed) and audited like any denial.
             return Decision(allowed=False, reason="the arguments nest too deeply to evaluate policies")
-        group = self._groups.get(policies)
-        if group is None:
-            group = self._groups.put(policies, _Group.of(self._environment, policies))
+        group = self._group(policies)
         if not group.all_hold(activation):
             for policy in policies:
                 result = self._judge(policy, activation, task, session)
                 if result.blocks:
                     return _denial(result)
         return group.allowed
+
+    def _group(self, policies: tuple[CompiledPolicy, ...]) -> _Group:
+        group = self._groups.get(policies)
+        if group is None:
+            group = self._groups.put(policies, _Group.of(self._environment, policies))
+        return group
 
     def trace(
         self,
@@ -436,6 +447,8 @@ class _Group:
     deny: Program | None
     allow: Program | None
     allowed: Decision
+    arguments: frozenset[str] | None
+    """The arguments any of the policies reads (None: all of them)."""
 
     @classmethod
     def of(cls, environment: Environment, policies: tuple[CompiledPolicy, ...]) -> _Group:
@@ -447,7 +460,11 @@ class _Group:
             if allows
             else Decision(allowed=True, reason="no deny policy matched")
         )
-        return cls(_joined(environment, denies, "||"), _joined(environment, allows, "&&"), allowed)
+        arguments: frozenset[str] | None = frozenset()
+        for policy in policies:
+            read = policy.reads_arguments
+            arguments = None if arguments is None or read is None else arguments | read
+        return cls(_joined(environment, denies, "||"), _joined(environment, allows, "&&"), allowed, arguments)
 
     def all_hold(self, activation: Activation) -> bool:
         """True when no deny matches and every allow holds; False means "judge each policy"."""
@@ -484,6 +501,34 @@ class _NeverHolds(Program):
 _NEVER_HOLDS = _NeverHolds()
 
 
+class _RecentNames(Generic[_V]):
+    """A bounded map keyed by name (tools, resource URIs, prompts), least recently used first out.
+
+    Names come from callers, so the map must be bounded; but a caller sweeping through unknown names must not evict
+    the names in steady use (then every call of them would match every policy's globs again), so a hit moves its
+    entry to the back and the entry unused longest goes.
+    """
+
+    def __init__(self, limit: int = _APPLICABLE_CACHE_LIMIT) -> None:
+        self._entries: OrderedDict[str, _V] = OrderedDict()
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> _V | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: str, value: _V) -> _V:
+        self._entries[key] = value
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+        return value
+
+
 class _Recent(Generic[_K, _V]):
     """A bounded map keyed by object identity, for values derived from objects the gateway keeps (identities,
     decoded task sessions, cached policy groups). The key object is held too, so its id cannot be reused while the
@@ -513,6 +558,16 @@ def _denial(result: PolicyResult) -> Decision:
     else:
         reason = f"allow policy {policy.name!r} does not hold"
     return Decision(allowed=False, reason=reason, policy=policy.name, message=policy.config.message)
+
+
+def _arguments_read(condition: str) -> frozenset[str] | None:
+    """The argument names a condition reads as ``request.tool.args.x`` or ``request.tool.args["x"]``, when that is all
+    it reads of ``request`` besides ``method``, ``tool.name`` and ``tool.upstream``; None (any argument) when it reads
+    ``request`` any other way (``request.tool.args.exists(...)``, ``request.tool["args"]``, a macro variable named
+    ``request``): a guess that is too wide costs time, one too narrow would hide arguments from the policy."""
+    names = frozenset(a or b or c for a, b, c in _ARG_REFERENCE.findall(condition))
+    rest = _REQUEST_FIELD.sub("", _ARG_REFERENCE.sub("", condition))
+    return None if _READS_REQUEST.search(rest) else names
 
 
 def _tool_selector(config: PolicyConfig) -> re.Pattern[str] | None:

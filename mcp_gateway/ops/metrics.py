@@ -105,9 +105,12 @@ class UpstreamMetrics:
 class _AuditSpool(Collector):
     """The audit writer's spool, read when scraped: the writer keeps the counts, so it needs no metrics of its own."""
 
-    def __init__(self, spooled: Callable[[], int], overflowed: Callable[[], int]) -> None:
+    def __init__(
+        self, spooled: Callable[[], int], overflowed: Callable[[], int], queue_full: Callable[[], int]
+    ) -> None:
         self._spooled = spooled
         self._overflowed = overflowed
+        self._queue_full = queue_full
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -117,6 +120,11 @@ class _AuditSpool(Collector):
             "mcp_gateway_audit_spool_overflow",
             "Audit records dropped from the store stream because the spool was full (still in the log)",
             value=self._overflowed(),
+        )
+        yield CounterMetricFamily(
+            "mcp_gateway_audit_queue_full",
+            "Audit records written on the request path because the audit writer's queue was full (none lost)",
+            value=self._queue_full(),
         )
 
 
@@ -254,8 +262,10 @@ class Metrics:
         if failed:
             self.store_errors.labels(operation).inc()
 
-    def observe_audit_spool(self, spooled: Callable[[], int], overflowed: Callable[[], int]) -> None:
-        self.registry.register(_AuditSpool(spooled, overflowed))
+    def observe_audit_spool(
+        self, spooled: Callable[[], int], overflowed: Callable[[], int], queue_full: Callable[[], int]
+    ) -> None:
+        self.registry.register(_AuditSpool(spooled, overflowed, queue_full))
 
     def render(self) -> bytes:
         return generate_latest(self._exposed)

@@ -119,6 +119,7 @@ async def test_policy_denying_the_agent_tool_stops_the_run_before_it_starts(capl
     async with agents_running(policies=[*BASE_CONFIG["policies"], NO_REFUNDS]) as (running, models):
         with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
             result = await call(running, "demo-agent", {"input": "refund order 7"})
+            await running.gateway.audit.flushed()
         assert result == {
             "content": [{"type": "text", "text": "Call denied by policy 'no-agent-refunds': agents do not refund"}],
             "isError": True,
@@ -147,6 +148,7 @@ async def test_cancelling_the_tool_call_cancels_the_run(caplog: pytest.LogCaptur
                 with anyio.fail_after(10):
                     await hold.reached.wait()
                 tg.cancel_scope.cancel()
+            await running.gateway.audit.flushed()
         hold.release.set()
         agent_id = await running.registry.id_for_name("helper")
         assert agent_id is not None
@@ -176,6 +178,7 @@ async def test_the_agent_call_and_every_inner_call_are_audited_with_the_run_and_
         models.script("primary-model", tool_call("demo__echo", text="a"), answer("done"))
         with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
             result = await call(running, "demo-agent", {"input": "x"})
+            await running.gateway.audit.flushed()
         run_id = result["structuredContent"]["runId"]
         agent_id = await running.registry.id_for_name("helper")
         inner, outer = audit_records(caplog)

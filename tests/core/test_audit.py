@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from mcp_gateway.config import AuditConfig, parse_config
@@ -292,20 +293,61 @@ async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
             await anyio.sleep(0.02)
 
 
-async def test_records_beyond_the_queue_are_dropped_from_the_stream_but_logged(
+async def test_records_beyond_the_writers_queue_are_written_on_the_request_path_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = MemoryStore()
     audit = AuditLog(STREAM, store, queue_size=2)
     with caplog.at_level(logging.INFO):
-        for n in range(5):
-            audit.record(record(n=n).finish(outcome="ok", latency_ms=1.0))
         async with audit.running():
-            pass
-    assert audit.dropped == 3
-    assert len(audit_lines(caplog)) == 5
-    assert [r.args["n"] for r in await read_recent(store, "audit-test", 10)] == [0, 1]
-    assert any("dropped" in r.getMessage() for r in caplog.records if r.name == "mcp_gateway.audit_writer")
+            # No checkpoint between the records: the writer cannot take any before the queue is full.
+            for n in range(5):
+                audit.record(record(n=n).finish(outcome="ok", latency_ms=1.0))
+            assert len(audit_lines(caplog)) == 3
+            await audit.flushed()
+            assert len(audit_lines(caplog)) == 5
+    assert (audit.queue_full, audit.dropped) == (3, 0)
+    assert sorted(r.args["n"] for r in await read_recent(store, "audit-test", 10)) == [0, 1, 2, 3, 4]
+    assert any("written on the request path" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_request_path_only_queues_and_the_writer_logs_in_the_background(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    audit = AuditLog(AuditConfig())
+    blob = "x" * 300_000
+    with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+        async with audit.running():
+            audit.record(record(blob=blob).finish(outcome="ok", latency_ms=1.0))
+            assert audit_lines(caplog) == []
+            await audit.flushed()
+            [line] = audit_lines(caplog)
+    assert json.loads(line)["args"] == {"blob": summary_of(blob)}
+
+
+async def test_records_still_queued_when_a_hung_store_outlasts_the_flush_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A store that accepts the connection and never answers: the writer hangs on its first stream write while most
+    # records still wait in the queue, and shutdown stops waiting for it after flush_timeout.
+    async def hang(stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "audit:", socket_timeout=30)
+    audit = AuditLog(STREAM, store, write_timeout=30, flush_timeout=0.2)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, hang)
+            with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
+                async with audit.running():
+                    for n in range(200):
+                        audit.record(record(n=n).finish(outcome="ok", latency_ms=1.0))
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+    assert sorted(json.loads(line)["args"]["n"] for line in audit_lines(caplog)) == list(range(200))
 
 
 async def test_records_after_shutdown_are_still_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -430,6 +472,7 @@ async def test_call_with_arguments_600_levels_deep_to_an_http_upstream_is_audite
             with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
                 params = {"name": "web__echo", "arguments": {"text": "deep", "deep": nested(600)}}
                 result = await gateway.proxy.call_tool(caller_of(config), params)
+                await gateway.audit.flushed()
     assert result["content"][0]["text"] == "deep"
     [line] = audit_lines(caplog)
     data = json.loads(line)
@@ -450,6 +493,7 @@ async def test_deep_arguments_to_a_stdio_upstream_fail_alone_and_are_audited(
             result = await gateway.proxy.call_tool(
                 caller_of(config), {"name": "demo__echo", "arguments": {"text": "ok"}}
             )
+            await gateway.audit.flushed()
         assert (connection.ready, connection.generation) == (True, 1)
     assert caught.value.code == -32602
     assert result["content"][0]["text"] == "ok"
@@ -460,8 +504,10 @@ async def test_arguments_too_deep_for_policies_are_denied_and_audited(caplog: py
     config = make_config(upstreams=[DEMO_UPSTREAM])
     async with running_gateway(config) as gateway:
         with caplog.at_level(logging.INFO, logger="mcp_gateway.audit"):
-            params = {"name": "demo__get_customer", "arguments": {"customer_id": "c-1", "deep": nested(2000)}}
+            # The policy reads customer_id, so that is what must become a CEL value (an unread argument is not).
+            params = {"name": "demo__get_customer", "arguments": {"customer_id": nested(2000)}}
             result = await gateway.proxy.call_tool(caller_of(config), params)
+            await gateway.audit.flushed()
     assert result["isError"] is True
     assert "nest too deeply to evaluate policies" in result["content"][0]["text"]
     [line] = audit_lines(caplog)

@@ -443,3 +443,49 @@ def test_many_policies_judged_as_a_group_still_name_the_one_that_decides(backend
     missing = decide(engine, args={"n": 1})
     assert (missing.allowed, missing.policy) == (False, "needs-x")
     assert "evaluation error" in missing.reason
+
+
+def test_names_in_steady_use_keep_their_applicable_policies_past_the_cache_bound() -> None:
+    # A caller sweeping through thousands of unknown names must not evict the names in use: the least recently used
+    # names go first, so a name used between the others keeps its cached policies (the very same tuple).
+    engine = PolicyEngine.compile([policy("files", "true", tools=("files__*",))])
+    hot = engine.applicable("files__read")
+    for n in range(10_000):
+        engine.applicable(f"files__unknown{n}")
+        assert engine.applicable("files__read") is hot
+    assert engine.applicable("files__unknown0") == hot
+    assert engine.applicable("files__unknown9999") == hot
+
+
+def nested_past_the_interpreter(depth: int = 5000) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("backend", get_args(Backend))
+def test_policies_judge_the_arguments_they_read_and_never_convert_the_rest(backend: Backend) -> None:
+    # An argument no policy reads is not made a CEL value: one nested past the interpreter's recursion limit would
+    # otherwise fail the conversion (and deny); one a policy does read still does, failing closed.
+    engine = PolicyEngine.compile([SEED], backend)
+    unread = {"customer_id": "c-42", "blob": nested_past_the_interpreter()}
+    assert decide(engine, args=unread).allowed
+    assert not decide(engine, args={**unread, "customer_id": "c-7"}).allowed
+    read = {"customer_id": nested_past_the_interpreter()}
+    assert decide(engine, args=read).reason == "the arguments nest too deeply to evaluate policies"
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "size(request.tool.args) == 2",
+        "request.tool.args.exists(k, k == 'other')",
+        "request.tool['args'].other == 'x'",
+        "request.tool.args.customer_id == 'c-42' && has(request.tool.args.other)",
+    ],
+)
+def test_policies_that_read_the_arguments_as_a_whole_see_all_of_them(condition: str) -> None:
+    engine = PolicyEngine.compile([policy("whole", condition)])
+    assert decide(engine, args={"customer_id": "c-42", "other": "x"}).allowed
+    assert not decide(engine, args={"customer_id": "c-42"}).allowed

@@ -140,6 +140,7 @@ async def test_every_round_is_a_policy_decision_of_its_own(
     caplog.set_level(logging.INFO, logger="mcp_gateway.audit")
     key, state = await first_round(legacy_upstream)
     await post(legacy_upstream, retry_body(key, state))
+    await audited_outcomes(caplog, "demo__confirm_action", "ok")
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "mcp_gateway.audit"]
     assert [(r["decision"], r["outcome"]) for r in records if r["tool"] == "demo__confirm_action"][-2:] == [
         ("allow", "input_required"),

@@ -133,8 +133,9 @@ async def test_policy_is_evaluated_again_on_the_retry(gateway: str, caplog: pyte
     final = (await post(gateway, call_body(retry, request_id=2), "demo__confirm_action"))["result"]
     assert final["isError"] is True
     assert "no-deleting" in final["content"][0]["text"]
+    records = await audited_outcomes(caplog, "demo__confirm_action", "denied")
     decisions = [(r["decision"], r["outcome"]) for r in audit_decisions(caplog, "demo__confirm_action")]
-    assert decisions[-2:] == [("allow", "input_required"), ("deny", "denied")]
+    assert records and decisions[-2:] == [("allow", "input_required"), ("deny", "denied")]
 
 
 @pytest.mark.parametrize("mode", ["legacy", MODERN])
@@ -193,7 +194,8 @@ async def calls_with_outcome(url: str, outcome: str) -> float:
 
 
 async def audited_outcomes(caplog: pytest.LogCaptureFixture, tool: str, outcome: str) -> list[dict[str, Any]]:
-    """The audit records of ``tool`` with ``outcome``, waiting up to 5 s for the first (written as the call ends)."""
+    """The audit records of ``tool`` with ``outcome``, waiting up to 5 s for the first (the audit writer logs them in
+    the background, moments after the call ends)."""
     with anyio.fail_after(5):
         while not (found := [r for r in audit_decisions(caplog, tool) if r["outcome"] == outcome]):  # noqa: ASYNC110
             await anyio.sleep(0.05)
