@@ -190,6 +190,8 @@ async def main_async(args: argparse.Namespace) -> None:
             spy.append("--subprocesses")
         if args.nonblocking:
             spy.append("--nonblocking")
+        if args.native:
+            spy.append("--native")
         meter = CpuMeter({"gateway": run.measured()})
         cpu: dict[str, float] = {}
         load = asyncio.ensure_future(
@@ -214,9 +216,10 @@ async def main_async(args: argparse.Namespace) -> None:
         result = await load
         summary = result.summary()
         us_per_call = cpu["gateway"] / 100 / result.rps * 1e6 if result.rps and "gateway" in cpu else None
-        print(f"{scenario.label}, {args.era}, c={args.concurrency}: {summary}")
-        print(top_frames(raw, args.top))
-        print(f"\nraw stacks: {raw}\nflame graph: {svg}\n")
+        if not args.table:
+            print(f"{scenario.label}, {args.era}, c={args.concurrency}: {summary}")
+            print(top_frames(raw, args.top))
+            print(f"\nraw stacks: {raw}\nflame graph: {svg}\n")
         print(
             f"**{scenario.key}** ({scenario.label}), {args.era} era, c={args.concurrency}, gateway commit "
             f"{commit()}: {summary['rps']:,.0f} req/s under py-spy at {args.rate} Hz, "
@@ -238,6 +241,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--native", action="store_true", help="py-spy also samples C frames (GC, C extensions)")
+    parser.add_argument("--table", action="store_true", help="print only the Markdown stage table (and its heading)")
     parser.add_argument(
         "--nonblocking", action="store_true", help="py-spy samples without pausing the process (less exact)"
     )
