@@ -5,7 +5,9 @@
 
 Layout on a 2-core machine (pinned with taskset; see procs.py): this process (the load generator) on core 0; the
 process being measured (a gateway, a FastMCP proxy, or the echo upstream in the direct scenario) alone on core 1;
-in the proxied scenarios the echo upstream and Redis share core 0 with the load generator. Every scenario's process is
+in the proxied scenarios the echo upstream and Redis share core 0 with the load generator. The real SDK upstream keeps
+core 1 to itself in both of its rows (the gateway in front of it then shares core 0 with the load generator), and
+``serve --workers 2`` gets one worker on each core. Every scenario's process is
 started once and kept up; the runs are interleaved (round by round, era by era, concurrency by concurrency, scenario
 by scenario) so drift in the machine's background load spreads over all scenarios instead of landing on one. Each
 row reports the median over rounds.
