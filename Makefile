@@ -41,7 +41,7 @@ test: lint typecheck pytest
 conformance: $(BIN)/.installed node_modules/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/conformance.py
 
-# On demand, never in CI: ~15 min on 2 cores; results land in benchmarks/results/ and the README.
+# On demand, never in CI: ~18 min on 2 cores; results land in benchmarks/results/ and the README.
 bench: $(BIN)/.installed
 	benchmarks/run.sh
 

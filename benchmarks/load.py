@@ -151,7 +151,8 @@ def decode_answer(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     if headers.get("content-type", "").startswith("text/event-stream"):
         found: dict[str, Any] | None = None
         for line in body.splitlines():
-            if line.startswith(b"data:"):
+            # A resumable (2025-11-25) stream opens with a priming event whose data is empty.
+            if line.startswith(b"data:") and line[5:].strip():
                 message = json.loads(line[5:])
                 if isinstance(message, dict) and "id" in message:
                     found = message
@@ -246,12 +247,13 @@ async def run_load(
     duration: float,
     warmup: float,
     client: ClientKind = "aiohttp",
-    max_errors: int = 100,
+    max_errors: int | None = 100,
     on_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
 ) -> LoadResult:
     """Closed-loop load for ``warmup`` + ``duration`` seconds; the calls that finish inside the window count.
 
     ``on_window`` is called as the measured window opens and as it closes (to meter CPU over exactly that time).
+    ``max_errors`` failed calls stop the run with ``CallFailed``; None counts every failure and runs to the end.
     """
     http = make_client(client, concurrency)
     latencies: list[int] = []
@@ -275,7 +277,7 @@ async def run_load(
                     result.errors += 1
                     if len(result.error_samples) < 5:
                         result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
-                    if result.errors >= max_errors:
+                    if max_errors is not None and result.errors >= max_errors:
                         raise CallFailed(f"{result.errors} failed calls; first: {result.error_samples[0]}") from exc
                     continue
                 ended = clock()

@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,12 +116,12 @@ class Proc:
 
 
 class CpuMeter:
-    """CPU used over one measured window: by each named process, by the rest of the machine, by the kernel's
-    interrupt handling (loopback TCP is processed there, so much of it is our own traffic), and stolen by the
-    hypervisor (on a VM)."""
+    """CPU used over one measured window: by each named process (or group of processes, such as a gateway's parent
+    and its workers, summed), by the rest of the machine, by the kernel's interrupt handling (loopback TCP is
+    processed there, so much of it is our own traffic), and stolen by the hypervisor (on a VM)."""
 
-    def __init__(self, procs: dict[str, psutil.Process]) -> None:
-        self._procs = procs
+    def __init__(self, procs: Mapping[str, psutil.Process | Sequence[psutil.Process]]) -> None:
+        self._procs = {name: [p] if isinstance(p, psutil.Process) else list(p) for name, p in procs.items()}
         self._start: dict[str, float] = {}
         self._machine_start: dict[str, float] = {}
         self._wall_start = 0.0
@@ -137,19 +137,22 @@ class CpuMeter:
         }
 
     @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        times = proc.cpu_times()
-        return float(times.user + times.system)
+    def _cpu(procs: Sequence[psutil.Process]) -> float:
+        total = 0.0
+        for proc in procs:
+            times = proc.cpu_times()
+            total += float(times.user + times.system)
+        return total
 
     def start(self) -> None:
-        self._start = {name: self._cpu(proc) for name, proc in self._procs.items()}
+        self._start = {name: self._cpu(procs) for name, procs in self._procs.items()}
         self._machine_start = self._machine()
         self._wall_start = time.monotonic()
 
     def stop(self) -> dict[str, float]:
-        """Percent of one core for each process, ``other`` processes, ``irq`` and ``steal``."""
+        """Percent of one core for each process (group), ``other`` processes, ``irq`` and ``steal``."""
         wall = time.monotonic() - self._wall_start
-        used = {name: self._cpu(proc) - self._start[name] for name, proc in self._procs.items()}
+        used = {name: self._cpu(procs) - self._start[name] for name, procs in self._procs.items()}
         machine = {key: value - self._machine_start[key] for key, value in self._machine().items()}
         shares = {name: round(100 * seconds / wall, 1) for name, seconds in used.items()}
         shares["other"] = round(100 * max(0.0, machine["busy"] - sum(used.values())) / wall, 1)

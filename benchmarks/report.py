@@ -18,6 +18,9 @@ SHORT = {
     "gw-legacy-up": "gateway\nlegacy up",
     "fastmcp": "FastMCP",
     "fastmcp-shared": "FastMCP\nshared",
+    "gw-policies-redis-w2": "gateway\ntask+CEL\nredis, 2 workers",
+    "direct-sdk": "SDK\nupstream",
+    "gw-sdk": "gateway\nto SDK",
     "floor": "thinnest\nproxy",
     "floor-fast": "thinnest\nproxy, fast",
 }
@@ -83,6 +86,14 @@ def cpu_us_per_call(row: dict[str, Any]) -> float | None:
     if share is None or not row["rps"]:
         return None
     return share / 100 / row["rps"] * 1e6
+
+
+def cpu_us_per_call_of(row: dict[str, Any], process: str) -> float | None:
+    """One process's (or process group's) CPU time per call in this row."""
+    share = row["cpu"].get(process)
+    if share is None or not row["rps"]:
+        return None
+    return float(share) / 100 / row["rps"] * 1e6
 
 
 def _row(results: dict[str, Any], scenario: str, era: str, concurrency: int) -> dict[str, Any] | None:
@@ -163,6 +174,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         shown = ", ".join(f"{where} {r:.0f}x" for where, r in ratios)
         met = min(r for _, r in ratios) >= 3
         out.append(("req/s vs FastMCP proxy with defaults (task + 2 CEL policies)", shown, ">= 3x", met))
+    out += _sdk_and_workers_targets(results)
     for idle in results["idle_sessions"]:
         process = idle["per_session_process"]
         if idle["target"] == "gw":
@@ -174,6 +186,93 @@ def targets(results: dict[str, Any]) -> list[Target]:
             met = in_redis + max(0.0, process) < 5 * KIB
             out.append(("memory per idle legacy session, redis://", shown, "< 5 KiB", met))
     return out
+
+
+SDK_GOALS = {"high": 95.0, "low": 70.0}
+"""Issue 13: in front of a real SDK upstream the gateway keeps this share of direct req/s, at the highest and the
+lowest concurrency run (32 and 1)."""
+WORKERS_KEY, ONE_WORKER_KEY = "gw-policies-redis-w2", "gw-policies-redis"
+WORKERS_GOAL = 1.8
+
+
+def _sdk_and_workers_targets(results: dict[str, Any]) -> list[Target]:
+    out: list[Target] = []
+    levels = results["settings"]["concurrency"]
+    for concurrency, goal in ((max(levels), SDK_GOALS["high"]), (min(levels), SDK_GOALS["low"])):
+        row = _row(results, "gw-sdk", "modern", concurrency)
+        if row is None or row.get("pct_of_direct") is None:
+            continue
+        shown = f"modern {row['pct_of_direct']:.0f} %"
+        if row["errors"]:
+            shown += f" ({row['errors']} errors)"
+        met = row["pct_of_direct"] >= goal and not row["errors"]
+        what = f"req/s at c={concurrency} as share of direct, real SDK upstream (task + 2 CEL policies)"
+        out.append((what, shown, f">= {goal:g} %", met))
+    high = max(levels)
+    ratios: list[tuple[str, float]] = []
+    for era in results["settings"]["eras"]:
+        two, one = _row(results, WORKERS_KEY, era, high), _row(results, ONE_WORKER_KEY, era, high)
+        if two is None or one is None or not one["rps"]:
+            continue
+        ratios.append((era, two["rps"] / one["rps"]))
+    errors = sum(r["errors"] for r in results["summary"] if r["scenario"] == WORKERS_KEY)
+    if ratios:
+        shown = ", ".join(f"{era} c={high} {r:.2f}x" for era, r in ratios) + f"; {errors} errors"
+        met = min(r for _, r in ratios) >= WORKERS_GOAL and not errors
+        what = "req/s with --workers 2 vs 1 worker (task + 2 CEL policies, redis://), zero errors"
+        out.append((what, shown, f">= {WORKERS_GOAL:g}x", met))
+    return out
+
+
+PER_PROCESS = ("direct-sdk", "gw-sdk", ONE_WORKER_KEY, WORKERS_KEY)
+"""Rows whose CPU per call is shown for every process: the real SDK upstream and the workers comparison."""
+
+
+def _per_process_table(results: dict[str, Any]) -> list[str]:
+    rows = [r for r in results["summary"] if r["scenario"] in PER_PROCESS]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Real SDK upstream and `--workers 2`: CPU per call of each process",
+        "",
+        "CPU µs/call of each process over the measured window ÷ calls. The gateway column sums the parent and every "
+        "worker process. `vs` is % of the SDK upstream's direct req/s (same c) for the SDK rows, and the ratio to "
+        "the 1-worker gateway on the same config (same era, same c) for the 2-worker row.",
+        "",
+        "| scenario | era | c | req/s (min-max) | p50 ms | vs | errors | load generator | gateway | upstream | Redis |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    rank = {key: i for i, key in enumerate(PER_PROCESS)}
+    rows.sort(key=lambda r: (rank[r["scenario"]], r["era"] != "modern", r["concurrency"]))
+    for row in rows:
+        versus = "-"
+        if row["scenario"] == "gw-sdk" and row.get("pct_of_direct") is not None:
+            versus = f"{row['pct_of_direct']:.0f} %"
+        one = _row(results, ONE_WORKER_KEY, row["era"], row["concurrency"])
+        if row["scenario"] == WORKERS_KEY and one is not None and one["rps"]:
+            versus = f"{row['rps'] / one['rps']:.2f}x"
+        spread = f" ({_rps(row['rps_min'])}-{_rps(row['rps_max'])})" if row["rounds"] > 1 else ""
+
+        def us(process: str, row: dict[str, Any] = row) -> str:
+            value = cpu_us_per_call_of(row, process)
+            return "-" if value is None else f"{value:,.0f}"
+
+        cells = [
+            row["label"],
+            row["era"],
+            str(row["concurrency"]),
+            f"{_rps(row['rps'])}{spread}",
+            _ms(row["p50_ms"]),
+            versus,
+            str(row["errors"]),
+            us("loadgen"),
+            us("proxy"),
+            us("upstream"),
+            us("redis"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cpu_ratio(results: dict[str, Any], key: str, base: str, era: str, concurrency: int) -> float | None:
@@ -247,6 +346,7 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         lines += [_load_row(row) for row in results["summary"] if row["era"] == era]
+    lines += _per_process_table(results)
     lines += [
         "",
         "## Memory of the measured process",

@@ -5,7 +5,9 @@
 
 Layout on a 2-core machine (pinned with taskset; see procs.py): this process (the load generator) on core 0; the
 process being measured (a gateway, a FastMCP proxy, or the echo upstream in the direct scenario) alone on core 1;
-in the proxied scenarios the echo upstream and Redis share core 0 with the load generator. Every scenario's process is
+in the proxied scenarios the echo upstream and Redis share core 0 with the load generator. The real SDK upstream keeps
+core 1 to itself in both of its rows (the gateway in front of it then shares core 0 with the load generator), and
+``serve --workers 2`` gets one worker on each core. Every scenario's process is
 started once and kept up; the runs are interleaved (round by round, era by era, concurrency by concurrency, scenario
 by scenario) so drift in the machine's background load spreads over all scenarios instead of landing on one. Each
 row reports the median over rounds.
@@ -31,7 +33,17 @@ import report
 import uvloop
 from load import Era, LoadResult, Target, call_once, open_sessions, run_load
 from procs import CAN_PIN, CORES, CpuMeter, Proc, pin_self
-from scenarios import DEFAULT_SCENARIOS, REPO, SCENARIOS, Running, Scenario, start_echo, start_redis, start_scenario
+from scenarios import (
+    DEFAULT_SCENARIOS,
+    REPO,
+    SCENARIOS,
+    Running,
+    Scenario,
+    start_echo,
+    start_redis,
+    start_scenario,
+    worker_processes,
+)
 
 LOADGEN_CORE = 0
 SUT_CORE = 1 if CORES > 1 else 0
@@ -99,7 +111,8 @@ async def preflight(running: dict[str, Running], eras: list[Era]) -> list[str]:
     """Before timing anything: every scenario answers a real tool call in every era, and policies really judge."""
     notes: list[str] = []
     for key, run in running.items():
-        for era in eras:
+        run_eras = [era for era in eras if era in run.scenario.eras]
+        for era in run_eras:
             answer = await call_once(run.target, era)
             result = answer.get("result")
             if not isinstance(result, dict) or result.get("isError"):
@@ -111,11 +124,15 @@ async def preflight(running: dict[str, Running], eras: list[Era]) -> list[str]:
                 text = json.dumps(denied)
                 if not denied.get("isError") or "same-customer" not in text:
                     raise RuntimeError(f"pre-flight: {key} ({era}) let another customer's call through: {text}")
-        note = f"{key}: {run.target.method} answered in {' and '.join(eras)} era"
+        note = f"{key}: {run.target.method} answered in {' and '.join(run_eras)} era"
         if run.scenario.policies and run.scenario.policy_count:
             note += "; policy denial verified"
         if run.scenario.kind == "gateway":
             note += f"; {upstream_protocol(run.proc)}"
+        if run.scenario.workers > 1:
+            workers = worker_processes(run.proc)
+            where = ", ".join(f"pid {w.pid} on cores {w.cpu_affinity()}" for w in workers)
+            note += f"; {len(workers)} worker processes: {where}"
         notes.append(note)
     return notes
 
@@ -135,17 +152,25 @@ async def measure(
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    total = args.rounds * len(eras) * len(levels) * len(running)
+    total = args.rounds * len(levels) * sum(1 for run in running.values() for era in eras if era in run.scenario.eras)
     done = 0
     for round_no in range(args.rounds):
         for era in eras:
             for concurrency in levels:
                 for key, run in running.items():
+                    if era not in run.scenario.eras:
+                        continue
                     direct = run.scenario.kind == "direct"
-                    echo.pin(SUT_CORE if direct else LOADGEN_CORE)
-                    procs = {"loadgen": psutil.Process(), "upstream": echo.process}
+                    if run.upstream is None:
+                        echo.pin(SUT_CORE if direct else LOADGEN_CORE)
+                    upstream = run.upstream or echo
+                    procs: dict[str, psutil.Process | list[psutil.Process]] = {
+                        "loadgen": psutil.Process(),
+                        "upstream": upstream.process,
+                    }
                     if not direct:
-                        procs["proxy"] = run.proc.process
+                        # The gateway and every worker of ``serve --workers``: their CPU counts as one.
+                        procs["proxy"] = run.measured()
                     if redis is not None and run.scenario.needs_redis:
                         procs["redis"] = redis.process
                     meter = CpuMeter(procs)
@@ -156,6 +181,9 @@ async def measure(
                         concurrency,
                         duration=args.duration,
                         warmup=args.warmup,
+                        # Pre-flight proved every scenario answers; a failure now is a finding for the report (a
+                        # row with errors), not a reason to throw away the rest of a 20-minute run.
+                        max_errors=None,
                         on_window=(meter.start, lambda meter=meter, cpu=cpu: cpu.update(meter.stop())),
                     )
                     run.proc.check_alive()
@@ -168,6 +196,8 @@ async def measure(
                         f"p50 {row['p50_ms']:8.3f} ms  p99 {row['p99_ms']:8.3f} ms  errors {row['errors']}  cpu {cpu}",
                         flush=True,
                     )
+                    if row["errors"]:
+                        print(f"    errors: {row['error_samples']}", flush=True)
     return runs
 
 
@@ -390,7 +420,10 @@ def layout() -> str:
         return f"not pinned ({CORES} core(s) or no taskset): all processes float"
     return (
         f"core {LOADGEN_CORE}: load generator (+ echo upstream and Redis when a proxy is measured); "
-        f"core {SUT_CORE}: the measured process alone (gateway / FastMCP proxy, or the echo upstream for 'direct')"
+        f"core {SUT_CORE}: the measured process alone (gateway / FastMCP proxy, or the echo upstream for 'direct'); "
+        f"with the SDK upstream, the SDK server alone on core {SUT_CORE} in both rows and the gateway beside the load "
+        f"generator on core {LOADGEN_CORE}; with --workers 2, one worker on each core (the parent, which only "
+        f"supervises, on core {SUT_CORE})"
     )
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark: set up what it needs, run every scenario side by side, write the report.
-#   benchmarks/run.sh            # full run (~15 min on 2 cores): results/latest.{md,png,json}
+#   benchmarks/run.sh            # the default set (~18 min on 2 cores): results/latest.{md,png,json}
 #   benchmarks/run.sh --quick    # a short harness check; any other flag goes to run.py (see --help)
 # The gateway runs from the project's .venv (made here with `make` if missing); the benchmark's own tools (FastMCP,
 # the load generator, matplotlib, ...) live in benchmarks/.venv so they never touch the project's pins.

@@ -16,6 +16,12 @@ Every scenario ends up as a ``load.Target`` (URL, tool name, arguments, headers)
   (that many applicable policies); ``direct-1mb-result`` / ``gw-1mb-result`` (a 1 MB tool result),
   ``direct-1mb-arg`` / ``gw-1mb-arg`` (a 1 MB argument); ``gw-list-10k`` (``tools/list`` of an upstream with 10,000
   tools, from the gateway's warm cache).
+- ``direct-sdk``, ``gw-sdk``: a real SDK upstream (``sdk_server.py``: the ``mcp`` SDK's ``MCPServer``, stateless, JSON
+  answers) directly, and behind the gateway with the task session and the two policies of ``gw-policies``: what share
+  of a real upstream's throughput the gateway keeps. 2026-07-28 era only (a stateless server has no handshake). The
+  SDK upstream keeps core 1 to itself in both rows; the gateway shares core 0 with the load generator.
+- ``gw-policies-redis-w2``: ``gw-policies-redis`` served by ``mcp-gateway serve --workers 2``, each worker pinned to
+  a core of its own (one of them the load generator's): the 1-worker row on the same config is the comparison.
 - ``floor``, ``floor-fast``: not a product, a calibration: the thinnest Python proxy (``floor_proxy.py``), on the
   gateway's server stack and on uvloop + httptools. Off by default.
 """
@@ -34,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from load import Target
-from procs import Proc, free_port
+import psutil
+from load import Era, Target
+from procs import CAN_PIN, CORES, Proc, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -68,6 +75,12 @@ class Scenario:
     method: str = "tools/call"
     upstream_tools: int = 0
     """More than 0: the scenario gets its own echo upstream listing this many more tools."""
+    upstream: Literal["echo", "sdk"] = "echo"
+    """``sdk``: the scenario gets its own ``sdk_server.py`` (the SDK's ``MCPServer``) instead of the echo server."""
+    workers: int = 1
+    """``mcp-gateway serve --workers``."""
+    eras: tuple[Era, ...] = ("modern", "legacy")
+    """The protocol eras this scenario can be driven in."""
 
     @property
     def needs_redis(self) -> bool:
@@ -117,11 +130,38 @@ SCENARIOS: dict[str, Scenario] = {
             method="tools/list",
             upstream_tools=10_000,
         ),
+        Scenario("direct-sdk", "(g) SDK upstream directly", "direct", upstream="sdk", eras=("modern",)),
+        Scenario(
+            "gw-sdk",
+            "(g) mcp-gateway, task + 2 CEL policies, SDK upstream",
+            "gateway",
+            True,
+            upstream="sdk",
+            eras=("modern",),
+        ),
+        Scenario(
+            "gw-policies-redis-w2",
+            "(h) mcp-gateway, task + 2 CEL policies, redis://, --workers 2",
+            "gateway",
+            True,
+            store="redis",
+            workers=2,
+        ),
         Scenario("floor", "(ref) thinnest Python proxy, asyncio + h11", "floor"),
         Scenario("floor-fast", "(ref) thinnest Python proxy, uvloop + httptools", "floor", fast=True),
     )
 }
-DEFAULT_SCENARIOS = ("direct", "gw-policies", "gw-policies-redis", "gw", "fastmcp", "fastmcp-shared")
+DEFAULT_SCENARIOS = (
+    "direct",
+    "gw-policies",
+    "gw-policies-redis",
+    "gw-policies-redis-w2",
+    "gw",
+    "fastmcp",
+    "fastmcp-shared",
+    "direct-sdk",
+    "gw-sdk",
+)
 
 
 @dataclass
@@ -134,6 +174,13 @@ class Running:
     store_prefix: str | None = None
     helpers: list[Proc] = field(default_factory=list)
     """Processes started for this scenario alone (its own upstream), stopped with it."""
+    upstream: Proc | None = None
+    """The scenario's own upstream, when it is not the shared echo server."""
+
+    def measured(self) -> list[psutil.Process]:
+        """The measured process and its descendants (the workers of ``serve --workers``), whose CPU counts as one."""
+        root = self.proc.process
+        return [root, *root.children(recursive=True)]
 
 
 def gateway_bin() -> str:
@@ -231,6 +278,14 @@ def start_echo(logs: Path, core: int, tools: int = 0, name: str = "echo") -> tup
     return proc, f"http://127.0.0.1:{port}/mcp"
 
 
+def start_sdk(logs: Path, core: int, name: str = "sdk") -> tuple[Proc, str]:
+    port = free_port()
+    argv = [sys.executable, str(BENCH_DIR / "sdk_server.py"), "--port", str(port)]
+    proc = Proc(name, argv, logs / f"{name}.log", core)
+    proc.start().wait_port(port)
+    return proc, f"http://127.0.0.1:{port}/mcp"
+
+
 def start_redis(logs: Path, core: int) -> tuple[Proc, str]:
     """A throwaway Redis (no persistence) so its memory and latency are ours alone."""
     port = free_port()
@@ -251,10 +306,22 @@ def start_scenario(
     log_level: str,
     echo_core: int = 0,
 ) -> Running:
-    """Start the process the scenario measures and return its target (the echo process itself for ``direct``)."""
+    """Start the process the scenario measures and return its target (the echo process itself for ``direct``).
+
+    A scenario with the SDK upstream starts its own, on ``core`` in both its direct and its proxied form (the slow
+    upstream keeps the same core to itself, so both rows have the same limit); the gateway in front of it then runs
+    on ``echo_core``, beside the load generator."""
+    helpers: list[Proc] = []
+    own_upstream: Proc | None = None
+    if scenario.upstream == "sdk":
+        own_upstream, upstream = start_sdk(logs, core, name=f"sdk-{scenario.key}")
+        helpers.append(own_upstream)
+        if scenario.kind == "direct":
+            target = Target(upstream, scenario.tool, scenario.arguments, method=scenario.method)
+            return Running(scenario, own_upstream, target, helpers=helpers, upstream=own_upstream)
+        core = echo_core
     if scenario.kind == "direct":
         return Running(scenario, echo, Target(upstream, scenario.tool, scenario.arguments, method=scenario.method))
-    helpers: list[Proc] = []
     if scenario.upstream_tools:
         own, upstream = start_echo(logs, echo_core, scenario.upstream_tools, name=f"echo-{scenario.key}")
         helpers.append(own)
@@ -284,15 +351,48 @@ def start_scenario(
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     argv = [gateway_bin(), "--log-level", log_level, "serve", "--config", str(config_path)]
+    if scenario.workers > 1:
+        argv += ["--workers", str(scenario.workers)]
     proc = Proc(scenario.key, argv, logs / f"{scenario.key}.log", core).start()
     base = f"http://127.0.0.1:{port}"
     proc.wait_port(port, timeout=60)
     wait_ready(proc, base)
+    if scenario.workers > 1:
+        spread_workers(proc, scenario.workers, core)
     headers = {"Authorization": f"Bearer {key}"}
     if scenario.policies:
         headers["X-Task-Token"] = create_task_session(base, key)
     target = Target(f"{base}/mcp", f"echo__{scenario.tool}", scenario.arguments, headers, scenario.method)
-    return Running(scenario, proc, target, store_prefix=prefix if scenario.needs_redis else None, helpers=helpers)
+    store_prefix = prefix if scenario.needs_redis else None
+    return Running(scenario, proc, target, store_prefix=store_prefix, helpers=helpers, upstream=own_upstream)
+
+
+def worker_processes(proc: Proc) -> list[psutil.Process]:
+    """The workers of ``serve --workers`` (multiprocessing's spawned children, not its resource tracker)."""
+    return [child for child in proc.process.children() if "spawn_main" in " ".join(child.cmdline())]
+
+
+def spread_workers(proc: Proc, count: int, first_core: int, timeout: float = 30.0) -> list[int]:
+    """Pin each worker of ``serve --workers`` to a core of its own, ``first_core`` first, then the others in turn;
+    returns the cores given. ``taskset`` pinned the parent, and so every worker it spawned, to ``first_core``: N
+    workers on one core would measure nothing but the cost of having N. The parent only supervises (it wakes twice a
+    second), so it stays where it is."""
+    deadline = time.monotonic() + timeout
+    workers: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        workers = worker_processes(proc)
+        if len(workers) >= count:
+            break
+        time.sleep(0.1)
+    if len(workers) < count:
+        raise RuntimeError(f"{proc.name}: {len(workers)} of {count} workers running (see {proc.log})")
+    if not CAN_PIN:
+        return []
+    order = [first_core, *sorted(set(range(CORES)) - {first_core})]
+    given = [order[i % len(order)] for i in range(len(workers))]
+    for worker, core in zip(workers, given, strict=True):
+        worker.cpu_affinity([core])
+    return given
 
 
 def wait_ready(proc: Proc, base: str, timeout: float = 30.0) -> None:
