@@ -98,6 +98,9 @@ class ClientLink:
     """What the client declared it can be asked (2026-07-28 ``_meta``; the handshake era's live in ``downstream``)."""
     log_level: str | None = None
     """The least severe log message the client takes during this call; None: none (a 2026-07-28 upstream sends none)."""
+    answers_verbatim: bool = False
+    """The answer is encoded by ``json_codec`` (the HTTP edge), so a result's members the gateway does not read may stay
+    the upstream's bytes (``json_codec.Verbatim``). False (agents, stdio): every result is plain Python values."""
 
 
 NO_LINK = ClientLink()
@@ -548,7 +551,12 @@ class Proxy:
             async def send_parked(params: dict[str, Any], down: Downstream, progress: ProgressSink) -> dict[str, Any]:
                 return hop_result(
                     await connection.request(
-                        method, params, on_progress=progress, downstream=down, identity=caller.identity
+                        method,
+                        params,
+                        on_progress=progress,
+                        downstream=down,
+                        identity=caller.identity,
+                        verbatim=link.answers_verbatim,
                     )
                 )
 
@@ -576,6 +584,7 @@ class Proxy:
                 identity=caller.identity,
                 log_level=link.log_level,
                 asked_live=not link.answers_input_required,
+                verbatim=link.answers_verbatim,
             )
             return hop_result(result)
 
