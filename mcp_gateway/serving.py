@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from mcp_gateway.memory_reuse import reuse_freed_memory
+
 STARTUP_FAILURE = 3
 """uvicorn's exit status when the app never started (a lifespan error, a port in use)."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -73,6 +75,7 @@ def server_config(
 def serve(config: uvicorn.Config, end_streams: Callable[[], None], sockets: list[socket.socket] | None = None) -> int:
     """Run until SIGTERM/SIGINT; the exit status (0 after a clean shutdown). ``sockets``: already bound ones (a
     worker of ``serve --workers``) instead of binding ``config``'s host and port."""
+    reuse_freed_memory()
     server = GatewayServer(config, end_streams=end_streams)
     server.run(sockets)
     return 0 if server.started else STARTUP_FAILURE

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mcp_gateway.core.proxy import Caller
+from mcp_gateway.core.callers import Caller
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mcp_gateway.upstreams.catalog import Catalog, Entry
 from mcp_gateway.upstreams.connection import UpstreamConnection
 
 if TYPE_CHECKING:
-    from mcp_gateway.core.proxy import Caller
+    from mcp_gateway.core.callers import Caller
 
 
 @dataclass(frozen=True)

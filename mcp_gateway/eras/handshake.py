@@ -147,7 +147,7 @@ class LegacyEra:
             progress = progress_sink(emit, token) if emit is not None and token is not None else None
             # A handshake-era client gets every level until it sets one; with no stream it can be sent nothing.
             log_level = (session.log_level or LOG_LEVELS[0]) if emit is not None else None
-            link = ClientLink(progress=progress, downstream=downstream, log_level=log_level)
+            link = ClientLink(progress=progress, downstream=downstream, log_level=log_level, answers_verbatim=True)
             result: dict[str, Any] | None = None
             with self.calls.running(session.id, envelope.id):
                 try:

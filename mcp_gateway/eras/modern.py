@@ -125,6 +125,7 @@ class ModernEra:
                 answers_input_required=True,
                 capabilities=capabilities,
                 log_level=log_level,
+                answers_verbatim=True,
             )
             if tool is not None:
                 return await self.context.proxy.call_tool(caller, envelope.params, link, tool)

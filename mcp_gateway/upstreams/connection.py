@@ -257,6 +257,7 @@ class UpstreamConnection:
         identity: Identity | None = None,
         log_level: str | None = None,
         asked_live: bool = True,
+        verbatim: bool = False,
     ) -> dict[str, Any]:
         """Send one request upstream and return its raw result dict.
 
@@ -268,7 +269,10 @@ class UpstreamConnection:
         ``log_level`` is that client's log opt-in, stamped on a 2026-07-28 request (a handshake-era upstream logs per
         session, filtered downstream). ``asked_live`` is False for a 2026-07-28 client: it is asked with
         ``input_required`` results, never mid-call, so its call never takes a pooled handshake-era session (its
-        ``downstream`` still hears the call's log messages).
+        ``downstream`` still hears the call's log messages). ``verbatim``: from a streamable HTTP upstream, the result's
+        members the gateway never reads stay the bytes the upstream sent (``json_codec.Verbatim``, written unchanged
+        by the answer encoder); only a caller that encodes with ``json_codec`` or calls ``json_codec.materialized``
+        may ask for it.
 
         Raises:
             UpstreamUnavailable: not connected, or the connection died before the answer arrived.
@@ -291,6 +295,7 @@ class UpstreamConnection:
             client_capabilities=client_capabilities,
             identity=identity,
             log_level=log_level,
+            verbatim=verbatim,
         )
         if (
             asked_live
@@ -316,6 +321,7 @@ class UpstreamConnection:
         client_capabilities: Mapping[str, Any] | None,
         identity: Identity | None,
         log_level: str | None,
+        verbatim: bool,
     ) -> dict[str, Any]:
         """``request`` over one established session: the connection's own or a pooled handshake-era one."""
         outbound = hop_params(params)
@@ -346,6 +352,7 @@ class UpstreamConnection:
                         identity,
                         on_progress=on_progress,
                         downstream=downstream,
+                        verbatim=verbatim,
                     )
                 with live.router.call(downstream):
                     return await send_raw(
@@ -373,6 +380,7 @@ class UpstreamConnection:
         *,
         on_progress: ProgressFnT | None,
         downstream: Downstream | None,
+        verbatim: bool,
     ) -> dict[str, Any]:
         """A call with its credential; on a 401, once more with a fresh one, then an error naming the upstream."""
         credentials = self._credentials
@@ -386,6 +394,7 @@ class UpstreamConnection:
                     {**headers, **credential},
                     on_progress=on_progress,
                     downstream=downstream,
+                    verbatim=verbatim,
                 )
             except CredentialRefused:
                 if attempt == 0 and credentials.refreshable:

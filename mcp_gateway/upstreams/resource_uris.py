@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+from mcp_gateway.json_codec import materialized
 from mcp_gateway.upstreams.connection import UpstreamConnection
 
 JOIN = "+"
@@ -57,6 +58,8 @@ def exposed_result(upstream: UpstreamConnection, method: str, result: dict[str, 
     links and embedded resources of ``tools/call`` content and ``prompts/get`` messages."""
     if _prefix(upstream) is None:
         return result
+    # The members that carry URIs must be seen, so a result read verbatim is decoded first (``json_codec``).
+    result = materialized(result)
 
     def content(item: Any) -> Any:
         """A content block: a ``resource_link`` carries ``uri``, an embedded ``resource`` carries ``resource.uri``."""
