@@ -3,6 +3,10 @@
 ``initialize`` opens a session whose state (owner identity, negotiated version, client capabilities) lives in the
 store, not in this process, so any replica behind a load balancer can serve the session's next request. A session
 belongs to the identity that opened it: another identity presenting its id gets the same 404 as for an unknown id.
+The records themselves are ``session_records.py``'s; this module decides who may use one and what a request in one
+answers. ``prepare`` loads the session and answers the era's own methods (``initialize``, ``ping``,
+``logging/setLevel``, ``resources/(un)subscribe``); ``calling`` registers a call in flight (``handshake_calls.py``) so
+its client can cancel it and answer what the upstream asks it mid-call.
 """
 
 from __future__ import annotations
