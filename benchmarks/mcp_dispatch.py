@@ -2,7 +2,8 @@
 
 Run from the repository root: ``PYTHONPATH=$PWD .venv/bin/python benchmarks/mcp_dispatch.py``. The app of
 ``create_app`` is called as ASGI with the in-memory driver of the tests (no socket, no uvicorn), for three requests:
-a 2026-07-28 ``tools/list``, a handshake-era ``tools/list`` in an open session, and a 2026-07-28 ``tools/call`` of
+a handshake-era ``ping`` (the front half and the era's own answer: the least the path costs), a 2026-07-28
+``tools/list``, a handshake-era ``tools/list`` in an open session, and a 2026-07-28 ``tools/call`` of
 the demo upstream's ``echo`` (a stdio process: its own CPU is not counted, the gateway's side of the hop is). Prints
 this process's CPU time (``time.process_time``) per request, best of 5 repeats, so a change of the dispatch can be
 compared before/after on a busy machine.
@@ -74,7 +75,9 @@ async def main() -> None:
         }
         call_headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "demo__echo"}
         await send(app, call, call_headers)  # the upstream's first call warms its session
+        ping = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
         for name, body, headers in (
+            ("legacy ping", ping, legacy),
             ("modern tools/list", listing, modern),
             ("legacy tools/list", legacy_listing, legacy),
             ("modern tools/call", call, call_headers),
