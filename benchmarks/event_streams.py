@@ -1,4 +1,4 @@
-"""CPU per answer of ``streaming.answer``'s responses, in process: a fake ASGI receive (the client never leaves) and a
+"""CPU per answer of ``answers.answer``'s responses, in process: a fake ASGI receive (the client never leaves) and a
 send that only keeps the messages, so only the response's own work (disconnect watcher, framing) is measured.
 
     PYTHONPATH=$PWD python benchmarks/event_streams.py [answers]
@@ -11,11 +11,34 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from starlette.types import Message
 
-from mcp_gateway.eras.answers import Emit, answer
+from mcp_gateway.config import Identity
+from mcp_gateway.core.proxy import Caller, ClientLink
+from mcp_gateway.eras.answers import answer, progress_sink
+from mcp_gateway.eras.calls import Emit, PreparedCall
+
+CALLER = Caller(Identity(id="bench", name="bench"))
+
+
+class _PlainEra:
+    """Frames nothing, so only the response's own work is measured; progress goes out for token 1."""
+
+    def calling(self, call: PreparedCall, emit: Emit | None) -> AbstractContextManager[ClientLink]:
+        return nullcontext(ClientLink(progress=progress_sink(emit, 1) if emit is not None else None))
+
+    def finish(self, method: str, caller: Caller, result: dict[str, Any]) -> dict[str, Any]:
+        return result
+
+    def error_status(self, code: int) -> int:
+        return 200
+
+
+ERA = _PlainEra()
 
 
 async def _never_leaves() -> Message:
@@ -29,15 +52,14 @@ async def _one(stream: bool, lazy: bool, emits: int, event_ids: str | None) -> N
     async def send(message: Message) -> None:
         sent.append(message)
 
-    async def handler(emit: Emit | None) -> dict[str, Any]:
+    async def handler(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
         for n in range(emits):
-            assert emit is not None
-            await emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": n}})
+            assert link.progress is not None
+            await link.progress(n, None, None)
         return {"content": [{"type": "text", "text": "ok"}]}
 
-    response = await answer(
-        1, handler, lambda result: result, lambda code: 200, stream=stream, lazy=lazy, event_ids=event_ids
-    )
+    call = PreparedCall(1, "tools/call", {}, CALLER, handler, ERA, stream, lazy, event_ids)
+    response = answer(call)
     await response({"type": "http"}, _never_leaves, send)
 
 

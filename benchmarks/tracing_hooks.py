@@ -62,7 +62,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     with tracing.span("authenticate") as span:
         if span.is_recording():
             span.set_attribute("mcp_gateway.identity", "alice")
-    tracing.request_parsed("tools/call", PARAMS, 1, {"mcp-protocol-version": "2026-07-28"})
+    tracing.request_parsed("tools/call", PARAMS, 1, "2026-07-28")
     with tracing.span("bind task session") as span:
         if span.is_recording():
             span.set_attributes({"mcp_gateway.task.id": "t", "mcp_gateway.task_session.id": "ts_1"})

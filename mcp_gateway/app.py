@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway.agents.api import AgentsApi
 from mcp_gateway.agents.mcp_tool import agent_tools_served
@@ -88,9 +88,10 @@ class _Routes:
             return None
         return error_response(StoreUnavailable(f"store {store.description} is unavailable (last PING unanswered)"))
 
-    async def mcp(self, request: Request) -> Response:
+    async def mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/mcp``, every method: the endpoint runs the front door and the store gate itself, in its one pass."""
         assert self._mcp is not None
-        return await self._mcp(request)
+        await self._mcp(scope, receive, send)
 
     async def sessions(self, request: Request) -> Response:
         assert self._tasks is not None
@@ -212,7 +213,8 @@ async def _console_off(request: Request) -> Response:
 
 
 class _StoreGate:
-    """The outage rule, applied once to every route the front door guards and to the console.
+    """The outage rule, applied once to every route the front door guards but ``/mcp`` (whose endpoint applies it in its
+    own pass, ``McpContext.check_store``) and to the console.
 
     A bool read per request: the store's health is kept by its own background PING.
     """
@@ -234,8 +236,8 @@ class _GatewayApp(Starlette):
     """Starlette, with ``/mcp`` taken before its middleware stack and router.
 
     Every MCP request goes to the one endpoint, so routing it through Starlette's error and exception middleware and
-    its router (three ASGI layers, a ``send`` wrapper each) buys nothing; it passes the same front door and store gate
-    as every other guarded route, in one short chain, and a bug of ours still answers the same JSON 500.
+    its router (three ASGI layers, a ``send`` wrapper each) buys nothing; the endpoint is one ASGI app that runs the
+    same front door and store gate as every other guarded route, and answers a bug of ours with the same JSON 500.
     """
 
     def __init__(self, *, mcp: ASGIApp, **kwargs: object) -> None:
@@ -248,37 +250,6 @@ class _GatewayApp(Starlette):
             await self._mcp_path(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
-
-
-_MCP_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
-_MCP_ALLOW = "GET, HEAD, POST, DELETE"
-
-
-def _mcp_asgi(routes: _Routes) -> ASGIApp:
-    """``/mcp`` as a bare ASGI app: the endpoint's answer, or a JSON 500 (logged with its traceback) for a bug."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            request = Request(scope, receive, send)
-            if scope["method"] in _MCP_METHODS:
-                response = await routes.mcp(request)
-            else:
-                response = http_error_response(request, HTTPException(405, headers={"Allow": _MCP_ALLOW}))
-            await response(scope, receive, tracked)
-        except Exception:
-            logger.exception("unhandled error answering %s /mcp", scope["method"])
-            if started:
-                raise
-            await internal_error_response(Request(scope), Exception())(scope, receive, send)
-
-    return app
 
 
 def create_app(
@@ -317,11 +288,10 @@ def create_app(
         else [Route("/console{rest:path}", _console_off)]
     )
     app = _GatewayApp(
-        # The same chain as the middleware below, for /mcp alone.
-        mcp=TraceRequests(FrontDoor(_StoreGate(_mcp_asgi(routes), routes), server=config.server), tracing=tracing),
+        # The same checks as the middleware below, for /mcp alone, made by the endpoint in one pass.
+        mcp=TraceRequests(routes.mcp, tracing=tracing),
         routes=[
             *console,
-            Route("/mcp", routes.mcp, methods=["GET", "POST", "DELETE"]),
             Route("/v1/tasks", routes.tasks, methods=["GET", "POST"]),
             Route("/v1/tasks/sessions", routes.sessions, methods=["GET", "POST"]),
             Route("/v1/tasks/sessions/current", routes.current_session, methods=["GET", "DELETE"]),

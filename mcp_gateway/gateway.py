@@ -34,7 +34,7 @@ from mcp_gateway.core.pins import PinStore
 from mcp_gateway.core.policy import PolicyEngine
 from mcp_gateway.core.proxy import Proxy
 from mcp_gateway.core.resource_subscriptions import ResourceSubscriptions
-from mcp_gateway.eras.handshake import SESSION_KEY_PREFIX
+from mcp_gateway.eras.session_records import SESSION_KEY_PREFIX
 from mcp_gateway.errors import GatewayError, StoreUnavailable
 from mcp_gateway.identity.authenticator import Authenticator
 from mcp_gateway.ops.metrics import Metrics

@@ -28,29 +28,23 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway.core.proxy import ProgressSink
-from mcp_gateway.errors import RpcError
+from mcp_gateway.eras.calls import Emit, PreparedCall, run_call
+from mcp_gateway.eras.jsonrpc import error_body
 from mcp_gateway.http.responses import (
     JSON_MEDIA_TYPE,
     SSE_HEADERS,
     SSE_MEDIA_TYPE,
     dumps,
-    rpc_error_body,
-    rpc_result_body,
     sse_event,
     sse_priming_event,
 )
 
 logger = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
-"""Sends one JSON-RPC message to the client ahead of the call's answer (switching the answer to SSE)."""
-
-Run = Callable[[Emit | None], Awaitable[dict[str, Any] | None]]
-"""Runs the call and returns its finished JSON-RPC message, or None when the call was cancelled (no answer)."""
-
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b": keepalive\r\n\r\n"
 """An SSE comment: keeps proxies from closing an idle stream, and tells the gateway when its client has gone."""
+_JSON_MEDIA_TYPE = JSON_MEDIA_TYPE.encode("latin-1")
 RETRY_MS = 1000
 """The reconnection delay a priming event asks for."""
 REQUEST_CANCELLED = -32800
@@ -108,6 +102,10 @@ class DisconnectWatched(Response):
         raise NotImplementedError
 
 
+_SSE_RAW_HEADERS = tuple(
+    (k.encode("latin-1"), v.encode("latin-1")) for k, v in {"content-type": SSE_MEDIA_TYPE, **SSE_HEADERS}.items()
+)
+
 Frame = tuple[dict[str, Any] | None, bool]
 """One message for the stream and whether it is the last; ``(None, True)`` ends the stream without one."""
 
@@ -134,8 +132,11 @@ class EventStream(DisconnectWatched):
     ) -> None:
         self.status_code = 200
         self.background = None
-        merged = {"content-type": SSE_MEDIA_TYPE, **SSE_HEADERS, **(headers or {})}
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+        if headers:
+            merged = {"content-type": SSE_MEDIA_TYPE, **SSE_HEADERS, **headers}
+            self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+        else:
+            self.raw_headers = list(_SSE_RAW_HEADERS)
         self._lazy = lazy
         self._event_ids = event_ids
 
@@ -200,19 +201,9 @@ class CallStream(EventStream):
     client has nothing to resume unless its connection broke, which cancels the call.
     """
 
-    def __init__(
-        self,
-        run: Run,
-        *,
-        lazy: bool,
-        error_status: Callable[[int], int],
-        headers: Mapping[str, str] | None = None,
-        event_ids: str | None = None,
-    ) -> None:
-        super().__init__(headers, lazy=lazy, event_ids=event_ids)
-        self._run = run
-        self._error_status = error_status
-        self._extra_headers = dict(headers or {})
+    def __init__(self, call: PreparedCall) -> None:
+        super().__init__(lazy=call.lazy, event_ids=call.event_ids)
+        self._call = call
 
     @asynccontextmanager
     async def _frames(self) -> AsyncIterator[NextFrame]:
@@ -228,7 +219,7 @@ class CallStream(EventStream):
                         await sender.send((message, False))
 
                     # The answer is None when the call was cancelled.
-                    await sender.send((await self._run(emit), True))
+                    await sender.send((await run_call(self._call, emit), True))
 
         # A bare task, as for the watcher, and cancelled only when the stream did not end with the call's answer:
         # anyio's CancelScope.cancel() formats the repr of the current task, ~30 µs of a task group's ~180 µs.
@@ -244,16 +235,13 @@ class CallStream(EventStream):
                 await producer
 
     async def _unstreamed(self, message: dict[str, Any], send: Send) -> None:
-        await send_json(message, self._error_status, self._extra_headers, send)
+        await send_json(message, self._call.era.error_status, send)
 
 
-async def send_json(
-    message: dict[str, Any], error_status: Callable[[int], int], headers: Mapping[str, str], send: Send
-) -> None:
+async def send_json(message: dict[str, Any], error_status: Callable[[int], int], send: Send) -> None:
     status = error_status(message["error"]["code"]) if "error" in message else 200
     body = dumps(message)
-    merged = {**headers, "content-type": JSON_MEDIA_TYPE, "content-length": str(len(body))}
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+    raw = [(b"content-type", _JSON_MEDIA_TYPE), (b"content-length", str(len(body)).encode("latin-1"))]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -265,55 +253,23 @@ class JsonCall(DisconnectWatched):
     it would on a closed SSE stream: ``cancelled``.
     """
 
-    def __init__(
-        self,
-        request_id: Any,
-        run: Run,
-        *,
-        error_status: Callable[[int], int],
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, call: PreparedCall) -> None:
         self.status_code = 200
         self.background = None
-        self._request_id = request_id
-        self._run = run
-        self._error_status = error_status
-        self._extra_headers = dict(headers or {})
+        self._call = call
 
     async def _respond(self, send: Send, work: anyio.CancelScope) -> None:
-        message = await self._run(None)
+        call = self._call
+        message = await run_call(call, None)
         if work.cancel_called:
             return  # the client went away: nobody is left to answer
         if message is None:
             # Cancelled by the client's notifications/cancelled (handshake era): a JSON body must say something.
-            message = rpc_error_body(self._request_id, REQUEST_CANCELLED, "Request cancelled")
-        await send_json(message, self._error_status, self._extra_headers, send)
+            message = error_body(call.request_id, REQUEST_CANCELLED, "Request cancelled")
+        await send_json(message, call.era.error_status, send)
 
 
-async def answer(
-    request_id: Any,
-    handler: Callable[[Emit | None], Awaitable[dict[str, Any] | None]],
-    finish: Callable[[dict[str, Any]], dict[str, Any]],
-    error_status: Callable[[int], int],
-    *,
-    stream: bool,
-    lazy: bool = False,
-    headers: Mapping[str, str] | None = None,
-    event_ids: str | None = None,
-) -> Response:
-    """Run ``handler`` and frame its result.
-
-    ``stream``: the client accepts SSE and the call may use it (``lazy``: only once it emits something); else the
-    handler gets no ``Emit`` and the answer is JSON. ``event_ids``: see ``CallStream``.
-    """
-
-    async def run(emit: Emit | None) -> dict[str, Any] | None:
-        try:
-            result = await handler(emit)
-        except RpcError as exc:
-            return rpc_error_body(request_id, exc.code, exc.message, exc.data)
-        return None if result is None else rpc_result_body(request_id, finish(result))
-
-    if stream:
-        return CallStream(run, lazy=lazy, error_status=error_status, headers=headers, event_ids=event_ids)
-    return JsonCall(request_id, run, error_status=error_status, headers=headers)
+def answer(call: PreparedCall) -> Response:
+    """The response that runs ``call``: SSE when the client accepts it and the call may use it (``lazy``: only once
+    the call emits something), else a JSON body (the call then gets no ``Emit``)."""
+    return CallStream(call) if call.stream else JsonCall(call)

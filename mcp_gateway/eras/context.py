@@ -1,27 +1,20 @@
-"""What both MCP eras share at ``/mcp``: the request envelope, caller binding, and the common method table.
+"""What both MCP eras share, at ``/mcp`` and over stdio: who is asking (credential, task session) and the method table.
 
 Both eras answer the same tools/resources/prompts methods through ``Proxy``; they differ only in how a request
-proves which conversation it belongs to and how results are framed, which lives in ``modern.py`` and ``legacy.py``.
+proves which conversation it belongs to and how results are framed, which lives in ``modern.py`` and
+``handshake.py``. Nothing here reads an HTTP request: the edges (``endpoint.py``, ``stdio.py``) hand in the values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from starlette.requests import Request
-
-from mcp_gateway import json_codec
 from mcp_gateway.config import Identity, ServerConfig
 from mcp_gateway.core.notifications import Notifier
 from mcp_gateway.core.proxy import Caller, ClientLink, Proxy
 from mcp_gateway.core.resource_subscriptions import ResourceSubscriptions
-from mcp_gateway.errors import GatewayError, TaskRequired
-from mcp_gateway.http.json_nesting import nesting_bound
-from mcp_gateway.http.responses import rpc_error_body
+from mcp_gateway.errors import GatewayError, StoreUnavailable, TaskRequired
 from mcp_gateway.identity.authenticator import Authenticator
 from mcp_gateway.ops import tracing
 from mcp_gateway.ops.metrics import Metrics
@@ -34,23 +27,9 @@ if TYPE_CHECKING:
 MethodHandler = Callable[[Caller, Mapping[str, Any], ClientLink], Awaitable[dict[str, Any]]]
 
 TASK_TOKEN_HEADER = "x-task-token"
-PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 SESSION_HEADER = "mcp-session-id"
 
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A JSON-RPC message that passed the shape check."""
-
-    id: Any
-    method: str
-    params: Mapping[str, Any]
-    is_notification: bool
-    raw: Mapping[str, Any]
-    nesting: int
-    """An upper bound of how deeply the whole message nests (see ``nesting_bound``)."""
 
 
 def method_table(proxy: Proxy) -> dict[str, MethodHandler]:
@@ -125,8 +104,11 @@ class McpContext:
             server_info=gateway.server_info,
         )
 
-    async def authenticate(self, request: Request) -> Identity:
-        return await self.authenticate_bearer(request.headers.get("authorization"))
+    def check_store(self) -> None:
+        """Fail closed while the store is unavailable (its last PING went unanswered: a bool, no round trip)."""
+        store = self.store
+        if not store.available:
+            raise StoreUnavailable(f"store {store.description} is unavailable (last PING unanswered)")
 
     async def authenticate_bearer(self, authorization: str | None) -> Identity:
         """The identity an ``Authorization`` value (``Bearer <credential>``) proves; counted when refused."""
@@ -136,12 +118,9 @@ class McpContext:
             self.metrics.auth_failures.labels("credential").inc()
             raise
 
-    async def bind_task(self, identity: Identity, request: Request) -> Caller:
-        """Attach the task session named by ``X-Task-Token``; fail closed on anything but a valid, owned token."""
-        return await self.bind_token(identity, request.headers.get(TASK_TOKEN_HEADER))
-
     async def bind_token(self, identity: Identity, token: str | None) -> Caller:
-        """Attach the task session of ``token`` (None or empty: no task session, if the identity may go without)."""
+        """Attach the task session of ``token`` (``X-Task-Token``; None or empty: no task session, if the identity may
+        go without); fail closed on anything but a valid, owned token."""
         if not token:
             if identity.require_task:
                 self.metrics.auth_failures.labels("task_required").inc()
@@ -158,55 +137,3 @@ class McpContext:
             self.metrics.auth_failures.labels("task_token").inc()
             raise
         return Caller(identity=identity, session=session, task=task)
-
-
-def parse_envelope(body: bytes, max_depth: int) -> Envelope | dict[str, Any]:
-    """The message, or the JSON-RPC error body to answer with HTTP 400.
-
-    A message nesting deeper than ``max_depth`` is refused (-32600) before it is parsed.
-    """
-    nesting = nesting_bound(body, max_depth)
-    if nesting > max_depth:
-        return _invalid(INVALID_REQUEST, f"the message nests deeper than {max_depth} levels")
-    try:
-        message = json_codec.loads(body)
-    except (ValueError, RecursionError) as exc:
-        return _invalid(PARSE_ERROR, f"Parse error: {exc}")
-    if isinstance(message, list):
-        return _invalid(INVALID_REQUEST, "JSON-RPC batches are not supported: send one message per request")
-    if not isinstance(message, dict):
-        return _invalid(INVALID_REQUEST, "the body must be a JSON-RPC 2.0 object")
-    request_id = message.get("id")
-    if message.get("jsonrpc") != "2.0":
-        return _invalid(INVALID_REQUEST, 'the message must carry "jsonrpc": "2.0"', request_id)
-    if "id" in message and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
-        return _invalid(INVALID_REQUEST, "id must be a string or an integer", None)
-    method = message.get("method")
-    if not isinstance(method, str) or not method:
-        if "result" in message or "error" in message:
-            # A client's answer to a request the gateway sent it mid-call; the legacy era routes it to that call.
-            return Envelope(request_id, "", {}, True, message, nesting)
-        return _invalid(INVALID_REQUEST, "the message has no method", request_id)
-    params = message.get("params", {})
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        return _invalid(INVALID_REQUEST, "params must be an object", request_id)
-    return Envelope(request_id, method, params, "id" not in message, message, nesting)
-
-
-def _invalid(code: int, message: str, request_id: Any = None) -> dict[str, Any]:
-    return rpc_error_body(request_id, code, message)
-
-
-def method_not_found(method: str) -> dict[str, Any]:
-    return {"code": METHOD_NOT_FOUND, "message": f"Method not found: {method}"}
-
-
-def is_modern(request: Request) -> bool:
-    version = request.headers.get(PROTOCOL_VERSION_HEADER)
-    return version is not None and version.strip(" \t") not in HANDSHAKE_PROTOCOL_VERSIONS
-
-
-def accepts_sse(request: Request) -> bool:
-    return "text/event-stream" in request.headers.get("accept", "")

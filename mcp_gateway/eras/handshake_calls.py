@@ -23,7 +23,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
-from mcp_gateway.eras.answers import Emit
+from mcp_gateway.eras.calls import Emit
 from mcp_gateway.eras.log_levels import LOG_LEVELS, relayed
 from mcp_gateway.errors import RpcError
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from mcp_types import INTERNAL_ERROR
 
-from mcp_gateway.eras.answers import Emit
+from mcp_gateway.eras.calls import Emit
 from mcp_gateway.eras.log_levels import relayed
 from mcp_gateway.errors import RpcError
 

@@ -129,9 +129,7 @@ class StdioEndpoint:
 
     async def bind(self) -> Caller:
         """Who is asking, checked again for every request: store gate, credential, task token."""
-        store = self._context.store
-        if not store.available:
-            raise StoreUnavailable(f"store {store.description} is unavailable (last PING unanswered)")
+        self._context.check_store()
         identity = await self._context.authenticate_bearer(f"Bearer {self._caller.credential}")
         return await self._context.bind_token(identity, self._caller.task_token)
 

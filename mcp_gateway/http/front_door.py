@@ -2,7 +2,8 @@
 
 A browser page's ``Origin``, the declared media type of a body and how long a client may take to send that body are
 properties of the HTTP request, not of one endpoint, so they are checked once, here, for every route under these
-paths, including routes added later. The front door never reads the body itself: authentication comes before the
+paths, including routes added later (``/mcp`` runs the same ``FrontDoorRules`` inside its endpoint's one pass, on
+the headers it has read once). The front door never reads the body itself: authentication comes before the
 body (an unauthenticated client never gets to upload), so it only puts a deadline on whoever reads it.
 """
 
@@ -18,8 +19,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.config import ServerConfig
+from mcp_gateway.eras.jsonrpc import error_body
 from mcp_gateway.errors import Forbidden, RequestTimeout, UnsupportedMediaType
-from mcp_gateway.http.responses import JSON_MEDIA_TYPE, error_response, json_response, rpc_error_body
+from mcp_gateway.http.responses import JSON_MEDIA_TYPE, error_response, json_response
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _BODY_METHODS = frozenset({"POST"})
@@ -64,45 +66,56 @@ def _is_json_media_type(content_type: str | None) -> bool:
     return content_type is not None and content_type.partition(";")[0].strip().lower() == JSON_MEDIA_TYPE
 
 
+class FrontDoorRules:
+    """The checks themselves, for the middleware below and for ``/mcp``, whose endpoint runs them in its own pass."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        self._origins = OriginPolicy(server.allowed_origins)
+        self.body_read_timeout = server.body_read_timeout
+
+    def refusal(self, path: str, origin: str | None, content_type: str | None, body: bool) -> Response | None:
+        """A foreign ``origin``, or a ``body`` the request declares but not as JSON; None when the request passes."""
+        if not self._origins.allows(origin):
+            return error_response(Forbidden(f"origin {origin!r} is not allowed"))
+        if body and not _is_json_media_type(content_type):
+            message = "the request body must be sent as Content-Type: application/json"
+            if path == "/mcp":
+                # An MCP client reads a JSON-RPC error; the SDK's own server answers the same code with 415.
+                return json_response(error_body(None, INVALID_REQUEST, message), UnsupportedMediaType.status)
+            return error_response(UnsupportedMediaType(message))
+        return None
+
+    def body_deadline(self, receive: Receive) -> Receive:
+        return _body_deadline(receive, self.body_read_timeout)
+
+
 class FrontDoor:
     """Pure ASGI middleware: refuse a foreign origin or a body that is not JSON, and time the body's arrival."""
 
     def __init__(self, app: ASGIApp, server: ServerConfig) -> None:
         self.app = app
-        self._origins = OriginPolicy(server.allowed_origins)
-        self._body_read_timeout = server.body_read_timeout
+        self._rules = FrontDoorRules(server)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not guarded_path(scope["path"]):
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
+        headers = Headers(scope=scope)
+        path = scope["path"]
+        body = carries_body(scope["method"], path, headers.get("content-length"), "transfer-encoding" in headers)
+        refusal = self._rules.refusal(path, headers.get("origin"), headers.get("content-type"), body)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        await self.app(scope, _body_deadline(receive, self._body_read_timeout), send)
-
-    def _refusal(self, scope: Scope) -> Response | None:
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if not self._origins.allows(origin):
-            return error_response(Forbidden(f"origin {origin!r} is not allowed"))
-        if _carries_body(scope, headers) and not _is_json_media_type(headers.get("content-type")):
-            message = "the request body must be sent as Content-Type: application/json"
-            if scope["path"] == "/mcp":
-                # An MCP client reads a JSON-RPC error; the SDK's own server answers the same code with 415.
-                return json_response(rpc_error_body(None, INVALID_REQUEST, message), UnsupportedMediaType.status)
-            return error_response(UnsupportedMediaType(message))
-        return None
+        await self.app(scope, self._rules.body_deadline(receive), send)
 
 
-def _carries_body(scope: Scope, headers: Headers) -> bool:
+def carries_body(method: str, path: str, content_length: str | None, chunked: bool) -> bool:
     """A request with a body to declare: POST anywhere, and PUT/PATCH on the REST API (``PUT /mcp`` is a 405, not a
     415), unless it says it sends nothing (``POST …/activate`` with ``Content-Length: 0``)."""
-    method = scope["method"]
-    if method not in _BODY_METHODS and not (method in _REST_BODY_METHODS and scope["path"].startswith("/v1/")):
+    if method not in _BODY_METHODS and not (method in _REST_BODY_METHODS and path.startswith("/v1/")):
         return False
-    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    return (content_length is not None and content_length != "0") or chunked
 
 
 def _body_deadline(receive: Receive, seconds: float) -> Receive:

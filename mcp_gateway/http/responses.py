@@ -8,8 +8,9 @@ from http import HTTPStatus
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from mcp_gateway.core.encoded_lists import encode_answer
 from mcp_gateway.errors import (
@@ -81,18 +82,6 @@ def internal_error_response(request: Request, exc: Exception) -> Response:
     return json_response({"error": "internal_error", "message": "the gateway failed to handle the request"}, 500)
 
 
-def rpc_error_body(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    """The one JSON-RPC error shape every path at ``/mcp`` answers with (``data`` only when there is some)."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
-
-
-def rpc_result_body(request_id: Any, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "result": result}
-
-
 def sse_event(message: Any, event_id: str | None = None) -> bytes:
     head = b"id: " + event_id.encode() + b"\r\n" if event_id is not None else b""
     return head + b"event: message\r\ndata: " + dumps(message) + b"\r\n\r\n"
@@ -105,20 +94,29 @@ def sse_priming_event(event_id: str, retry_ms: int) -> bytes:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; a declared or actual larger body is refused before it is buffered."""
-    declared = request.headers.get("content-length")
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """``read_body`` from the ASGI ``receive`` and the ``Content-Length`` value (None when absent)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client closed the connection before sending the whole body")
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise BadRequest("the client closed the connection before sending the whole body") from exc
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_json_object(request: Request, limit: int, max_depth: int, shape: str) -> dict[str, Any]:

@@ -325,12 +325,12 @@ def span(name: str, kind: SpanKind = SpanKind.INTERNAL) -> AbstractContextManage
     return trace.step(name, kind)
 
 
-def request_parsed(method: str, params: Mapping[str, Any], request_id: Any, headers: Mapping[str, str]) -> None:
-    """A ``POST /mcp`` envelope was read: open the request's span under its caller's trace context."""
+def request_parsed(method: str, params: Mapping[str, Any], request_id: Any, protocol_version: str | None) -> None:
+    """A ``POST /mcp`` envelope was read: open the request's span under its caller's trace context (the request's
+    ``MCP-Protocol-Version``, when it sent one, becomes an attribute)."""
     trace = _current.get()
     if trace is None:
         return
-    protocol_version = headers.get("mcp-protocol-version")
     target = params.get("name") if method in ("tools/call", "prompts/get") else None
     attributes: dict[str, AttributeValue] = {"mcp.method.name": method or "response"}
     if protocol_version:

@@ -4,8 +4,8 @@ upstream): exactly what is sent, and that a client going away cancels the work b
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -15,20 +15,22 @@ from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
 from mcp_gateway.config import Identity
 from mcp_gateway.core.notifications import Notifier
-from mcp_gateway.core.proxy import Caller
+from mcp_gateway.core.proxy import Caller, ClientLink
 from mcp_gateway.core.resource_subscriptions import ResourceSubscriptions
 from mcp_gateway.eras.answers import (
     END,
     KEEPALIVE,
     CallStream,
-    Emit,
     EventStream,
     Frame,
     NextFrame,
     answer,
     progress_sink,
 )
+from mcp_gateway.eras.calls import Emit, PreparedCall
+from mcp_gateway.eras.context import MethodHandler
 from mcp_gateway.eras.handshake import _NotificationStream
+from mcp_gateway.eras.handshake_calls import LegacyCalls
 from mcp_gateway.eras.listen_streams import ListenStream, listening
 from tests.support.asgi_driver import AsgiClient
 
@@ -43,7 +45,34 @@ CALLER = Caller(Identity(id="alice", name="Alice"))
 GUARD_SECONDS = 30
 """A broken stream fails its test instead of hanging it (no test waits for time to pass)."""
 
-Handler = Callable[[Emit | None], Awaitable[dict[str, Any] | None]]
+CALLS = LegacyCalls()
+
+
+class ScriptedEra:
+    """An era that frames nothing: the call's link carries progress for token "t" (when there is a stream), the
+    call runs registered in flight as a handshake-era call does, and an error body is answered with 400."""
+
+    @contextmanager
+    def calling(self, call: PreparedCall, emit: Emit | None) -> Iterator[ClientLink]:
+        with CALLS.running("s", call.request_id):
+            yield ClientLink(progress=progress_sink(emit, "t") if emit is not None else None)
+
+    def finish(self, method: str, caller: Caller, result: dict[str, Any]) -> dict[str, Any]:
+        return result
+
+    def error_status(self, code: int) -> int:
+        return 400
+
+
+async def cancelled(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
+    """A call its client cancels (``notifications/cancelled``) before it answers."""
+    CALLS.cancel("s", 7)
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+def prepared(handler: MethodHandler, *, stream: bool, lazy: bool = False, event_ids: str | None = None) -> PreparedCall:
+    return PreparedCall(7, "tools/call", {}, CALLER, handler, ScriptedEra(), stream, lazy, event_ids)
 
 
 def event(data: bytes, event_id: str | None = None) -> bytes:
@@ -51,30 +80,23 @@ def event(data: bytes, event_id: str | None = None) -> bytes:
     return head + b"event: message\r\ndata: " + data + b"\r\n\r\n"
 
 
-def emitting(progress: int) -> Handler:
+def emitting(progress: int) -> MethodHandler:
     """A call that sends ``progress`` progress notifications, then answers."""
 
-    async def handler(emit: Emit | None) -> dict[str, Any]:
+    async def handler(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
         for _ in range(progress):
-            assert emit is not None
-            await progress_sink(emit, "t")(1, None, None)
+            assert link.progress is not None
+            await link.progress(1, None, None)
         return {"content": []}
 
     return handler
 
 
-async def respond(handler: Handler, *, stream: bool, lazy: bool = False, event_ids: str | None = None) -> AsgiClient:
-    response = await answer(
-        7,
-        handler,
-        lambda result: result,
-        lambda code: 400,
-        stream=stream,
-        lazy=lazy,
-        event_ids=event_ids,
-    )
+async def respond(
+    handler: MethodHandler, *, stream: bool, lazy: bool = False, event_ids: str | None = None
+) -> AsgiClient:
     client = AsgiClient()
-    await client.call(response)
+    await client.call(answer(prepared(handler, stream=stream, lazy=lazy, event_ids=event_ids)))
     return client
 
 
@@ -143,9 +165,6 @@ async def test_lazy_call_stream_switches_to_sse_at_its_first_message() -> None:
 
 
 async def test_lazy_call_stream_cancelled_by_its_client_sends_an_empty_stream() -> None:
-    async def cancelled(emit: Emit | None) -> None:
-        return None
-
     client = await respond(cancelled, stream=True, lazy=True)
     assert client.headers == SSE_HEADERS
     assert client.frames == [b""]
@@ -155,9 +174,6 @@ async def test_json_answer_and_its_error_status() -> None:
     client = await respond(emitting(0), stream=False)
     assert client.status == 200
     assert client.frames == [ANSWER]
-
-    async def cancelled(emit: Emit | None) -> None:
-        return None
 
     client = await respond(cancelled, stream=False)
     assert client.status == 400
@@ -175,9 +191,9 @@ async def test_client_going_away_cancels_the_call_and_ends_the_answer_without_a_
     started = anyio.Event()
     cancelled = anyio.Event()
 
-    async def hanging(emit: Emit | None) -> dict[str, Any]:
-        if emit is not None and not lazy:
-            await progress_sink(emit, "t")(1, None, None)
+    async def hanging(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
+        if link.progress is not None and not lazy:
+            await link.progress(1, None, None)
         started.set()
         try:
             await anyio.sleep_forever()
@@ -185,7 +201,7 @@ async def test_client_going_away_cancels_the_call_and_ends_the_answer_without_a_
             cancelled.set()
         raise AssertionError("unreachable")
 
-    response = await answer(7, hanging, lambda r: r, lambda code: 200, stream=stream, lazy=lazy)
+    response = answer(prepared(hanging, stream=stream, lazy=lazy))
     client = AsgiClient()
     with anyio.fail_after(GUARD_SECONDS):
         async with anyio.create_task_group() as tg:
@@ -280,12 +296,12 @@ async def test_idle_stream_sends_keepalive_comments(kind: str) -> None:
     notifier = Notifier()
     release = anyio.Event()
 
-    async def waiting(emit: Emit | None) -> dict[str, Any]:
+    async def waiting(caller: Caller, params: Mapping[str, Any], link: ClientLink) -> dict[str, Any]:
         await release.wait()
         return {"content": []}
 
     streams: dict[str, Callable[[], EventStream]] = {
-        "call": lambda: CallStream(lambda emit: waiting(emit), lazy=False, error_status=lambda code: 200),
+        "call": lambda: CallStream(prepared(waiting, stream=True)),
         "legacy": lambda: _NotificationStream(notifier, ("mcp-session", "s1"), CALLER),
         "listen": lambda: _listen_stream(notifier),
     }
