@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 MCP_SESSION_ID = "mcp-session-id"
 _LAST_EVENT_ID = "last-event-id"
 _ACCEPT = "application/json, text/event-stream"
-_MAX_SSE_EVENT = 1024 * 1024
+_MAX_SSE_EVENT = 64 * 1024 * 1024
+"""One event's bound: a runaway stream must not take the process's memory, yet a tool with progress may answer a
+result of several megabytes in its last event, as it could in a JSON answer."""
 _RESUME_ATTEMPTS = 2
 _CANCEL_TIMEOUT = 2.0
 _READ_BUFFER = 4 * 1024 * 1024
@@ -159,13 +161,13 @@ class HttpHop:
     async def _post_and_read(self, call: _Call, body: bytes) -> dict[str, Any]:
         try:
             async with self._http().post(self.url, data=body, headers=call.headers, allow_redirects=False) as response:
-                answer = await self._read(call, response)
+                answer = await self._read_resumable(call, self._read(call, response))
                 if answer is not None:
                     return answer
             for _ in range(_RESUME_ATTEMPTS):
                 if call.last_event_id is None:
                     break
-                answer = await self._resume(call)
+                answer = await self._read_resumable(call, self._resume(call))
                 if answer is not None:
                     return answer
         except aiohttp.ClientConnectionError as exc:
@@ -176,6 +178,18 @@ class HttpHop:
         except aiohttp.ClientError as exc:
             raise RpcError(INTERNAL_ERROR, f"upstream at {self.url}: {exc or type(exc).__name__}") from exc
         raise RpcError(CONNECTION_CLOSED, "the upstream's event stream ended without an answer")
+
+    @staticmethod
+    async def _read_resumable(call: _Call, reading: Awaitable[dict[str, Any] | None]) -> dict[str, Any] | None:
+        """An answer, or ``None`` when an event stream broke off after the server gave an event id: a dropped
+        connection (reset mid-event, a cut chunk) is then resumed like a stream that ended, as the SDK's client does;
+        before any event id there is nothing to resume from, and the break is the upstream's failure."""
+        try:
+            return await reading
+        except aiohttp.ClientPayloadError:
+            if call.last_event_id is None:
+                raise
+            return None
 
     async def _resume(self, call: _Call) -> dict[str, Any] | None:
         """Reconnect a dropped SSE answer with ``Last-Event-ID`` (the server gave event ids, so it can replay)."""
@@ -205,6 +219,10 @@ class HttpHop:
             raise RpcError(INVALID_REQUEST, f"Redirect to {location} not followed; use that URL as the endpoint")
         if status == 401:
             raise CredentialRefused(f"upstream at {self.url} refused the credential (HTTP 401)")
+        if status == 404 and MCP_SESSION_ID in call.headers:
+            # Whatever the body says (the SDK's server adds a JSON-RPC error): the session is gone, so reconnect.
+            self.on_lost()
+            raise UpstreamUnavailable(f"upstream at {self.url} no longer knows our session")
         if status >= 400:
             if _content_type(response).startswith("application/json"):
                 try:
@@ -213,9 +231,6 @@ class HttpHop:
                     message = None
                 if isinstance(message, dict) and isinstance(message.get("error"), dict):
                     raise _rpc_error(message["error"])
-            if status == 404 and MCP_SESSION_ID in call.headers:
-                self.on_lost()
-                raise UpstreamUnavailable(f"upstream at {self.url} no longer knows our session")
             if status == 404:
                 raise RpcError(METHOD_NOT_FOUND, "Not Found")
             raise RpcError(INTERNAL_ERROR, f"Server returned an error response (HTTP {status})")
@@ -346,17 +361,27 @@ def _rpc_error(error: dict[str, Any]) -> RpcError:
 
 
 async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Lines of any length (``StreamReader.readline`` refuses lines over its buffer size, and answers can be big)."""
-    buffer = b""
+    """Lines of any length (``StreamReader.readline`` refuses lines over its buffer size, and answers can be big).
+
+    Chunks without a line end wait in a list and are joined once, when the line ends, so a multi-megabyte event costs
+    linear time, not a copy of everything so far per chunk."""
+    pending: list[bytes] = []
+    pending_size = 0
     async for chunk in stream.iter_any():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size > _MAX_SSE_EVENT:
+                raise RpcError(INTERNAL_ERROR, f"an event from the upstream exceeds {_MAX_SSE_EVENT} bytes")
+            continue
+        *lines, rest = chunk.split(b"\n")
+        if pending:
+            lines[0] = b"".join((*pending, lines[0]))
         for line in lines:
             yield line
-        if len(buffer) > _MAX_SSE_EVENT:
-            raise RpcError(INTERNAL_ERROR, f"an event from the upstream exceeds {_MAX_SSE_EVENT} bytes")
-    if buffer:
-        yield buffer
+        pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
+    if pending:
+        yield b"".join(pending)
 
 
 async def _sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, int | None, str]]:
