@@ -24,13 +24,8 @@ from mcp_gateway.ops import tracing
 from mcp_gateway.ops.metrics import Metrics
 from mcp_gateway.upstreams.client_requests import Downstream
 from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.upstreams.jsonrpc import inbound_result
 from mcp_gateway.upstreams.transports.encoding import UnforwardableRequest
-from mcp_gateway.upstreams.transports.untyped import hop_result
-
-
-def forwarded_params(params: Mapping[str, Any], **replace: Any) -> dict[str, Any]:
-    """The client's params for the upstream, names swapped back; the connection drops the client's envelope."""
-    return {**params, **replace}
 
 
 def audit_record(
@@ -144,7 +139,7 @@ class Forwarder:
         if link.answers_input_required and not connection.modern and self._bridge is not None:
 
             async def send_parked(params: dict[str, Any], down: Downstream, progress: ProgressSink) -> dict[str, Any]:
-                return hop_result(
+                return inbound_result(
                     await connection.request(
                         method,
                         params,
@@ -181,7 +176,7 @@ class Forwarder:
                 asked_live=not link.answers_input_required,
                 verbatim=link.answers_verbatim,
             )
-            return hop_result(result)
+            return inbound_result(result)
 
         result = await send(params)
         if link.answers_input_required or not is_input_required(result):

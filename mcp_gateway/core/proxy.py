@@ -23,7 +23,7 @@ from mcp_gateway.core import agent_calls, resources_prompts, tool_calls
 from mcp_gateway.core.agent_calls import AgentCall, AgentToolset
 from mcp_gateway.core.audit import AuditLog
 from mcp_gateway.core.callers import NO_LINK, Caller, ClientLink, ProgressSink
-from mcp_gateway.core.forwarding import Forwarder, forwarded_params
+from mcp_gateway.core.forwarding import Forwarder
 from mcp_gateway.core.input_bridge import InputBridge
 from mcp_gateway.core.limits import Limiter
 from mcp_gateway.core.policy import PolicyEngine
@@ -34,6 +34,7 @@ from mcp_gateway.core.visible_lists import VisibleLists
 from mcp_gateway.errors import RpcError
 from mcp_gateway.ops.metrics import Metrics
 from mcp_gateway.upstreams.catalog import Catalog
+from mcp_gateway.upstreams.jsonrpc import forwarded_params
 from mcp_gateway.upstreams.resource_uris import exposed_result
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "ClientLink",
     "ProgressSink",
     "Proxy",
-    "forwarded_params",
     "unknown_resource",
 ]
 

@@ -14,11 +14,12 @@ from typing import Any, cast
 from mcp_types import INVALID_PARAMS
 
 from mcp_gateway.core.callers import NO_LINK, Caller, ClientLink
-from mcp_gateway.core.forwarding import Forwarder, audit_record, forwarded_params
+from mcp_gateway.core.forwarding import Forwarder, audit_record
 from mcp_gateway.core.policy import PolicyEngine
 from mcp_gateway.core.visibility import Visibility
 from mcp_gateway.errors import RpcError
 from mcp_gateway.upstreams.catalog import Catalog
+from mcp_gateway.upstreams.jsonrpc import forwarded_params
 from mcp_gateway.upstreams.resource_uris import exposed_result, upstream_uri
 
 

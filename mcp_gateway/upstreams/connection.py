@@ -6,8 +6,8 @@ session) the connection notices, fails the calls in flight, answers new ones at 
 instead of letting them hang, and reconnects in the background with exponential backoff.
 
 Requests are forwarded raw: the client's params go out as they came (bar the envelope, which each hop stamps for
-itself) and the upstream's result dict comes back exactly as sent, unknown fields included, so the gateway never
-narrows what either side can say to what this SDK version models.
+itself: ``jsonrpc.py``) and the upstream's result dict comes back exactly as sent, unknown fields included, so the
+gateway never narrows what either side can say to what this SDK version models.
 
 The upstream's lists (``lists.py``) are fetched on every connect and again whenever it says one changed; listeners
 hear about every list that actually changed.
@@ -43,6 +43,7 @@ from mcp_gateway.upstreams.auth.credentials import UpstreamCredentials
 from mcp_gateway.upstreams.backoff import Backoff
 from mcp_gateway.upstreams.client_requests import Downstream, DownstreamRouter
 from mcp_gateway.upstreams.handshake_sessions import HandshakeSessions, back_channel, initialize
+from mcp_gateway.upstreams.jsonrpc import outbound_params, send_raw, stamped, upstream_error
 from mcp_gateway.upstreams.list_cache import (
     ALL_LISTS,
     ListKind,
@@ -57,7 +58,6 @@ from mcp_gateway.upstreams.transports.encoding import encoded_first
 from mcp_gateway.upstreams.transports.http_calls import CredentialRefused, HttpHop, HttpSessionState
 from mcp_gateway.upstreams.transports.http_session import http_transport
 from mcp_gateway.upstreams.transports.stdio import stdio_transport
-from mcp_gateway.upstreams.transports.untyped import hop_params, send_raw, stamped
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class UpstreamConnection:
         verbatim: bool,
     ) -> dict[str, Any]:
         """``request`` over one established session: the connection's own or a pooled handshake-era one."""
-        outbound = hop_params(params)
+        outbound = outbound_params(params)
         opts: CallOptions = {}
         if on_progress is not None:
             opts["on_progress"] = on_progress
@@ -368,7 +368,7 @@ class UpstreamConnection:
         except MCPError as exc:
             if live.lost.is_set():
                 raise UpstreamUnavailable(f"upstream {self.name!r} went away during {method}") from exc
-            raise RpcError(exc.code, exc.message, exc.data) from exc
+            raise upstream_error(exc.code, exc.message, exc.data) from exc
 
     async def _hop_request(
         self,

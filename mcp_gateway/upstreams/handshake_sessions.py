@@ -33,7 +33,7 @@ import mcp_types as types
 from mcp.client import ClientSession
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-from mcp_gateway.upstreams.transports.untyped import send_raw
+from mcp_gateway.upstreams.jsonrpc import send_raw
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from mcp.shared.inbound import find_invalid_x_mcp_header
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway.upstreams.backoff import Backoff
-from mcp_gateway.upstreams.transports.untyped import send_raw
+from mcp_gateway.upstreams.jsonrpc import send_raw
 
 logger = logging.getLogger(__name__)
 

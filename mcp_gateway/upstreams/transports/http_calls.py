@@ -5,6 +5,7 @@ anyio memory streams, pydantic models of every message, httpx2 and httpcore2) wa
 forwarded call (``benchmarks/README.md``). The SDK session still does everything else: it negotiates (handshake or
 ``server/discover``), holds the standalone GET or ``subscriptions/listen`` stream and fetches the lists. Each call
 here is stamped by that same session, so its ``_meta`` envelope and headers are exactly what the SDK would send.
+What goes into a body and what an answer means is ``upstreams/jsonrpc.py``'s; this module is the HTTP around it.
 
 What the SDK transport does for a call, this does too: a JSON answer or an SSE stream (progress for the call, log
 messages and, in the handshake era, server→client requests relayed to the caller and answered on a POST of their
@@ -24,13 +25,20 @@ from typing import Any
 import aiohttp
 import anyio
 from mcp.shared.dispatcher import ProgressFnT
-from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND
 
-from mcp_gateway import json_codec
 from mcp_gateway.errors import RpcError, UpstreamUnavailable
 from mcp_gateway.ops.tracing import TRACEPARENT, trace_headers
 from mcp_gateway.upstreams.client_requests import Downstream, ask
-from mcp_gateway.upstreams.transports.encoding import UnforwardableRequest, encode_json
+from mcp_gateway.upstreams.jsonrpc import (
+    answer_result,
+    cancelled_body,
+    error_in,
+    reply_body,
+    request_body,
+    stamp_progress_token,
+    stream_event,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +55,6 @@ _READ_BUFFER = 4 * 1024 * 1024
 1 MB result is read in many small steps that pause and resume the socket: measured ~0.7 ms of CPU per MB read, ~0.55
 ms with this (with ``memory_reuse`` on; without it page faults dwarf both). It bounds nothing we rely on: every call
 reads its answer to the end (SSE events are bounded below)."""
-
-VERBATIM_EXCEPT = frozenset({"isError", "resultType", "_meta", "ttlMs", "cacheScope", "inputRequests", "requestState"})
-"""The members of a result the gateway reads (audit outcome, MRTR, era framing, its own ``_meta`` stamp): decoded even
-when the rest of a result is read verbatim (``json_codec.loads_answer``)."""
 
 NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Receives notifications an upstream sends on a call's stream that are not about the call (``list_changed``...)."""
@@ -75,7 +79,7 @@ class _Call:
     downstream: Downstream | None
     headers: dict[str, str]
     verbatim: bool = False
-    """Keep the result's members other than ``VERBATIM_EXCEPT`` as the upstream's bytes (``json_codec.Verbatim``)."""
+    """Keep the result's members other than ``VERBATIM_EXCEPT`` (``upstreams/jsonrpc.py``) as the upstream's bytes."""
     last_event_id: str | None = None
     retry_ms: int | None = None
 
@@ -139,14 +143,13 @@ class HttpHop:
         token: str | None = None
         if on_progress is not None:
             token = request_id
-            meta = params.get("_meta")
-            params["_meta"] = {**meta, "progressToken": token} if isinstance(meta, dict) else {"progressToken": token}
+            stamp_progress_token(params, token)
         call = _Call(request_id, token, on_progress, downstream, {**self._base_headers(), **headers}, verbatim)
         meta = params.get("_meta")
         if isinstance(meta, dict) and TRACEPARENT in meta:
             # The trace context in _meta (the gateway's upstream span when tracing is on) goes as headers too.
             call.headers.update(trace_headers(meta))
-        body = encode_json({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        body = request_body(request_id, method, params)
         try:
             return await self._post_and_read(call, body)
         except (RpcError, UpstreamUnavailable, CredentialRefused):
@@ -206,10 +209,7 @@ class HttpHop:
     async def _read(self, call: _Call, response: aiohttp.ClientResponse) -> dict[str, Any] | None:
         status = response.status
         if status == 200 and _content_type(response).startswith("application/json"):
-            raw = await response.read()
-            if call.verbatim and (answer := json_codec.loads_answer(raw, VERBATIM_EXCEPT)) is not None:
-                return answer[1]
-            return _answer_of(call.request_id, _parse(raw))
+            return answer_result(call.request_id, await response.read(), verbatim=call.verbatim)
         if status == 200 and _is_sse(response):
             return await self._read_sse(call, response)
         if status == 202:
@@ -225,12 +225,9 @@ class HttpHop:
             raise UpstreamUnavailable(f"upstream at {self.url} no longer knows our session")
         if status >= 400:
             if _content_type(response).startswith("application/json"):
-                try:
-                    message = json_codec.loads(await response.read())
-                except ValueError:
-                    message = None
-                if isinstance(message, dict) and isinstance(message.get("error"), dict):
-                    raise _rpc_error(message["error"])
+                error = error_in(await response.read())
+                if error is not None:
+                    raise error
             if status == 404:
                 raise RpcError(METHOD_NOT_FOUND, "Not Found")
             raise RpcError(INTERNAL_ERROR, f"Server returned an error response (HTTP {status})")
@@ -245,17 +242,11 @@ class HttpHop:
                 call.retry_ms = retry
             if not data:
                 continue
-            raw = data.encode()
-            if call.verbatim and (answer := json_codec.loads_answer(raw, VERBATIM_EXCEPT)) is not None:
-                if answer[0] == call.request_id:
-                    return answer[1]
-                continue
-            message = _parse(raw)
-            if "method" not in message:
-                if message.get("id") == call.request_id:
-                    return _answer_of(call.request_id, message)
-                continue
-            await self._incoming(call, message)
+            result, message = stream_event(call.request_id, data.encode(), verbatim=call.verbatim)
+            if result is not None:
+                return result
+            if message is not None:
+                await self._incoming(call, message)
         return None
 
     async def _incoming(self, call: _Call, message: dict[str, Any]) -> None:
@@ -283,33 +274,21 @@ class HttpHop:
 
     async def _answer_server_request(self, call: _Call, request_id: Any, method: str, params: dict[str, Any]) -> None:
         """Relay a server→client request to the caller and POST its answer back (handshake era)."""
-        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        answer: dict[str, Any] | RpcError
         try:
             if call.downstream is None:
                 raise RpcError(INVALID_REQUEST, f"{method}: no client can be asked (not attributable to a call)")
-            reply["result"] = await ask(call.downstream, method, params)
+            answer = await ask(call.downstream, method, params)
         except RpcError as exc:
-            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-            if exc.data is not None:
-                error["data"] = exc.data
-            reply["error"] = error
-        try:
-            body = encode_json(reply)
-        except UnforwardableRequest as exc:
-            # The client's answer cannot be relayed; the upstream still gets an answer, and the call goes on.
-            error = {"code": INTERNAL_ERROR, "message": f"the client's answer cannot be relayed: {exc.message}"}
-            body = encode_json({"jsonrpc": "2.0", "id": request_id, "error": error})
-        await self._post_message(call, body)
+            answer = exc
+        # An answer that cannot be encoded goes as an error: the upstream still gets an answer, and the call goes on.
+        await self._post_message(call, reply_body(request_id, answer))
 
     async def _send_cancelled(self, call: _Call) -> None:
-        note = {
-            "jsonrpc": "2.0",
-            "method": "notifications/cancelled",
-            "params": {"requestId": call.request_id, "reason": "the gateway's caller abandoned the request"},
-        }
+        note = cancelled_body(call.request_id, "the gateway's caller abandoned the request")
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_TIMEOUT):
             try:
-                await self._post_message(call, encode_json(note))
+                await self._post_message(call, note)
             except (aiohttp.ClientError, OSError) as exc:
                 logger.debug("could not tell %s that request %s was cancelled: %s", self.url, call.request_id, exc)
 
@@ -328,36 +307,6 @@ def _content_type(response: aiohttp.ClientResponse) -> str:
 
 def _is_sse(response: aiohttp.ClientResponse) -> bool:
     return _content_type(response).startswith("text/event-stream")
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        message = json_codec.loads(raw)
-    except ValueError as exc:
-        raise RpcError(PARSE_ERROR, f"the upstream's answer is not JSON: {exc}") from exc
-    if not isinstance(message, dict):
-        raise RpcError(PARSE_ERROR, "the upstream's answer is not a JSON-RPC message")
-    return message
-
-
-def _answer_of(request_id: str, message: dict[str, Any]) -> dict[str, Any]:
-    error = message.get("error")
-    if isinstance(error, dict):
-        raise _rpc_error(error)
-    result = message.get("result")
-    if not isinstance(result, dict):
-        raise RpcError(PARSE_ERROR, f"the upstream's answer to {request_id} has no result object")
-    return result
-
-
-def _rpc_error(error: dict[str, Any]) -> RpcError:
-    code = error.get("code")
-    message = error.get("message")
-    return RpcError(
-        code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR,
-        message if isinstance(message, str) else "upstream error",
-        error.get("data"),
-    )
 
 
 async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
