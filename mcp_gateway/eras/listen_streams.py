@@ -52,7 +52,7 @@ def requested_uris(requested: Mapping[str, Any]) -> list[str] | None:
 
 
 class Listening:
-    """One listen subscription, whatever carries it (an SSE response here, the stdio wire in ``stdio_endpoint.py``):
+    """One listen subscription, whatever carries it (an SSE response here, the stdio wire in ``eras/stdio.py``):
     the acknowledgment, then the matching notifications, each stamped with the listen request's id.
 
     Each requested resource URI is subscribed (``ResourceSubscriptions``) before the acknowledgment, which lists only

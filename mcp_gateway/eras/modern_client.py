@@ -5,7 +5,7 @@ opts in to per request (``io.modelcontextprotocol/logLevel``) and gets on that r
 elsewhere. The gateway relays them from an upstream of either era: a 2026-07-28 upstream is told the client's level
 and sends only what it asked for; a handshake-era one logs for the gateway's shared session at any level, so the
 gateway filters. Nothing is asked of the client live: a 2026-07-28 upstream asks with ``input_required`` results, and a
-handshake-era upstream's questions become such results in ``bridge.py``.
+handshake-era upstream's questions become such results in ``core/input_bridge.py``.
 """
 
 from __future__ import annotations

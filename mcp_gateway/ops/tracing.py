@@ -10,7 +10,7 @@ The parent of a request's span is the caller's W3C trace context: the ``tracepar
 ``_meta`` is known only once the body is read, which is after authentication, so the span of a ``POST /mcp`` opens
 when its envelope is parsed, with its start time set back to the request's arrival; steps that ended before it opened
 are recorded then, with their own times. Every upstream request carries the gateway's upstream span as its parent:
-in ``_meta`` for every transport, and as the ``traceparent`` header for HTTP upstreams (``http_hop.py``).
+in ``_meta`` for every transport, and as the ``traceparent`` header for HTTP upstreams (``http_calls.py``).
 
 Nothing secret goes into a span: no credential, token, argument or result; identities and task sessions by id.
 """

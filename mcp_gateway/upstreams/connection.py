@@ -9,7 +9,7 @@ Requests are forwarded raw: the client's params go out as they came (bar the env
 itself: ``jsonrpc.py``) and the upstream's result dict comes back exactly as sent, unknown fields included, so the
 gateway never narrows what either side can say to what this SDK version models.
 
-The upstream's lists (``lists.py``) are fetched on every connect and again whenever it says one changed; listeners
+The upstream's lists (``list_cache.py``) are fetched on every connect and again whenever it says one changed; listeners
 hear about every list that actually changed.
 """
 
@@ -111,7 +111,7 @@ class _Live:
     lost: anyio.Event
     modern: bool
     hop: HttpHop | None
-    """Streamable HTTP upstreams: the lean path calls take (``http_hop``); stdio calls go through the session."""
+    """Streamable HTTP upstreams: the lean path calls take (``http_calls.py``); stdio calls go through the session."""
     router: DownstreamRouter
     """Finds the client of the call a server→client request or log message arriving on ``session`` belongs to."""
     handshakes: HandshakeSessions[_Live] | None = None

@@ -2,7 +2,7 @@
 
 Two kinds of traffic reach an HTTP upstream. The connection's own (handshake or ``server/discover``, the lists, the
 listen stream, resource subscriptions; all through the SDK session's httpx2 client) carries the upstream's static
-``headers`` and, with ``clientCredentials``, the gateway's token. Forwarded calls (``http_hop``) carry the same, or,
+``headers`` and, with ``clientCredentials``, the gateway's token. Forwarded calls (``http_calls``) carry the same, or,
 for ``tokenExchange`` and ``perIdentity``, a credential for the caller in place of the upstream-level one. An
 upstream with a per-caller mode therefore sees only its static ``headers`` on the shared connection.
 

@@ -58,7 +58,7 @@ async def http_transport(
 ) -> AsyncIterator[TransportStreams]:
     """A transport to ``config.url``; ``on_lost`` fires when the server is unreachable or forgot our session.
 
-    ``state`` learns the session id the server assigns, for the calls ``http_hop`` sends beside this transport.
+    ``state`` learns the session id the server assigns, for the calls ``http_calls.py`` sends beside this transport.
     """
 
     async def watch_session(response: httpx2.Response) -> None:
