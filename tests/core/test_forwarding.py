@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -121,10 +121,10 @@ async def forwarding() -> AsyncIterator[Forwarding]:
 
 
 @asynccontextmanager
-async def demo_over_http(protocol: str) -> AsyncIterator[UpstreamConnection]:
+async def demo_over_http(protocol: str, **config: Any) -> AsyncIterator[UpstreamConnection]:
     """The demo upstream served in this process over streamable HTTP, and a running connection to it ("demo")."""
     async with serve_app(build_server().streamable_http_app(host="127.0.0.1")) as url:
-        connection = UpstreamConnection(http_config(f"{url}/mcp", protocol))
+        connection = UpstreamConnection(http_config(f"{url}/mcp", protocol, **config))
         async with running(connection):
             assert connection.ready
             yield connection
@@ -212,6 +212,15 @@ async def test_params_that_cannot_be_encoded_are_refused_with_invalid_params_and
     assert f.calls("demo", "invalid_params") == f.errors("demo", "tools/call", "invalid_params") == 1
 
 
+async def test_an_upstream_that_does_not_answer_in_time_is_audited_as_a_timeout() -> None:
+    async with forwarding() as f, demo_over_http("auto", call_timeout=0.2) as demo:
+        error = await failed_call(f, demo, {"name": "count_slowly", "arguments": {"n": 1, "delay": 30}})
+        [record] = await f.records(1)
+    assert error.code == REQUEST_TIMEOUT and "'demo'" in error.message
+    assert (record.outcome, [record.trace_id]) == ("timeout", f.trace_ids)
+    assert f.calls("demo", "timeout") == f.errors("demo", "tools/call", "timeout") == 1
+
+
 async def test_a_call_cancelled_while_the_upstream_works_is_audited_as_cancelled() -> None:
     started = anyio.Event()
 
@@ -254,6 +263,8 @@ async def test_forwarded_params_go_out_under_the_upstreams_name_without_the_prev
         with f.traced_request() as trace:
             record = tool_calls.record(ALICE, "probe__tool00", "probe", {}, ALLOWED)
             forwarded = forwarded_params(client_params, name="tool00")
+            # The probe answers any name, so the swap is checked here: the upstream's name, all else as the client's.
+            assert forwarded == {**client_params, "name": "tool00"}
             result = await f.forwarder.forward_recorded(ALICE, probe, forwarded, NO_LINK, record)
     received = json.loads(result["content"][0]["text"])
     assert received["vendor/key"] == "kept" and "progressToken" not in received
