@@ -25,7 +25,7 @@ from mcp_gateway.config import AuditConfig, Identity
 from mcp_gateway.core import tool_calls
 from mcp_gateway.core.audit import AuditLog, AuditRecord, read_recent
 from mcp_gateway.core.callers import NO_LINK, Caller, ClientLink
-from mcp_gateway.core.forwarding import Forwarder, audit_record, forwarded_params
+from mcp_gateway.core.forwarding import Forwarder, audit_record
 from mcp_gateway.core.input_bridge import InputBridge
 from mcp_gateway.core.policy import Decision
 from mcp_gateway.errors import POLICY_DENIED, RpcError
@@ -35,6 +35,7 @@ from mcp_gateway.ops.metrics import Metrics
 from mcp_gateway.ops.tracing import RequestTrace, Tracing, bind, unbind
 from mcp_gateway.store import MemoryStore
 from mcp_gateway.upstreams.connection import UpstreamConnection
+from mcp_gateway.upstreams.jsonrpc import forwarded_params
 from mcp_gateway.upstreams.transports.encoding import UnforwardableRequest
 from tests.core.test_input_bridge import LegacyClient
 from tests.support.harness import serve_app
