@@ -8,13 +8,16 @@ benchmark: ~200 to ~600 page faults per call, and about a third of the gateway's
 thresholds below, none. The price is that up to ``_TRIM_THRESHOLD`` of freed memory may stay in the process (it is
 reused by the next large answer, and still returned once more than that is free).
 
-Called once per serving process, before its event loop starts. Elsewhere (musl, macOS) nothing is changed.
+Called once per serving process, before its event loop starts. Elsewhere (musl, macOS) nothing is changed, and
+neither is a process whose operator tuned malloc already (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,
+or ``malloc.`` tunables in ``GLIBC_TUNABLES``): their choice wins.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import platform
 
 logger = logging.getLogger(__name__)
@@ -28,7 +31,7 @@ _MMAP_THRESHOLD = 16 * 1024 * 1024
 
 def reuse_freed_memory() -> bool:
     """Set glibc's trim and mmap thresholds; whether it applied (False when the C library is not glibc)."""
-    if platform.libc_ver()[0] != "glibc":
+    if platform.libc_ver()[0] != "glibc" or _tuned_by_operator():
         return False
     try:
         libc = ctypes.CDLL(None)
@@ -39,3 +42,9 @@ def reuse_freed_memory() -> bool:
     if not applied:
         logger.debug("glibc refused the malloc thresholds; large answers will fault their memory in again")
     return applied
+
+
+def _tuned_by_operator() -> bool:
+    environ = os.environ
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    return "MALLOC_TRIM_THRESHOLD_" in environ or "MALLOC_MMAP_THRESHOLD_" in environ or "malloc." in tunables

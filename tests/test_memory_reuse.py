@@ -3,6 +3,7 @@ in again; elsewhere nothing is changed."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -37,3 +38,13 @@ def test_large_buffers_made_again_reuse_the_memory_instead_of_faulting_it_in() -
     # Without: glibc trims the freed megabytes after each request, and the next one faults ~768 pages in again.
     assert faults("default") > 20 * 256
     assert faults("reuse") < 256
+
+
+@pytest.mark.parametrize(
+    "setting", [{"MALLOC_TRIM_THRESHOLD_": "0"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}]
+)
+def test_an_operators_own_malloc_tuning_is_left_alone(setting: dict[str, str]) -> None:
+    code = "from mcp_gateway.memory_reuse import reuse_freed_memory; print(reuse_freed_memory())"
+    env = {**os.environ, **setting}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert run.stdout.strip() == "False"
